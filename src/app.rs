@@ -1,0 +1,143 @@
+//! Wiring for the `serve` and `check` commands.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cli::{ServeArgs, SourceArgs};
+use crate::reload::{self, SerialStore};
+use crate::shared::Shared;
+use crate::snapshot::{self, ConfigError};
+use crate::source::FileSource;
+
+/// An error that maps to a specific exit code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// The configuration is invalid (exit 1); each line is one error.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+    /// A path given (or defaulted) does not exist (exit 1).
+    #[error("{0}")]
+    Missing(String),
+}
+
+fn file_source(args: &SourceArgs) -> Result<FileSource, AppError> {
+    if !args.etcd.is_empty() {
+        return Err(AppError::Missing("the etcd source is not available in this build yet; use --zones and --state".into()));
+    }
+    if !args.zones.is_dir() {
+        return Err(AppError::Missing(format!("{}: zones folder not found (use --zones DIR)", args.zones.display())));
+    }
+    if !args.state.is_file() {
+        return Err(AppError::Missing(format!("{}: state file not found (use --state FILE)", args.state.display())));
+    }
+    Ok(FileSource { zones_dir: args.zones.clone(), state_file: Some(args.state.clone()) })
+}
+
+fn invalid(errors: Vec<ConfigError>) -> AppError {
+    AppError::Invalid(errors.iter().map(ToString::to_string).collect())
+}
+
+/// `vdh-edge check`: validates and prints a summary.
+pub fn check(args: &SourceArgs) -> anyhow::Result<String> {
+    let src = file_source(args)?;
+    let inputs = src.read(1).map_err(invalid)?;
+    let snap = snapshot::compile(&inputs, None, &Default::default()).map_err(invalid)?;
+    Ok(format!(
+        "ok: {} zone(s), {} record(s), {} environment(s), {} service(s)",
+        snap.zones.len(),
+        snap.zones.values().map(|z| z.record_count()).sum::<usize>(),
+        snap.routing.environments.len(),
+        snap.routing.services.len()
+    ))
+}
+
+/// Binds UDP and TCP on the same address; with port 0 both get one port.
+pub async fn bind_dns(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+    for _ in 0..20 {
+        let udp = UdpSocket::bind(addr).await.with_context(|| format!("binding DNS UDP on {addr}"))?;
+        let local = udp.local_addr()?;
+        match TcpListener::bind(local).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 => {
+                warn!(error = %e, "TCP port taken; trying another");
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("binding DNS TCP on {local}")),
+        }
+    }
+    bail!("could not bind UDP and TCP on one port")
+}
+
+/// `vdh-edge serve`: runs until SIGINT or SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    match crate::util::raise_nofile_limit() {
+        Ok(n) => info!(limit = n, "open-file limit"),
+        Err(error) => warn!(%error, "could not raise the open-file limit"),
+    }
+    let src = file_source(&args.source)?;
+    let shared = Arc::new(Shared::new());
+    let serials = SerialStore::new(args.cache_dir.clone());
+    // The first snapshot must be valid: refuse to start on bad files.
+    let inputs = src.read(1).map_err(invalid)?;
+    reload::apply(&shared, &inputs, &serials).map_err(AppError::Invalid)?;
+
+    let shutdown = CancellationToken::new();
+    let (udp, tcp) = bind_dns(args.dns).await?;
+    info!(protocol = "udp", address = %udp.local_addr()?, "listening");
+    info!(protocol = "tcp", address = %tcp.local_addr()?, "listening");
+    let http = TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP on {}", args.http))?;
+    info!(protocol = "http", address = %http.local_addr()?, "listening");
+    let snap = shared.snapshot();
+    info!(revision = snap.revision, source = snap.kind.as_str(), zones = snap.zones.len(), "first snapshot live");
+
+    let (tx, rx) = mpsc::channel(16);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(reload::run(rx, shared.clone(), serials, shutdown.clone()));
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) = src.watch(tx, 1, shutdown).await {
+                warn!(%error, "file watcher failed; changes will not be picked up");
+            }
+        });
+    }
+    tasks.spawn(crate::dns::server::run_udp(udp, shared.clone(), shutdown.clone()));
+    tasks.spawn(crate::dns::server::run_tcp(tcp, shared.clone(), shutdown.clone()));
+    {
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(error) = crate::http::run(http, shared, shutdown).await {
+                warn!(%error, "http server failed");
+            }
+        });
+    }
+
+    wait_for_signal().await;
+    info!("shutting down");
+    shutdown.cancel();
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    tokio::select! {
+        _ = drain => {}
+        _ = tokio::time::sleep(Duration::from_secs(5)) => warn!("grace period over; exiting"),
+        _ = wait_for_signal() => warn!("second signal; exiting now"),
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

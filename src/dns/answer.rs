@@ -1,0 +1,176 @@
+//! The authoritative answer algorithm (RFC 1034 §4.3.2 with RFC 2308
+//! negative answers, RFC 4592 wildcards, RFC 8482 minimal ANY), shaped to
+//! give what Knot DNS gives for the same zone.
+//!
+//! It reads only compiled structures ([`crate::zone::Zone`]) and writes
+//! straight into the response buffer: no parsing and no allocation per query.
+
+use super::name::suffix_offsets;
+use super::types::*;
+use super::wire::{Full, Section, Writer};
+use crate::zone::{Node, Zone};
+
+/// Longest CNAME chain followed inside one answer (Knot follows 5 links).
+pub const MAX_CNAME_CHAIN: usize = 5;
+
+/// Finds the zone that holds `qname_lower`: the longest origin that is a
+/// suffix of it.
+pub fn find_zone<'z>(zones: &'z crate::snapshot::Zones, qname_lower: &[u8]) -> Option<&'z Zone> {
+    let mut offs = [0u8; 128];
+    let n = suffix_offsets(qname_lower, &mut offs);
+    for &o in &offs[..n] {
+        if let Some(z) = zones.get(&qname_lower[o as usize..]) {
+            return Some(z);
+        }
+    }
+    zones.get(&[0u8][..]).map(|z| &**z)
+}
+
+enum Found<'z> {
+    /// The name exists (possibly as an empty non-terminal).
+    Exact(&'z Node),
+    /// A zone cut at or above the name.
+    Cut(&'z Node),
+    /// The name does not exist; its closest encloser is given.
+    Missing(&'z Node),
+}
+
+/// Walks from the apex down to `name`, stopping at the first zone cut.
+fn find<'z>(zone: &'z Zone, name: &[u8], qtype: u16) -> Found<'z> {
+    let mut offs = [0u8; 128];
+    let n = suffix_offsets(name, &mut offs);
+    let apex_labels = zone.origin.label_count();
+    let below = n - apex_labels;
+    let mut encloser = zone.apex();
+    // Suffixes from just below the apex down to the name itself.
+    for k in (0..below).rev() {
+        let suffix = &name[offs[k] as usize..];
+        match zone.lookup(suffix) {
+            Some(node) => {
+                if node.delegation && !(k == 0 && qtype == DS) {
+                    return Found::Cut(node);
+                }
+                encloser = node;
+            }
+            None => return Found::Missing(encloser),
+        }
+    }
+    Found::Exact(encloser)
+}
+
+/// Writes the A and AAAA RRsets of the given nodes into the additional
+/// section; what does not fit is left out without setting TC.
+fn additional(w: &mut Writer, zone: &Zone, targets: &[u32]) {
+    for &t in targets {
+        let node = zone.node(t);
+        let owner = node.owner.as_ref().map(|o| o.wire());
+        for rtype in [A, AAAA] {
+            if let Some(set) = node.get(rtype) {
+                let _ = w.rrset(Section::Additional, owner, rtype, set.ttl, set.rdata_iter());
+            }
+        }
+    }
+}
+
+fn negative(w: &mut Writer, zone: &Zone) -> Result<(), Full> {
+    let soa = zone.soa();
+    w.rrset(Section::Authority, Some(zone.origin.wire()), SOA, zone.negative_ttl, soa.rdata_iter())
+}
+
+/// Answers a question that falls in `zone`. The writer already holds the
+/// question. Returns the rcode; sets AA and TC on the writer as due.
+pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u16) -> u8 {
+    // `sname` is the name being resolved: first the question, then CNAME
+    // targets. `owner` is how to write it (None: pointer to the question).
+    let mut sname_buf = [0u8; 255];
+    let mut sname_len = qname_lower.len();
+    sname_buf[..sname_len].copy_from_slice(qname_lower);
+    let mut owner_buf = [0u8; 255];
+    let mut owner_len = 0usize;
+    let mut chain = 0;
+    w.set_aa();
+    loop {
+        let sname = &sname_buf[..sname_len];
+        let owner = if chain == 0 { None } else { Some(&owner_buf[..owner_len]) };
+        let (node, synthesized) = match find(zone, sname, qtype) {
+            Found::Cut(cut) => {
+                if chain == 0 {
+                    w.clear_aa();
+                }
+                let ns = cut.get(NS).expect("a cut has NS");
+                let cut_owner = cut.owner.as_ref().map(|o| o.wire());
+                if w.rrset(Section::Authority, cut_owner, NS, ns.ttl, ns.rdata_iter()).is_err() {
+                    w.set_tc();
+                    return RCODE_NOERROR;
+                }
+                additional(w, zone, &ns.targets);
+                return RCODE_NOERROR;
+            }
+            Found::Exact(node) => (node, false),
+            Found::Missing(encloser) => {
+                let wild = encloser.owner.as_ref().and_then(|o| o.wildcard_child());
+                match wild.and_then(|wn| zone.lookup(wn.to_lower().wire())) {
+                    Some(node) => (node, true),
+                    None => {
+                        if negative(w, zone).is_err() {
+                            w.set_tc();
+                        }
+                        return RCODE_NXDOMAIN;
+                    }
+                }
+            }
+        };
+        let _ = synthesized;
+        if qtype != CNAME
+            && let Some(cname) = node.get(CNAME)
+        {
+            if w.rrset(Section::Answer, owner, CNAME, cname.ttl, cname.rdata_iter()).is_err() {
+                w.set_tc();
+                return RCODE_NOERROR;
+            }
+            chain += 1;
+            let target = &cname.rdatas[0][..];
+            // Follow only inside this zone, and only so far.
+            if chain > MAX_CNAME_CHAIN || !crate::dns::name::is_subdomain(target, zone.origin.wire()) {
+                return RCODE_NOERROR;
+            }
+            owner_len = target.len();
+            owner_buf[..owner_len].copy_from_slice(target);
+            sname_len = target.len();
+            sname_buf[..sname_len].copy_from_slice(target);
+            crate::dns::name::lower_in_place(&mut sname_buf[..sname_len]);
+            continue;
+        }
+        if qtype == ANY {
+            // RFC 8482: one RRset suffices; take the lowest type.
+            match node.rrsets.first() {
+                Some(set) => {
+                    if w.rrset(Section::Answer, owner, set.rtype, set.ttl, set.rdata_iter()).is_err() {
+                        w.set_tc();
+                    }
+                }
+                None => {
+                    if negative(w, zone).is_err() {
+                        w.set_tc();
+                    }
+                }
+            }
+            return RCODE_NOERROR;
+        }
+        match node.get(qtype) {
+            Some(set) => {
+                if w.rrset(Section::Answer, owner, set.rtype, set.ttl, set.rdata_iter()).is_err() {
+                    w.set_tc();
+                    return RCODE_NOERROR;
+                }
+                additional(w, zone, &set.targets);
+            }
+            None => {
+                if negative(w, zone).is_err() {
+                    w.set_tc();
+                }
+            }
+        }
+        return RCODE_NOERROR;
+    }
+}

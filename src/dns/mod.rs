@@ -1,0 +1,93 @@
+//! The DNS front: packet in, packet out, from one snapshot.
+//!
+//! [`respond`] is the whole protocol decision for one query; [`server`]
+//! owns the sockets. `dns` never talks to etcd or the file system: it reads
+//! the snapshot it is handed.
+
+pub mod answer;
+pub mod name;
+pub mod server;
+pub mod types;
+pub mod wire;
+
+use std::net::IpAddr;
+
+use crate::snapshot::Snapshot;
+use types::*;
+use wire::{MAX_UDP_PAYLOAD, ParseOutcome, Request, Writer};
+
+/// What was answered, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub qtype: u16,
+    /// Full (extended) rcode.
+    pub rcode: u16,
+}
+
+/// Transport a query came over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Answers one query packet into `out`. Returns `None` when nothing is to be
+/// sent (runt packets, responses).
+pub fn respond(snap: &Snapshot, packet: &[u8], _src: IpAddr, transport: Transport, out: &mut Vec<u8>) -> Option<Outcome> {
+    let req = match Request::parse(packet) {
+        Ok(r) => r,
+        Err(ParseOutcome::Drop) => return None,
+        Err(ParseOutcome::Error { rcode, question_end }) => {
+            let id = u16::from_be_bytes([packet[0], packet[1]]);
+            let opcode = (packet[2] >> 3) & 0xf;
+            let mut w = Writer::new(out, usize::MAX, id, opcode, packet[2] & 1 != 0, packet[3] & 0x10 != 0);
+            if let Some(end) = question_end {
+                w.raw_question(&packet[12..end]);
+            }
+            w.set_rcode(rcode);
+            return Some(Outcome { qtype: 0, rcode: rcode as u16 });
+        }
+    };
+    let limit = match (transport, &req.edns) {
+        (Transport::Tcp, _) => 65535,
+        (Transport::Udp, None) => 512,
+        (Transport::Udp, Some(e)) => e.payload.clamp(512, MAX_UDP_PAYLOAD) as usize,
+    };
+    let mut w = Writer::new(out, limit, req.id, req.opcode, req.rd, req.cd);
+    w.question(req.qname(), req.qtype, req.qclass);
+    let opt_len = req.edns.as_ref().map_or(0, |e| Writer::opt_len(e.ecs.as_ref()));
+    w.reserve(opt_len);
+    let rcode: u16 = if let Some(e) = req.edns.as_ref().filter(|e| e.version != 0) {
+        let _ = e;
+        RCODE_BADVERS
+    } else if req.opcode != 0 {
+        RCODE_NOTIMP as u16
+    } else {
+        answer(snap, &req, transport, &mut w) as u16
+    };
+    w.set_rcode((rcode & 0xf) as u8);
+    w.unreserve(opt_len);
+    if let Some(e) = &req.edns {
+        w.opt(MAX_UDP_PAYLOAD, (rcode >> 4) as u8, e.dnssec_ok, None);
+    }
+    Some(Outcome { qtype: req.qtype, rcode })
+}
+
+fn answer(snap: &Snapshot, req: &Request, transport: Transport, w: &mut Writer) -> u8 {
+    if req.qclass != CLASS_IN {
+        return RCODE_REFUSED;
+    }
+    let Some(zone) = answer::find_zone(&snap.zones, req.qname_lower()) else {
+        return RCODE_REFUSED;
+    };
+    match req.qtype {
+        AXFR | IXFR => {
+            // Zone transfers are not offered.
+            let _ = transport;
+            w.set_aa();
+            RCODE_NOTAUTH
+        }
+        MAILA | MAILB | OPT => RCODE_NOTIMP,
+        _ => answer::answer_in_zone(w, zone, req.qname_lower(), req.qtype),
+    }
+}

@@ -1,0 +1,33 @@
+//! vdh-edge: an authoritative DNS server and remote-config service that moves
+//! SDK clients between backends by publishing routing changes.
+//!
+//! # Layout
+//!
+//! - [`cli`]: command-line arguments.
+//! - [`state`]: the routing state as written (serde types) and its validation.
+//! - [`routing`]: the compiled routing state and rule evaluation.
+//! - [`cohort`]: sticky percent buckets, percent parsing, SemVer ranges.
+//! - [`zone`]: zone-file parsing and compiled zones.
+//! - [`snapshot`]: compiles zones and state into one immutable `Snapshot`.
+//! - [`source`]: config sources (`FileSource`) that send candidates.
+//! - [`reload`]: the single writer of the live snapshot.
+//! - [`shared`]: the live snapshot, readiness and metrics handed to fronts.
+//! - [`dns`]: the DNS front (wire format, answers, sockets).
+//! - [`http`]: the HTTP front (health, readiness, metrics).
+//! - [`metrics`]: Prometheus metrics.
+//! - [`app`]: `serve` and `check` wiring.
+
+pub mod app;
+pub mod cli;
+pub mod cohort;
+pub mod dns;
+pub mod http;
+pub mod metrics;
+pub mod reload;
+pub mod routing;
+pub mod shared;
+pub mod snapshot;
+pub mod source;
+pub mod state;
+pub mod util;
+pub mod zone;

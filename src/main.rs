@@ -1,0 +1,44 @@
+//! The `vdh-edge` binary: parse the command line, set up logging, run, and
+//! turn an error into one message and an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use vdh_edge::app::{self, AppError};
+use vdh_edge::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let result = match cli.command {
+        Command::Check(args) => app::check(&args).map(|summary| println!("{summary}")),
+        Command::Schema => {
+            println!("{}", vdh_edge::state::json_schema());
+            Ok(())
+        }
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(app::serve(args))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<AppError>() {
+                Some(AppError::Invalid(lines)) => {
+                    for l in lines {
+                        eprintln!("{l}");
+                    }
+                    eprintln!("error: configuration is invalid ({} error(s))", lines.len());
+                }
+                _ => eprintln!("error: {e:#}"),
+            }
+            ExitCode::from(1)
+        }
+    }
+}

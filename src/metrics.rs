@@ -1,0 +1,132 @@
+//! Prometheus metrics (prometheus-client), served at `/metrics`.
+//!
+//! DNS counters are created up front for every (qtype, rcode) pair we label,
+//! so counting a query is one atomic add with no lock and no allocation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::dns::types::{self, *};
+
+const QTYPES: &[u16] = &[A, AAAA, NS, CNAME, SOA, MX, TXT, SRV, PTR, CAA, ANY, DS, AXFR, IXFR];
+const RCODES: &[(u16, &str)] = &[
+    (0, "NOERROR"),
+    (1, "FORMERR"),
+    (2, "SERVFAIL"),
+    (3, "NXDOMAIN"),
+    (4, "NOTIMP"),
+    (5, "REFUSED"),
+    (9, "NOTAUTH"),
+    (16, "BADVERS"),
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DnsLabels {
+    qtype: String,
+    rcode: String,
+    transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// Every metric the process exports.
+pub struct Metrics {
+    registry: Registry,
+    /// [transport][qtype index][rcode index]
+    dns: Vec<Counter>,
+    pub snapshot_revision: Gauge,
+    pub snapshot_age_seconds: Gauge,
+    pub snapshot_swaps: Counter,
+    pub rejected_changes: Counter,
+    pub dns_dropped: Counter,
+    pub tcp_connections: Gauge,
+    published_unix: AtomicU64,
+}
+
+fn qtype_index(q: u16) -> usize {
+    QTYPES.iter().position(|&t| t == q).unwrap_or(QTYPES.len())
+}
+
+fn rcode_index(r: u16) -> usize {
+    RCODES.iter().position(|&(c, _)| c == r).unwrap_or(RCODES.len())
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("vdh_edge");
+        let family = Family::<DnsLabels, Counter>::default();
+        registry.register("dns_queries", "DNS queries answered, by query type, response code and transport", family.clone());
+        let mut dns = Vec::new();
+        for transport in ["udp", "tcp"] {
+            for qi in 0..=QTYPES.len() {
+                for ri in 0..=RCODES.len() {
+                    let qtype = QTYPES.get(qi).map_or("other".to_string(), |&t| types::type_name(t));
+                    let rcode = RCODES.get(ri).map_or("other", |r| r.1).to_string();
+                    dns.push(family.get_or_create(&DnsLabels { qtype, rcode, transport: transport.into() }).clone());
+                }
+            }
+        }
+        let m = Metrics {
+            registry,
+            dns,
+            snapshot_revision: Gauge::default(),
+            snapshot_age_seconds: Gauge::default(),
+            snapshot_swaps: Counter::default(),
+            rejected_changes: Counter::default(),
+            dns_dropped: Counter::default(),
+            tcp_connections: Gauge::default(),
+            published_unix: AtomicU64::new(0),
+        };
+        let mut m = m;
+        let r = &mut m.registry;
+        r.register("snapshot_revision", "Revision of the snapshot being served", m.snapshot_revision.clone());
+        r.register("snapshot_age_seconds", "Seconds since the served snapshot was published", m.snapshot_age_seconds.clone());
+        r.register("snapshot_swaps", "Snapshots published", m.snapshot_swaps.clone());
+        r.register("rejected_changes", "Candidate configurations rejected as invalid", m.rejected_changes.clone());
+        r.register("dns_dropped", "DNS packets dropped without an answer", m.dns_dropped.clone());
+        r.register("dns_tcp_connections", "Open DNS TCP connections", m.tcp_connections.clone());
+        m
+    }
+
+    /// Counts one answered query.
+    #[inline]
+    pub fn dns_query(&self, tcp: bool, qtype: u16, rcode: u16) {
+        let per_transport = (QTYPES.len() + 1) * (RCODES.len() + 1);
+        let i = usize::from(tcp) * per_transport + qtype_index(qtype) * (RCODES.len() + 1) + rcode_index(rcode);
+        self.dns[i].inc();
+    }
+
+    /// Records a publish.
+    pub fn published(&self, revision: u64) {
+        self.snapshot_revision.set(revision as i64);
+        self.snapshot_swaps.inc();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        self.published_unix.store(now, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let published = self.published_unix.load(Ordering::Relaxed);
+        if published > 0 {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+            self.snapshot_age_seconds.set(now.saturating_sub(published) as i64);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}

@@ -1,0 +1,69 @@
+//! State shared by the fronts and the reload loop: the live snapshot,
+//! readiness, metrics and the last rejected change.
+//!
+//! Only [`crate::reload`] calls [`Shared::publish`]; the fronts only read.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+/// A candidate configuration that was refused.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub at: SystemTime,
+    pub revision: u64,
+    pub errors: Vec<String>,
+}
+
+pub struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    ready: AtomicBool,
+    pub metrics: Metrics,
+    pub last_rejection: Mutex<Option<Rejection>>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shared {
+    pub fn new() -> Shared {
+        Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            ready: AtomicBool::new(false),
+            metrics: Metrics::new(),
+            last_rejection: Mutex::new(None),
+        }
+    }
+
+    /// The live snapshot. Take it once per request so one snapshot answers.
+    #[inline]
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// True once a snapshot has been published.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Makes `snap` the live snapshot (reload only).
+    pub(crate) fn publish(&self, snap: Arc<Snapshot>) {
+        let rev = snap.revision;
+        self.snapshot.store(snap);
+        self.ready.store(true, Ordering::Release);
+        self.metrics.published(rev);
+    }
+
+    pub(crate) fn reject(&self, r: Rejection) {
+        self.metrics.rejected_changes.inc();
+        *self.last_rejection.lock().expect("not poisoned") = Some(r);
+    }
+}

@@ -1,0 +1,250 @@
+//! `Snapshot`: everything one answer needs, compiled once and never changed.
+//!
+//! [`compile`] turns [`Inputs`] (zone texts and the routing state) into a
+//! snapshot: zones parsed and built, routing validated, derived names
+//! (environment names, service hostnames) added to their zones as records,
+//! SOA serials chosen so they never go backwards. It collects every error
+//! instead of stopping at the first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::dns::name::Name;
+use crate::dns::types::{A, AAAA};
+use crate::routing::{Client, ENV_NAME_TTL, Routing};
+use crate::state::RawState;
+use crate::zone::{self, Zone, ZoneRecord};
+
+/// Zones by lower-cased wire origin.
+pub type Zones = HashMap<Box<[u8]>, Arc<Zone>>;
+
+/// Where a snapshot came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    File,
+    Etcd,
+    Cache,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::File => "file",
+            SourceKind::Etcd => "etcd",
+            SourceKind::Cache => "cache",
+        }
+    }
+}
+
+/// One zone file's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneText {
+    /// Where it came from (a path, or an etcd key), for error messages.
+    pub source: String,
+    pub origin: Name,
+    pub text: String,
+}
+
+/// The raw material of a snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inputs {
+    pub zones: Vec<ZoneText>,
+    /// Where the state came from, for error messages.
+    pub state_source: String,
+    pub state_text: String,
+    /// Revision of the source (etcd revision; a counter for files).
+    pub revision: u64,
+    pub kind: SourceKind,
+}
+
+/// A problem that keeps a candidate from being published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub source: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) if l > 0 => write!(f, "{}:{}: {}", self.source, l, self.message),
+            _ => write!(f, "{}: {}", self.source, self.message),
+        }
+    }
+}
+
+/// An immutable, fully compiled configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub kind: SourceKind,
+    pub zones: Zones,
+    pub routing: Routing,
+    pub raw_state: RawState,
+    pub published: SystemTime,
+}
+
+impl Snapshot {
+    /// A snapshot with nothing in it (used before the first publish).
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            revision: 0,
+            kind: SourceKind::File,
+            zones: HashMap::new(),
+            routing: Routing::default(),
+            raw_state: RawState::default(),
+            published: SystemTime::now(),
+        }
+    }
+
+    /// Serial served and content hash of each zone, by origin text.
+    pub fn serials(&self) -> BTreeMap<String, (u32, u64)> {
+        self.zones.values().map(|z| (z.origin.to_string(), (z.serial, z.content_hash))).collect()
+    }
+}
+
+/// Serial arithmetic (RFC 1982): is `a` after `b`?
+pub fn serial_gt(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000_0000
+}
+
+/// Derived records per zone origin, from the routing state.
+fn derived_records(routing: &Routing, origins: &[Name]) -> HashMap<Name, Vec<ZoneRecord>> {
+    let mut out: HashMap<Name, Vec<ZoneRecord>> = HashMap::new();
+    let zone_of = |n: &Name| origins.iter().filter(|o| n.is_subdomain_of(o)).max_by_key(|o| o.label_count()).cloned();
+    let mut push = |name: &Name, ttl: u32, env: &crate::routing::Environment| {
+        let Some(z) = zone_of(name) else { return };
+        let v = out.entry(z).or_default();
+        for a in &env.v4 {
+            v.push(ZoneRecord { owner: name.clone(), rtype: A, ttl, rdata: a.octets().to_vec(), line: 0 });
+        }
+        for a in &env.v6 {
+            v.push(ZoneRecord { owner: name.clone(), rtype: AAAA, ttl, rdata: a.octets().to_vec(), line: 0 });
+        }
+    };
+    for env in &routing.environments {
+        for n in &env.names {
+            push(n, ENV_NAME_TTL, env);
+        }
+    }
+    for svc in &routing.services {
+        let client = Client { sdk_version: Some(&svc.legacy_sdk_version), ..Default::default() };
+        let d = svc.decide(&client, true);
+        let env = &routing.environments[svc.rules[d.rule].environment];
+        for h in &svc.hostnames {
+            push(h, svc.ttl, env);
+        }
+    }
+    out
+}
+
+/// Compiles inputs into a snapshot. `prev` (the live snapshot) carries SOA
+/// serials forward; `serial_floor` holds the last serial served per zone
+/// before a restart (from the cache), so serials never go backwards.
+pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap<String, (u32, u64)>) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let raw = match crate::state::from_yaml(&inputs.state_text) {
+        Ok(r) => r,
+        Err(e) => {
+            errors.push(ConfigError { source: inputs.state_source.clone(), line: e.line, message: e.message });
+            return Err(errors);
+        }
+    };
+    // Parse zones first: the routing state needs their origins.
+    let mut parsed: Vec<(&ZoneText, Vec<ZoneRecord>)> = Vec::new();
+    let mut seen = HashMap::new();
+    for zt in &inputs.zones {
+        let origin = zt.origin.to_lower();
+        if let Some(prev_src) = seen.insert(origin.clone(), zt.source.clone()) {
+            errors.push(ConfigError { source: zt.source.clone(), line: None, message: format!("zone {origin} is also defined by {prev_src}") });
+            continue;
+        }
+        let p = zone::parse_zone(&zt.text, &zt.origin);
+        for e in p.errors {
+            errors.push(ConfigError { source: zt.source.clone(), line: Some(e.line), message: e.message });
+        }
+        parsed.push((zt, p.records));
+    }
+    let origins: Vec<Name> = parsed.iter().map(|(zt, _)| zt.origin.to_lower()).collect();
+    let routing = match Routing::compile(&raw, &origins) {
+        Ok(r) => Some(r),
+        Err(es) => {
+            for e in crate::state::StateError::with_lines(es, &inputs.state_text) {
+                errors.push(ConfigError { source: inputs.state_source.clone(), line: e.line, message: format!("{}: {}", e.path, e.message) });
+            }
+            None
+        }
+    };
+    let derived = routing.as_ref().map(|r| derived_records(r, &origins)).unwrap_or_default();
+    let mut zones: Zones = HashMap::new();
+    for (zt, records) in parsed {
+        let origin = zt.origin.to_lower();
+        let mut all = records;
+        if let Some(extra) = derived.get(&origin) {
+            // Derived names own their node: the zone file must not hold records there.
+            for d in extra {
+                let clash = all.iter().find(|r| r.line > 0 && r.owner.to_lower() == d.owner);
+                if let Some(c) = clash {
+                    let msg = format!("{} is a derived name of the routing state and cannot also have records in the zone file", d.owner);
+                    if !errors.iter().any(|e| e.message == msg) {
+                        errors.push(ConfigError { source: zt.source.clone(), line: Some(c.line), message: msg });
+                    }
+                }
+            }
+            all.extend(extra.iter().cloned());
+        }
+        if !errors.is_empty() {
+            continue;
+        }
+        // First build with the file's serial to learn the content hash.
+        let built = match Zone::build(&zt.origin, &all, None) {
+            Ok(z) => z,
+            Err(issues) => {
+                for i in issues {
+                    errors.push(ConfigError { source: zt.source.clone(), line: Some(i.line), message: i.message });
+                }
+                continue;
+            }
+        };
+        let key: Box<[u8]> = origin.wire().into();
+        let old = prev.and_then(|p| p.zones.get(&key));
+        let floor = serial_floor.get(&origin.to_string()).copied();
+        let file_serial = built.serial;
+        let serial = match old {
+            // Unchanged content keeps its serial (and its built zone).
+            Some(o) if o.content_hash == built.content_hash => {
+                zones.insert(key, o.clone());
+                continue;
+            }
+            Some(o) => {
+                if serial_gt(file_serial, o.serial) { file_serial } else { o.serial.wrapping_add(1) }
+            }
+            // After a restart: the last serial served and its content.
+            None => match floor {
+                Some((f, hash)) if hash == built.content_hash && !serial_gt(file_serial, f) => f,
+                Some((f, _)) if !serial_gt(file_serial, f) => f.wrapping_add(1),
+                _ => file_serial,
+            },
+        };
+        let zone = if serial == file_serial {
+            built
+        } else {
+            Zone::build(&zt.origin, &all, Some(serial)).expect("built once already")
+        };
+        zones.insert(key, Arc::new(zone));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Snapshot {
+        revision: inputs.revision,
+        kind: inputs.kind,
+        zones,
+        routing: routing.expect("no errors means routing compiled"),
+        raw_state: raw,
+        published: SystemTime::now(),
+    })
+}

@@ -1,0 +1,158 @@
+//! `FileSource`: zones from a folder of `*.zone` files and the routing state
+//! from one YAML file, watched for changes.
+//!
+//! Changes are debounced, and a candidate is sent only after two reads in a
+//! row give the same bytes, so a file caught half-written is not published.
+//! Editors and tools should still write by rename (write a temp file, then
+//! `mv` it over), which makes every read see a whole file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::dns::name::Name;
+use crate::reload::StateEvent;
+use crate::snapshot::{ConfigError, Inputs, SourceKind, ZoneText};
+
+/// Quiet time after the last file event before reading.
+pub const DEBOUNCE: Duration = Duration::from_millis(30);
+/// Pause between the two reads that must agree.
+const SETTLE: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    pub zones_dir: PathBuf,
+    pub state_file: Option<PathBuf>,
+}
+
+fn read_err(path: &Path, e: std::io::Error) -> ConfigError {
+    ConfigError { source: path.display().to_string(), line: None, message: format!("cannot read: {e}") }
+}
+
+impl FileSource {
+    /// Reads every input once. `revision` labels the result.
+    pub fn read(&self, revision: u64) -> Result<Inputs, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut zones = Vec::new();
+        match std::fs::read_dir(&self.zones_dir) {
+            Err(e) => errors.push(read_err(&self.zones_dir, e)),
+            Ok(rd) => {
+                let mut paths: Vec<PathBuf> = rd
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "zone") && p.is_file())
+                    .collect();
+                paths.sort();
+                for p in paths {
+                    let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+                    let origin_text = if stem.ends_with('.') { stem.to_string() } else { format!("{stem}.") };
+                    let origin = match Name::parse(&origin_text, None) {
+                        Ok(o) if !stem.is_empty() => o,
+                        _ => {
+                            errors.push(ConfigError {
+                                source: p.display().to_string(),
+                                line: None,
+                                message: "file name must be the zone origin followed by .zone, e.g. example.com.zone".into(),
+                            });
+                            continue;
+                        }
+                    };
+                    match std::fs::read_to_string(&p) {
+                        Ok(text) => zones.push(ZoneText { source: p.display().to_string(), origin, text }),
+                        Err(e) => errors.push(read_err(&p, e)),
+                    }
+                }
+            }
+        }
+        let (state_source, state_text) = match &self.state_file {
+            None => ("(no state)".to_string(), String::new()),
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(t) => (p.display().to_string(), t),
+                Err(e) => {
+                    errors.push(read_err(p, e));
+                    (p.display().to_string(), String::new())
+                }
+            },
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Inputs { zones, state_source, state_text, revision, kind: SourceKind::File })
+    }
+
+    /// Reads until two reads agree.
+    async fn read_settled(&self, revision: u64) -> Result<Inputs, Vec<ConfigError>> {
+        let mut last = self.read(revision);
+        for _ in 0..20 {
+            tokio::time::sleep(SETTLE).await;
+            let again = self.read(revision);
+            let same = match (&last, &again) {
+                (Ok(a), Ok(b)) => a == b,
+                (Err(a), Err(b)) => a == b,
+                _ => false,
+            };
+            if same {
+                return again;
+            }
+            last = again;
+        }
+        last
+    }
+
+    /// Watches the inputs and sends a candidate after each burst of changes.
+    /// `first_revision` is the revision of the snapshot already loaded.
+    pub async fn watch(self, tx: mpsc::Sender<StateEvent>, first_revision: u64, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let (etx, mut erx) = mpsc::unbounded_channel::<()>();
+        let zones_dir = self.zones_dir.canonicalize().unwrap_or(self.zones_dir.clone());
+        let state_file = self.state_file.as_ref().map(|p| p.canonicalize().unwrap_or(p.clone()));
+        let state_name = state_file.as_ref().and_then(|p| p.file_name().map(|n| n.to_os_string()));
+        let zd = zones_dir.clone();
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(ev) = res else { return };
+            let relevant = ev.paths.iter().any(|p| {
+                let in_zones = p.parent() == Some(zd.as_path()) && p.extension().is_some_and(|x| x == "zone");
+                let is_state = state_name.as_ref().is_some_and(|n| p.file_name() == Some(n.as_os_str()));
+                in_zones || is_state
+            });
+            if relevant {
+                let _ = etx.send(());
+            }
+        })?;
+        watcher.watch(&zones_dir, RecursiveMode::NonRecursive)?;
+        if let Some(sf) = &state_file
+            && let Some(dir) = sf.parent()
+            && dir != zones_dir
+        {
+            watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        }
+        let mut revision = first_revision;
+        loop {
+            tokio::select! {
+                e = erx.recv() => if e.is_none() { return Ok(()) },
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+            // Debounce: wait for a quiet period.
+            loop {
+                match tokio::time::timeout(DEBOUNCE, erx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return Ok(()),
+                    Err(_) => break,
+                }
+            }
+            revision += 1;
+            debug!(revision, "files changed");
+            let ev = match self.read_settled(revision).await {
+                Ok(inputs) => StateEvent::Candidate(inputs),
+                Err(errors) => StateEvent::Unreadable { revision, errors },
+            };
+            if tx.send(ev).await.is_err() {
+                warn!("reload loop has stopped; file watcher exits");
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Config sources: each produces candidate [`crate::snapshot::Inputs`] and
+//! sends them to the reload loop as [`crate::reload::StateEvent`]s.
+
+pub mod file;
+
+pub use file::FileSource;
