@@ -8,22 +8,32 @@
 use super::name::suffix_offsets;
 use super::types::*;
 use super::wire::{Full, Section, Writer};
-use crate::zone::{Node, Zone};
+use crate::zone::{Node, Target, Zone};
 
 /// Longest CNAME chain followed inside one answer (Knot follows 5 links).
 pub const MAX_CNAME_CHAIN: usize = 5;
 
 /// Finds the zone that holds `qname_lower`: the longest origin that is a
 /// suffix of it.
-pub fn find_zone<'z>(zones: &'z crate::snapshot::Zones, qname_lower: &[u8]) -> Option<&'z Zone> {
+///
+/// A DS RRset lives on the parent side of a zone cut, so a DS question for
+/// the apex of a served zone goes to the parent zone when that is served too.
+pub fn find_zone<'z>(zones: &'z crate::snapshot::Zones, qname_lower: &[u8], qtype: u16) -> Option<&'z Zone> {
     let mut offs = [0u8; 128];
     let n = suffix_offsets(qname_lower, &mut offs);
-    for &o in &offs[..n] {
+    let skip = usize::from(qtype == DS && n > 0 && zones.contains_key(qname_lower) && has_parent_zone(zones, &qname_lower[1 + qname_lower[0] as usize..]));
+    for &o in &offs[skip..n] {
         if let Some(z) = zones.get(&qname_lower[o as usize..]) {
             return Some(z);
         }
     }
     zones.get(&[0u8][..]).map(|z| &**z)
+}
+
+fn has_parent_zone(zones: &crate::snapshot::Zones, name: &[u8]) -> bool {
+    let mut offs = [0u8; 128];
+    let n = suffix_offsets(name, &mut offs);
+    offs[..n].iter().any(|&o| zones.contains_key(&name[o as usize..])) || zones.contains_key(&[0u8][..])
 }
 
 enum Found<'z> {
@@ -60,16 +70,19 @@ fn find<'z>(zone: &'z Zone, name: &[u8], qtype: u16) -> Found<'z> {
 
 /// Writes the A and AAAA RRsets of the given nodes into the additional
 /// section; what does not fit is left out without setting TC.
-fn additional(w: &mut Writer, zone: &Zone, targets: &[u32]) {
-    for &t in targets {
-        let node = zone.node(t);
-        let owner = node.owner.as_ref().map(|o| o.wire());
+/// Returns false when something did not fit.
+fn additional(w: &mut Writer, zone: &Zone, targets: &[Target]) -> bool {
+    let mut all = true;
+    for t in targets {
+        let node = zone.node(t.node);
+        let owner = t.owner.as_deref().or(node.owner.as_ref().map(|o| o.wire()));
         for rtype in [A, AAAA] {
             if let Some(set) = node.get(rtype) {
-                let _ = w.rrset(Section::Additional, owner, rtype, set.ttl, set.rdata_iter());
+                all &= w.rrset(Section::Additional, owner, rtype, set.ttl, set.rdata_iter()).is_ok();
             }
         }
     }
+    all
 }
 
 fn negative(w: &mut Writer, zone: &Zone) -> Result<(), Full> {
@@ -88,6 +101,10 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
     let mut owner_buf = [0u8; 255];
     let mut owner_len = 0usize;
     let mut chain = 0;
+    // CNAME RRsets already written (by node), and wildcard nodes already
+    // used for a CNAME: meeting either again means a loop.
+    let mut written: [*const Node; MAX_CNAME_CHAIN] = [std::ptr::null(); MAX_CNAME_CHAIN];
+    let mut wild_seen: [*const Node; MAX_CNAME_CHAIN] = [std::ptr::null(); MAX_CNAME_CHAIN];
     w.set_aa();
     loop {
         let sname = &sname_buf[..sname_len];
@@ -103,7 +120,10 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
                     w.set_tc();
                     return RCODE_NOERROR;
                 }
-                additional(w, zone, &ns.targets);
+                // Glue that does not fit makes the referral truncated.
+                if !additional(w, zone, &ns.targets) {
+                    w.set_tc();
+                }
                 return RCODE_NOERROR;
             }
             Found::Exact(node) => (node, false),
@@ -120,18 +140,30 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
                 }
             }
         };
-        let _ = synthesized;
-        if qtype != CNAME
+        // CNAME is not followed for ANY (minimal answer) nor for the types
+        // that may sit beside a CNAME (RRSIG, NSEC).
+        if !matches!(qtype, CNAME | ANY | RRSIG | NSEC)
             && let Some(cname) = node.get(CNAME)
         {
+            let ptr = node as *const Node;
+            if chain >= MAX_CNAME_CHAIN || (!synthesized && written[..chain].contains(&ptr)) {
+                return RCODE_NOERROR;
+            }
             if w.rrset(Section::Answer, owner, CNAME, cname.ttl, cname.rdata_iter()).is_err() {
                 w.set_tc();
                 return RCODE_NOERROR;
             }
+            written[chain] = ptr;
             chain += 1;
+            if synthesized {
+                if wild_seen.contains(&ptr) {
+                    return RCODE_NOERROR;
+                }
+                wild_seen[chain - 1] = ptr;
+            }
             let target = &cname.rdatas[0][..];
-            // Follow only inside this zone, and only so far.
-            if chain > MAX_CNAME_CHAIN || !crate::dns::name::is_subdomain(target, zone.origin.wire()) {
+            // Follow only inside this zone.
+            if !crate::dns::name::is_subdomain(target, zone.origin.wire()) {
                 return RCODE_NOERROR;
             }
             owner_len = target.len();
@@ -147,6 +179,8 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
                 Some(set) => {
                     if w.rrset(Section::Answer, owner, set.rtype, set.ttl, set.rdata_iter()).is_err() {
                         w.set_tc();
+                    } else {
+                        additional(w, zone, &set.targets);
                     }
                 }
                 None => {

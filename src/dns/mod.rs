@@ -73,21 +73,41 @@ pub fn respond(snap: &Snapshot, packet: &[u8], _src: IpAddr, transport: Transpor
     Some(Outcome { qtype: req.qtype, rcode })
 }
 
+/// The text of `version.bind`/`version.server` in class CH.
+const VERSION_TXT: &[u8] = concat!("vdh-edge ", env!("CARGO_PKG_VERSION")).as_bytes();
+
 fn answer(snap: &Snapshot, req: &Request, transport: Transport, w: &mut Writer) -> u8 {
-    if req.qclass != CLASS_IN {
+    match req.qtype {
+        // Zone transfers are not offered: not over UDP at all, and refused
+        // as not authorized over TCP (as Knot does without an ACL).
+        AXFR if transport == Transport::Udp => return RCODE_NOTIMP,
+        AXFR | IXFR => return RCODE_NOTAUTH,
+        0 => return RCODE_NOTIMP,
+        _ => {}
+    }
+    if req.qclass == CLASS_CH {
+        return chaos(req, w);
+    }
+    // QCLASS * matches our one class.
+    if req.qclass != CLASS_IN && req.qclass != CLASS_ANY {
         return RCODE_REFUSED;
     }
-    let Some(zone) = answer::find_zone(&snap.zones, req.qname_lower()) else {
+    let Some(zone) = answer::find_zone(&snap.zones, req.qname_lower(), req.qtype) else {
         return RCODE_REFUSED;
     };
-    match req.qtype {
-        AXFR | IXFR => {
-            // Zone transfers are not offered.
-            let _ = transport;
-            w.set_aa();
-            RCODE_NOTAUTH
-        }
-        MAILA | MAILB | OPT => RCODE_NOTIMP,
-        _ => answer::answer_in_zone(w, zone, req.qname_lower(), req.qtype),
+    answer::answer_in_zone(w, zone, req.qname_lower(), req.qtype)
+}
+
+/// `version.bind` and `version.server` TXT in class CH; REFUSED otherwise.
+fn chaos(req: &Request, w: &mut Writer) -> u8 {
+    let q = req.qname_lower();
+    let is_version = q == b"\x07version\x04bind\x00" || q == b"\x07version\x06server\x00";
+    if !is_version || req.qtype != TXT {
+        return RCODE_REFUSED;
     }
+    let mut rdata = [0u8; 64];
+    rdata[0] = VERSION_TXT.len() as u8;
+    rdata[1..1 + VERSION_TXT.len()].copy_from_slice(VERSION_TXT);
+    let _ = w.rrset_class(wire::Section::Answer, None, TXT, CLASS_CH, 0, [&rdata[..1 + VERSION_TXT.len()]]);
+    RCODE_NOERROR
 }

@@ -6,6 +6,7 @@ pub const NS: u16 = 2;
 pub const CNAME: u16 = 5;
 pub const SOA: u16 = 6;
 pub const PTR: u16 = 12;
+pub const NULL: u16 = 10;
 pub const HINFO: u16 = 13;
 pub const MX: u16 = 15;
 pub const TXT: u16 = 16;
@@ -20,8 +21,11 @@ pub const RRSIG: u16 = 46;
 pub const NSEC: u16 = 47;
 pub const DNSKEY: u16 = 48;
 pub const NSEC3: u16 = 50;
+pub const NSEC3PARAM: u16 = 51;
 pub const TLSA: u16 = 52;
 pub const SPF: u16 = 99;
+pub const TKEY: u16 = 249;
+pub const TSIG: u16 = 250;
 pub const IXFR: u16 = 251;
 pub const AXFR: u16 = 252;
 pub const MAILB: u16 = 253;
@@ -51,6 +55,7 @@ const NAMES: &[(u16, &str)] = &[
     (CNAME, "CNAME"),
     (SOA, "SOA"),
     (PTR, "PTR"),
+    (NULL, "NULL"),
     (HINFO, "HINFO"),
     (MX, "MX"),
     (TXT, "TXT"),
@@ -65,8 +70,11 @@ const NAMES: &[(u16, &str)] = &[
     (NSEC, "NSEC"),
     (DNSKEY, "DNSKEY"),
     (NSEC3, "NSEC3"),
+    (NSEC3PARAM, "NSEC3PARAM"),
     (TLSA, "TLSA"),
     (SPF, "SPF"),
+    (TKEY, "TKEY"),
+    (TSIG, "TSIG"),
     (IXFR, "IXFR"),
     (AXFR, "AXFR"),
     (MAILB, "MAILB"),

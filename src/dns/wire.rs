@@ -444,6 +444,19 @@ impl<'b> Writer<'b> {
         ttl: u32,
         rdatas: impl IntoIterator<Item = &'r [u8]>,
     ) -> Result<(), Full> {
+        self.rrset_class(section, owner, rtype, CLASS_IN, ttl, rdatas)
+    }
+
+    /// [`Writer::rrset`] with a class other than IN.
+    pub fn rrset_class<'r>(
+        &mut self,
+        section: Section,
+        owner: Option<&[u8]>,
+        rtype: u16,
+        class: u16,
+        ttl: u32,
+        rdatas: impl IntoIterator<Item = &'r [u8]>,
+    ) -> Result<(), Full> {
         let mark = (self.buf.len(), self.nptrs);
         let mut n = 0u16;
         for rd in rdatas {
@@ -452,7 +465,7 @@ impl<'b> Writer<'b> {
                 Some(o) => self.name(o),
             }
             self.buf.extend_from_slice(&rtype.to_be_bytes());
-            self.buf.extend_from_slice(&CLASS_IN.to_be_bytes());
+            self.buf.extend_from_slice(&class.to_be_bytes());
             self.buf.extend_from_slice(&ttl.to_be_bytes());
             self.rdata(rtype, rd);
             n += 1;
@@ -560,7 +573,7 @@ mod tests {
         w.rrset(Section::Authority, Some(b"\x07example\x03com\x00"), NS, 60, [&b"\x03ns1\x07example\x03com\x00"[..]])
             .unwrap();
         // The authority owner is a pointer to "Example.com" inside the question.
-        let owner_at = 12 + 21 + 4 + 16;
+        let owner_at = 12 + 17 + 4 + 16;
         assert_eq!(&buf[owner_at..owner_at + 2], &[0xc0, 16]);
         assert_eq!(u16::from_be_bytes([buf[6], buf[7]]), 1);
         assert_eq!(u16::from_be_bytes([buf[8], buf[9]]), 1);

@@ -20,9 +20,18 @@ pub struct RRset {
     pub ttl: u32,
     /// Uncompressed wire RDATA of each record, in file order.
     pub rdatas: Vec<Box<[u8]>>,
-    /// For NS, MX and SRV: nodes of in-zone targets whose A/AAAA go in the
+    /// For NS, MX and SRV: in-zone targets whose A/AAAA go in the
     /// additional section, in record order.
-    pub targets: Vec<u32>,
+    pub targets: Vec<Target>,
+}
+
+/// A name whose addresses go in the additional section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The node holding the addresses (a wildcard node when synthesized).
+    pub node: u32,
+    /// The owner to write when it differs from the node's (wildcard synthesis).
+    pub owner: Option<Box<[u8]>>,
 }
 
 impl RRset {
@@ -82,6 +91,34 @@ fn soa_fields(rdata: &[u8]) -> (usize, u32, u32) {
     let serial = u32::from_be_bytes(rdata[at..at + 4].try_into().unwrap());
     let minimum = u32::from_be_bytes(rdata[at + 16..at + 20].try_into().unwrap());
     (at, serial, minimum)
+}
+
+/// Finds the node that answers for `target` (exactly, or through a
+/// wildcard), as additional-section processing does.
+fn resolve_target(index: &HashMap<Box<[u8]>, u32>, nodes: &[Node], origin: &Name, target: &[u8]) -> Option<Target> {
+    let mut key = target.to_vec();
+    crate::dns::name::lower_in_place(&mut key);
+    if !crate::dns::name::is_subdomain(&key, origin.wire()) {
+        return None;
+    }
+    if let Some(&i) = index.get(&key[..]) {
+        return Some(Target { node: i, owner: None });
+    }
+    // Closest encloser, then its wildcard; never through a zone cut.
+    let mut at = 0;
+    while key[at] != 0 {
+        let next = at + 1 + key[at] as usize;
+        if let Some(&enc) = index.get(&key[next..]) {
+            if nodes[enc as usize].delegation {
+                return None;
+            }
+            let mut wild = vec![1u8, b'*'];
+            wild.extend_from_slice(&key[next..]);
+            return index.get(&wild[..]).map(|&w| Target { node: w, owner: Some(target.into()) });
+        }
+        at = next;
+    }
+    None
 }
 
 impl Zone {
@@ -210,14 +247,10 @@ impl Zone {
                     SRV => 6,
                     _ => continue,
                 };
-                let targets: Vec<u32> = set
+                let targets: Vec<Target> = set
                     .rdatas
                     .iter()
-                    .filter_map(|rd| {
-                        let mut key = rd[off..].to_vec();
-                        crate::dns::name::lower_in_place(&mut key);
-                        index.get(&key[..]).copied()
-                    })
+                    .filter_map(|rd| resolve_target(&index, &nodes, &origin, &rd[off..]))
                     .collect();
                 nodes[i].rrsets[s].targets = targets;
             }

@@ -1,0 +1,167 @@
+//! Starts the real `vdh-edge` binary on loopback ports chosen by the kernel
+//! and learns them from its "listening" log lines.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_vdh-edge");
+
+/// The repository root (for shipped zones and state).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A `vdh-edge serve` child process. Dropping it kills the process and, if
+/// the test is failing, prints its log.
+pub struct TestServer {
+    child: Child,
+    pub dns: SocketAddr,
+    pub http: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+/// A command for the binary with etcd settings scrubbed from the environment.
+pub fn command() -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ETCD") || k.starts_with("VDH_EDGE") {
+            c.env_remove(k);
+        }
+    }
+    c.env("VDH_EDGE_LOG", "info");
+    c
+}
+
+fn parse_addr(line: &str) -> Option<SocketAddr> {
+    let at = line.find("address=")? + "address=".len();
+    line[at..].split_whitespace().next()?.parse().ok()
+}
+
+impl TestServer {
+    /// Starts `serve` with the given zones folder and state file.
+    pub fn start(zones: &Path, state: &Path, extra: &[&str]) -> TestServer {
+        let mut cmd = command();
+        cmd.arg("serve")
+            .arg("--zones")
+            .arg(zones)
+            .arg("--state")
+            .arg(state)
+            .args(["--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start vdh-edge");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    log.lock().unwrap().push_str(&line);
+                    log.lock().unwrap().push('\n');
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let (mut dns, mut http) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("vdh-edge did not become ready; log:\n{}", log.lock().unwrap());
+                }
+            };
+            if line.contains("listening") {
+                if line.contains("protocol=\"udp\"") {
+                    dns = parse_addr(&line);
+                } else if line.contains("protocol=\"http\"") {
+                    http = parse_addr(&line);
+                }
+            }
+            if line.contains("first snapshot live") {
+                break;
+            }
+        }
+        // Keep draining the channel in the background (the reader thread owns it).
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        TestServer { child, dns: dns.expect("udp address logged"), http: http.expect("http address logged"), log }
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle` `count` times.
+    pub fn wait_log_count(&self, needle: &str, count: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().matches(needle).count() >= count {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// A plain HTTP/1.1 GET; returns (status, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- vdh-edge log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Minimal HTTP/1.1 client (one request per connection).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Writes a file by rename, as the README tells operators to.
+pub fn write_by_rename(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A fresh temp dir holding a copy of the shipped zones and state.
+pub fn shipped_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    for e in std::fs::read_dir(repo().join("zones")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.path().join("zones").join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::copy(repo().join("deploy/state.yaml"), dir.path().join("state.yaml")).unwrap();
+    dir
+}

@@ -1,0 +1,12 @@
+//! The one integration-test binary: every test here starts real processes
+//! (the `vdh-edge` binary, Knot DNS) on loopback.
+
+mod dnsclient;
+mod harness;
+mod knot;
+
+mod cli;
+mod hot_swap;
+mod invalid_change;
+mod knot_diff;
+mod malformed;
