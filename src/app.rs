@@ -85,6 +85,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let src = file_source(&args.source)?;
     let shared = Arc::new(Shared::new());
     let serials = SerialStore::new(args.cache_dir.clone());
+    // Watch first, so a change made while we load is not missed.
+    let watch = src.clone().start_watch()?;
     // The first snapshot must be valid: refuse to start on bad files.
     let inputs = src.read(1).map_err(invalid)?;
     reload::apply(&shared, &inputs, &serials).map_err(AppError::Invalid)?;
@@ -104,7 +106,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            if let Err(error) = src.watch(tx, 1, shutdown).await {
+            if let Err(error) = watch.run(tx, 1, shutdown).await {
                 warn!(%error, "file watcher failed; changes will not be picked up");
             }
         });

@@ -103,10 +103,10 @@ impl FileSource {
         last
     }
 
-    /// Watches the inputs and sends a candidate after each burst of changes.
-    /// `first_revision` is the revision of the snapshot already loaded.
-    pub async fn watch(self, tx: mpsc::Sender<StateEvent>, first_revision: u64, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let (etx, mut erx) = mpsc::unbounded_channel::<()>();
+    /// Starts watching the inputs. Call it before the first [`FileSource::read`]
+    /// so no change slips between that read and the watch.
+    pub fn start_watch(self) -> anyhow::Result<FileWatch> {
+        let (etx, erx) = mpsc::unbounded_channel::<()>();
         let zones_dir = self.zones_dir.canonicalize().unwrap_or(self.zones_dir.clone());
         let state_file = self.state_file.as_ref().map(|p| p.canonicalize().unwrap_or(p.clone()));
         let state_name = state_file.as_ref().and_then(|p| p.file_name().map(|n| n.to_os_string()));
@@ -129,6 +129,23 @@ impl FileSource {
         {
             watcher.watch(dir, RecursiveMode::NonRecursive)?;
         }
+        Ok(FileWatch { source: self, _watcher: watcher, events: erx })
+    }
+}
+
+/// A running watch on a [`FileSource`]'s files.
+pub struct FileWatch {
+    source: FileSource,
+    /// Dropping the watcher stops the events.
+    _watcher: notify::RecommendedWatcher,
+    events: mpsc::UnboundedReceiver<()>,
+}
+
+impl FileWatch {
+    /// Sends a candidate after each burst of changes. `first_revision` is
+    /// the revision of the snapshot already loaded.
+    pub async fn run(mut self, tx: mpsc::Sender<StateEvent>, first_revision: u64, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let erx = &mut self.events;
         let mut revision = first_revision;
         loop {
             tokio::select! {
@@ -145,7 +162,7 @@ impl FileSource {
             }
             revision += 1;
             debug!(revision, "files changed");
-            let ev = match self.read_settled(revision).await {
+            let ev = match self.source.read_settled(revision).await {
                 Ok(inputs) => StateEvent::Candidate(inputs),
                 Err(errors) => StateEvent::Unreadable { revision, errors },
             };
