@@ -1,0 +1,30 @@
+# Shared helpers for the scripts in this folder. Sourced, not run.
+
+# need_pkgs CMD:PKG ... — installs each Debian package whose command is
+# missing. Fails (never skips) when a package cannot be installed.
+need_pkgs() {
+    local missing=()
+    for pair in "$@"; do
+        local cmd="${pair%%:*}" pkg="${pair#*:}"
+        if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
+            missing+=("$pkg")
+        fi
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "installing: ${missing[*]}" >&2
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || { echo "error: need root or sudo to install ${missing[*]}" >&2; return 1; }
+        sudo="sudo"
+    fi
+    $sudo apt-get update -qq || { echo "error: apt-get update failed" >&2; return 1; }
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null \
+        || { echo "error: could not install ${missing[*]}" >&2; return 1; }
+    for pair in "$@"; do
+        local cmd="${pair%%:*}"
+        if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
+            echo "error: $cmd still missing after installing its package" >&2
+            return 1
+        fi
+    done
+}
