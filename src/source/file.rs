@@ -167,7 +167,9 @@ impl FileWatch {
                 Err(errors) => StateEvent::Unreadable { revision, errors },
             };
             if tx.send(ev).await.is_err() {
-                warn!("reload loop has stopped; file watcher exits");
+                if !shutdown.is_cancelled() {
+                    warn!("reload loop has stopped; file watcher exits");
+                }
                 return Ok(());
             }
         }

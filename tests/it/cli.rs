@@ -64,3 +64,24 @@ fn published_schema_matches_the_types() {
     let shipped = std::fs::read_to_string(repo().join("deploy/state.schema.json")).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), shipped, "regenerate with: vdh-edge schema > deploy/state.schema.json");
 }
+
+#[test]
+fn serve_refuses_an_invalid_initial_state() {
+    let dir = crate::harness::shipped_copy();
+    let state = dir.path().join("state.yaml");
+    let text = std::fs::read_to_string(&state).unwrap().replace("legacy_sdk_version: 0.9.0", "legacy_sdk_version: nine");
+    std::fs::write(&state, text).unwrap();
+    let out = command()
+        .arg("serve")
+        .arg("--zones")
+        .arg(dir.path().join("zones"))
+        .arg("--state")
+        .arg(&state)
+        .args(["--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("services.vdh-api.legacy_sdk_version: 'nine' is not a SemVer 2.0 version"), "{err}");
+    assert!(err.contains(&format!("{}:", state.display())), "{err}");
+}

@@ -10,3 +10,4 @@ mod hot_swap;
 mod invalid_change;
 mod knot_diff;
 mod malformed;
+mod serial;
