@@ -85,6 +85,20 @@ fn additional(w: &mut Writer, zone: &Zone, targets: &[Target]) -> bool {
     all
 }
 
+/// The wildcard node `*.<encloser>`, looked up without allocating.
+fn wildcard_of<'z>(zone: &'z Zone, encloser: &Node) -> Option<&'z Node> {
+    let owner = encloser.owner.as_ref()?.wire();
+    if owner.len() + 2 > 255 {
+        return None;
+    }
+    let mut key = [0u8; 255];
+    key[0] = 1;
+    key[1] = b'*';
+    key[2..2 + owner.len()].copy_from_slice(owner);
+    crate::dns::name::lower_in_place(&mut key[2..2 + owner.len()]);
+    zone.lookup(&key[..2 + owner.len()])
+}
+
 fn negative(w: &mut Writer, zone: &Zone) -> Result<(), Full> {
     let soa = zone.soa();
     w.rrset(Section::Authority, Some(zone.origin.wire()), SOA, zone.negative_ttl, soa.rdata_iter())
@@ -128,8 +142,7 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
             }
             Found::Exact(node) => (node, false),
             Found::Missing(encloser) => {
-                let wild = encloser.owner.as_ref().and_then(|o| o.wildcard_child());
-                match wild.and_then(|wn| zone.lookup(wn.to_lower().wire())) {
+                match wildcard_of(zone, encloser) {
                     Some(node) => (node, true),
                     None => {
                         if negative(w, zone).is_err() {

@@ -91,6 +91,7 @@ async fn serve_tcp(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
     let _ = stream.set_nodelay(true);
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
+    let mut framed = Vec::with_capacity(4098);
     loop {
         let mut len = [0u8; 2];
         match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len)).await {
@@ -106,7 +107,7 @@ async fn serve_tcp(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
         match respond(&snap, &buf[..len], peer.ip(), Transport::Tcp, &mut out) {
             Some(o) => {
                 shared.metrics.dns_query(true, o.qtype, o.rcode);
-                let mut framed = Vec::with_capacity(out.len() + 2);
+                framed.clear();
                 framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
                 framed.extend_from_slice(&out);
                 stream.write_all(&framed).await?;
