@@ -210,7 +210,6 @@ impl Routing {
         let mut environments = Vec::new();
         // Every DNS name the state answers, to catch duplicates.
         let mut names_seen: HashMap<Name, String> = HashMap::new();
-        let in_zones = |n: &Name| zone_origins.iter().any(|z| n.is_subdomain_of(z));
         for (ename, e) in &raw.environments {
             let p = format!("environments.{ename}");
             if !valid_key(ename) {
@@ -219,21 +218,7 @@ impl Routing {
             if e.backend_version.trim().is_empty() {
                 errors.push(StateError::new(format!("{p}.backend_version"), "must not be empty"));
             }
-            let mut names = Vec::new();
-            for (i, n) in e.names.iter().enumerate() {
-                match name_of(n) {
-                    Ok(name) => {
-                        if !in_zones(&name) {
-                            errors.push(StateError::new(format!("{p}.names[{i}]"), format!("{name} is outside every served zone")));
-                        }
-                        if let Some(prev) = names_seen.insert(name.clone(), p.clone()) {
-                            errors.push(StateError::new(format!("{p}.names[{i}]"), format!("{name} is already used by {prev}")));
-                        }
-                        names.push(name);
-                    }
-                    Err(m) => errors.push(StateError::new(format!("{p}.names[{i}]"), m)),
-                }
-            }
+            let names = dns_names(&e.names, &format!("{p}.names"), &p, zone_origins, &mut names_seen, &mut errors);
             let (mut v4, mut v6) = (Vec::new(), Vec::new());
             for (i, a) in e.addresses.iter().enumerate() {
                 match a.trim().parse::<IpAddr>() {
@@ -289,23 +274,9 @@ impl Routing {
             if !valid_key(sname) {
                 errors.push(StateError::new(&p, "service names may use only letters, digits, '-', '_' and '.'"));
             }
-            let mut hostnames = Vec::new();
+            let hostnames = dns_names(&s.hostnames, &format!("{p}.hostnames"), &p, zone_origins, &mut names_seen, &mut errors);
             if s.hostnames.is_empty() {
                 errors.push(StateError::new(format!("{p}.hostnames"), "a service needs at least one hostname"));
-            }
-            for (i, h) in s.hostnames.iter().enumerate() {
-                match name_of(h) {
-                    Ok(name) => {
-                        if !in_zones(&name) {
-                            errors.push(StateError::new(format!("{p}.hostnames[{i}]"), format!("{name} is outside every served zone")));
-                        }
-                        if let Some(prev) = names_seen.insert(name.clone(), p.clone()) {
-                            errors.push(StateError::new(format!("{p}.hostnames[{i}]"), format!("{name} is already used by {prev}")));
-                        }
-                        hostnames.push(name);
-                    }
-                    Err(m) => errors.push(StateError::new(format!("{p}.hostnames[{i}]"), m)),
-                }
             }
             let legacy = match cohort::parse_version(&s.legacy_sdk_version) {
                 Ok(v) => v,
@@ -430,6 +401,35 @@ impl Routing {
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.service_index.get(name).map(|&i| &self.services[i])
     }
+}
+
+/// Validates DNS names of the state: syntax, inside a served zone, not
+/// used twice (`seen` maps each name to its owner's path).
+fn dns_names(
+    texts: &[String],
+    path: &str,
+    owner: &str,
+    zone_origins: &[Name],
+    seen: &mut HashMap<Name, String>,
+    errors: &mut Vec<StateError>,
+) -> Vec<Name> {
+    let mut out = Vec::new();
+    for (i, n) in texts.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        match name_of(n) {
+            Ok(name) => {
+                if !zone_origins.iter().any(|z| name.is_subdomain_of(z)) {
+                    errors.push(StateError::new(&at, format!("{name} is outside every served zone")));
+                }
+                if let Some(prev) = seen.insert(name.clone(), owner.to_string()) {
+                    errors.push(StateError::new(&at, format!("{name} is already used by {prev}")));
+                }
+                out.push(name);
+            }
+            Err(m) => errors.push(StateError::new(&at, m)),
+        }
+    }
+    out
 }
 
 fn valid_key(s: &str) -> bool {

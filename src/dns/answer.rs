@@ -7,7 +7,7 @@
 
 use super::name::suffix_offsets;
 use super::types::*;
-use super::wire::{Full, Section, Writer};
+use super::wire::{Section, Writer};
 use crate::zone::{Node, Target, Zone};
 
 /// Longest CNAME chain followed inside one answer (Knot follows 5 links).
@@ -70,19 +70,28 @@ fn find<'z>(zone: &'z Zone, name: &[u8], qtype: u16) -> Found<'z> {
 
 /// Writes the A and AAAA RRsets of the given nodes into the additional
 /// section; what does not fit is left out without setting TC.
-/// Returns false when something did not fit.
-fn additional(w: &mut Writer, zone: &Zone, targets: &[Target]) -> bool {
-    let mut all = true;
+/// For each target, A then AAAA; when A does not fit, that target's AAAA is
+/// skipped and the next target is tried (as Knot does). Returns false when
+/// a target below `required_below` (mandatory glue of a referral) did not fit.
+fn additional(w: &mut Writer, zone: &Zone, targets: &[Target], required_below: Option<&[u8]>) -> bool {
+    let mut ok = true;
     for t in targets {
         let node = zone.node(t.node);
         let owner = t.owner.as_deref().or(node.owner.as_ref().map(|o| o.wire()));
         for rtype in [A, AAAA] {
-            if let Some(set) = node.get(rtype) {
-                all &= w.rrset(Section::Additional, owner, rtype, set.ttl, set.rdata_iter()).is_ok();
+            if let Some(set) = node.get(rtype)
+                && w.rrset(Section::Additional, owner, rtype, set.ttl, set.rdata_iter()).is_err()
+            {
+                if let (Some(cut), Some(o)) = (required_below, owner)
+                    && crate::dns::name::is_subdomain(o, cut)
+                {
+                    ok = false;
+                }
+                break;
             }
         }
     }
-    all
+    ok
 }
 
 /// The wildcard node `*.<encloser>`, looked up without allocating.
@@ -99,9 +108,10 @@ fn wildcard_of<'z>(zone: &'z Zone, encloser: &Node) -> Option<&'z Node> {
     zone.lookup(&key[..2 + owner.len()])
 }
 
-fn negative(w: &mut Writer, zone: &Zone) -> Result<(), Full> {
+/// The SOA of a negative answer; left out silently when it does not fit.
+fn negative(w: &mut Writer, zone: &Zone) {
     let soa = zone.soa();
-    w.rrset(Section::Authority, Some(zone.origin.wire()), SOA, zone.negative_ttl, soa.rdata_iter())
+    let _ = w.rrset(Section::Authority, Some(zone.origin.wire()), SOA, zone.negative_ttl, soa.rdata_iter());
 }
 
 /// Answers a question that falls in `zone`. The writer already holds the
@@ -134,8 +144,8 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
                     w.set_tc();
                     return RCODE_NOERROR;
                 }
-                // Glue that does not fit makes the referral truncated.
-                if !additional(w, zone, &ns.targets) {
+                // Glue below the cut that does not fit truncates the referral.
+                if !additional(w, zone, &ns.targets, cut_owner) {
                     w.set_tc();
                 }
                 return RCODE_NOERROR;
@@ -145,9 +155,7 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
                 match wildcard_of(zone, encloser) {
                     Some(node) => (node, true),
                     None => {
-                        if negative(w, zone).is_err() {
-                            w.set_tc();
-                        }
+                        negative(w, zone);
                         return RCODE_NXDOMAIN;
                     }
                 }
@@ -193,14 +201,10 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
                     if w.rrset(Section::Answer, owner, set.rtype, set.ttl, set.rdata_iter()).is_err() {
                         w.set_tc();
                     } else {
-                        additional(w, zone, &set.targets);
+                        additional(w, zone, &set.targets, None);
                     }
                 }
-                None => {
-                    if negative(w, zone).is_err() {
-                        w.set_tc();
-                    }
-                }
+                None => negative(w, zone),
             }
             return RCODE_NOERROR;
         }
@@ -210,13 +214,9 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
                     w.set_tc();
                     return RCODE_NOERROR;
                 }
-                additional(w, zone, &set.targets);
+                additional(w, zone, &set.targets, None);
             }
-            None => {
-                if negative(w, zone).is_err() {
-                    w.set_tc();
-                }
-            }
+            None => negative(w, zone),
         }
         return RCODE_NOERROR;
     }

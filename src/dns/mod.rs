@@ -22,6 +22,9 @@ pub struct Outcome {
     pub qtype: u16,
     /// Full (extended) rcode.
     pub rcode: u16,
+    /// The packet was malformed: a TCP connection should be closed after
+    /// this answer.
+    pub close: bool,
 }
 
 /// Transport a query came over.
@@ -32,20 +35,21 @@ pub enum Transport {
 }
 
 /// Answers one query packet into `out`. Returns `None` when nothing is to be
-/// sent (runt packets, responses).
+/// sent (runt packets, responses, a broken question).
 pub fn respond(snap: &Snapshot, packet: &[u8], _src: IpAddr, transport: Transport, out: &mut Vec<u8>) -> Option<Outcome> {
     let req = match Request::parse(packet) {
         Ok(r) => r,
         Err(ParseOutcome::Drop) => return None,
         Err(ParseOutcome::Error { rcode, question_end }) => {
+            // FORMERR with the header and question echoed, no OPT.
             let id = u16::from_be_bytes([packet[0], packet[1]]);
             let opcode = (packet[2] >> 3) & 0xf;
-            let mut w = Writer::new(out, usize::MAX, id, opcode, packet[2] & 1 != 0, packet[3] & 0x10 != 0);
+            let mut w = Writer::new(out, usize::MAX, id, opcode, packet[2] & 1 != 0);
             if let Some(end) = question_end {
                 w.raw_question(&packet[12..end]);
             }
             w.set_rcode(rcode);
-            return Some(Outcome { qtype: 0, rcode: rcode as u16 });
+            return Some(Outcome { qtype: 0, rcode: rcode as u16, close: true });
         }
     };
     let limit = match (transport, &req.edns) {
@@ -53,24 +57,49 @@ pub fn respond(snap: &Snapshot, packet: &[u8], _src: IpAddr, transport: Transpor
         (Transport::Udp, None) => 512,
         (Transport::Udp, Some(e)) => e.payload.clamp(512, MAX_UDP_PAYLOAD) as usize,
     };
-    let mut w = Writer::new(out, limit, req.id, req.opcode, req.rd, req.cd);
-    w.question(req.qname(), req.qtype, req.qclass);
+    let mut w = Writer::new(out, limit, req.id, req.opcode, req.rd);
+    if req.has_question() {
+        w.question(req.qname(), req.qtype, req.qclass);
+    }
     let opt_len = req.edns.as_ref().map_or(0, |e| Writer::opt_len(e.ecs.as_ref()));
     w.reserve(opt_len);
-    let rcode: u16 = if let Some(e) = req.edns.as_ref().filter(|e| e.version != 0) {
-        let _ = e;
+    let mut ede = None;
+    let rcode: u16 = if req.edns.as_ref().is_some_and(|e| e.version != 0) {
         RCODE_BADVERS
-    } else if req.opcode != 0 {
-        RCODE_NOTIMP as u16
     } else {
-        answer(snap, &req, transport, &mut w) as u16
+        let r = dispatch(snap, &req, transport, &mut w);
+        if r == RCODE_REFUSED_NO_ZONE {
+            ede = Some(wire::EDE_NOT_AUTHORITATIVE);
+            RCODE_REFUSED as u16
+        } else {
+            r as u16
+        }
     };
     w.set_rcode((rcode & 0xf) as u8);
     w.unreserve(opt_len);
     if let Some(e) = &req.edns {
-        w.opt(MAX_UDP_PAYLOAD, (rcode >> 4) as u8, e.dnssec_ok, None);
+        w.opt(MAX_UDP_PAYLOAD, (rcode >> 4) as u8, e.dnssec_ok, None, ede);
     }
-    Some(Outcome { qtype: req.qtype, rcode })
+    Some(Outcome { qtype: req.qtype, rcode, close: false })
+}
+
+/// REFUSED because no served zone holds the name (gets an EDE option).
+const RCODE_REFUSED_NO_ZONE: u8 = 0x80 | RCODE_REFUSED;
+
+/// Class and opcode checks, then the answer (Knot's order).
+fn dispatch(snap: &Snapshot, req: &Request, transport: Transport, w: &mut Writer) -> u8 {
+    if req.has_question() && !matches!(req.qclass, CLASS_IN | CLASS_CH | CLASS_ANY) {
+        return RCODE_REFUSED;
+    }
+    match req.opcode {
+        OPCODE_QUERY if req.has_question() => answer(snap, req, transport, w),
+        OPCODE_QUERY | OPCODE_NOTIFY | OPCODE_UPDATE if !req.has_question() => RCODE_FORMERR,
+        // We take no NOTIFY and no UPDATE: not authorized (as Knot without ACLs).
+        OPCODE_NOTIFY => RCODE_NOTAUTH,
+        OPCODE_UPDATE if req.qtype == SOA => RCODE_NOTAUTH,
+        OPCODE_UPDATE => RCODE_FORMERR,
+        _ => RCODE_NOTIMP,
+    }
 }
 
 /// The text of `version.bind`/`version.server` in class CH.
@@ -88,12 +117,8 @@ fn answer(snap: &Snapshot, req: &Request, transport: Transport, w: &mut Writer) 
     if req.qclass == CLASS_CH {
         return chaos(req, w);
     }
-    // QCLASS * matches our one class.
-    if req.qclass != CLASS_IN && req.qclass != CLASS_ANY {
-        return RCODE_REFUSED;
-    }
     let Some(zone) = answer::find_zone(&snap.zones, req.qname_lower(), req.qtype) else {
-        return RCODE_REFUSED;
+        return RCODE_REFUSED_NO_ZONE;
     };
     answer::answer_in_zone(w, zone, req.qname_lower(), req.qtype)
 }

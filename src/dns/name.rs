@@ -72,22 +72,9 @@ impl Name {
                     i += 1;
                 }
                 b'\\' => {
-                    let rest = &bytes[i + 1..];
-                    if rest.len() >= 3 && rest[..3].iter().all(u8::is_ascii_digit) {
-                        let v = (rest[0] - b'0') as u32 * 100
-                            + (rest[1] - b'0') as u32 * 10
-                            + (rest[2] - b'0') as u32;
-                        if v > 255 {
-                            return Err(NameError::BadEscape(bad()));
-                        }
-                        label.push(v as u8);
-                        i += 4;
-                    } else if let Some(&n) = rest.first() {
-                        label.push(n);
-                        i += 2;
-                    } else {
-                        return Err(NameError::BadEscape(bad()));
-                    }
+                    let (v, used) = decode_escape(&bytes[i + 1..]).ok_or_else(|| NameError::BadEscape(bad()))?;
+                    label.push(v);
+                    i += 1 + used;
                 }
                 _ => {
                     label.push(c);
@@ -155,6 +142,17 @@ impl Name {
     /// True for a name whose first label is `*`.
     pub fn is_wildcard(&self) -> bool {
         self.0.len() > 2 && self.0[0] == 1 && self.0[1] == b'*'
+    }
+}
+
+/// Decodes the escape after a backslash: `\DDD` (decimal byte) or `\X`.
+/// Returns the byte and how many bytes of `rest` it used.
+pub fn decode_escape(rest: &[u8]) -> Option<(u8, usize)> {
+    if rest.len() >= 3 && rest[..3].iter().all(u8::is_ascii_digit) {
+        let v = (rest[0] - b'0') as u32 * 100 + (rest[1] - b'0') as u32 * 10 + (rest[2] - b'0') as u32;
+        u8::try_from(v).ok().map(|b| (b, 3))
+    } else {
+        rest.first().map(|&c| (c, 1))
     }
 }
 

@@ -111,6 +111,9 @@ async fn serve_tcp(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
                 framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
                 framed.extend_from_slice(&out);
                 stream.write_all(&framed).await?;
+                if o.close {
+                    return Ok(());
+                }
             }
             None => {
                 shared.metrics.dns_dropped.inc();

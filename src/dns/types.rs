@@ -39,6 +39,10 @@ pub const CLASS_HS: u16 = 4;
 pub const CLASS_NONE: u16 = 254;
 pub const CLASS_ANY: u16 = 255;
 
+pub const OPCODE_QUERY: u8 = 0;
+pub const OPCODE_NOTIFY: u8 = 4;
+pub const OPCODE_UPDATE: u8 = 5;
+
 pub const RCODE_NOERROR: u8 = 0;
 pub const RCODE_FORMERR: u8 = 1;
 pub const RCODE_SERVFAIL: u8 = 2;

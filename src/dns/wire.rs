@@ -15,6 +15,10 @@ pub const MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// EDNS option code of Client Subnet (RFC 7871).
 pub const OPT_ECS: u16 = 8;
+/// EDNS option code of Extended DNS Errors (RFC 8914).
+pub const OPT_EDE: u16 = 15;
+/// EDE info code "Not Authoritative".
+pub const EDE_NOT_AUTHORITATIVE: u16 = 20;
 
 /// The Client Subnet option of a query (RFC 7871).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +77,13 @@ impl Request {
         &self.qname_lower[..self.qname_len]
     }
 
-    /// Parses a query packet.
+    /// True for a query without a question (QDCOUNT 0).
+    pub fn has_question(&self) -> bool {
+        self.qname_len > 0
+    }
+
+    /// Parses a query packet the way Knot does: a broken header or question
+    /// gets no answer at all; a broken rest of the packet gets FORMERR.
     pub fn parse(p: &[u8]) -> Result<Request, ParseOutcome> {
         if p.len() < 12 {
             return Err(ParseOutcome::Drop);
@@ -87,9 +97,8 @@ impl Request {
         let ancount = u16::from_be_bytes([p[6], p[7]]);
         let nscount = u16::from_be_bytes([p[8], p[9]]);
         let arcount = u16::from_be_bytes([p[10], p[11]]);
-        let formerr = |question_end| ParseOutcome::Error { rcode: RCODE_FORMERR, question_end };
-        if qdcount != 1 {
-            return Err(formerr(None));
+        if qdcount > 1 {
+            return Err(ParseOutcome::Drop);
         }
         let mut req = Request {
             id: u16::from_be_bytes([p[0], p[1]]),
@@ -103,60 +112,67 @@ impl Request {
             qclass: 0,
             edns: None,
         };
-        // The question name: plain labels only; a pointer cannot point
-        // anywhere valid this early in the message.
         let mut i = 12;
-        loop {
-            let Some(&len) = p.get(i) else { return Err(formerr(None)) };
-            if len & 0xc0 != 0 {
-                return Err(formerr(None));
+        if qdcount == 1 {
+            // The question name: plain labels only; a pointer cannot point
+            // anywhere valid this early in the message.
+            loop {
+                let Some(&len) = p.get(i) else { return Err(ParseOutcome::Drop) };
+                if len & 0xc0 != 0 {
+                    return Err(ParseOutcome::Drop);
+                }
+                let len = len as usize;
+                let end = i + 1 + len;
+                if end > p.len() || req.qname_len + 1 + len > MAX_NAME_LEN {
+                    return Err(ParseOutcome::Drop);
+                }
+                req.qname[req.qname_len..req.qname_len + 1 + len].copy_from_slice(&p[i..end]);
+                req.qname_len += 1 + len;
+                i = end;
+                if len == 0 {
+                    break;
+                }
             }
-            let len = len as usize;
-            let end = i + 1 + len;
-            if end > p.len() || req.qname_len + 1 + len > MAX_NAME_LEN {
-                return Err(formerr(None));
+            if i + 4 > p.len() {
+                return Err(ParseOutcome::Drop);
             }
-            req.qname[req.qname_len..req.qname_len + 1 + len].copy_from_slice(&p[i..end]);
-            req.qname_len += 1 + len;
-            i = end;
-            if len == 0 {
-                break;
-            }
+            req.qtype = u16::from_be_bytes([p[i], p[i + 1]]);
+            req.qclass = u16::from_be_bytes([p[i + 2], p[i + 3]]);
+            i += 4;
+            req.qname_lower[..req.qname_len].copy_from_slice(&p[12..12 + req.qname_len]);
+            lower_in_place(&mut req.qname_lower[..req.qname_len]);
         }
-        if i + 4 > p.len() {
-            return Err(formerr(None));
-        }
-        req.qtype = u16::from_be_bytes([p[i], p[i + 1]]);
-        req.qclass = u16::from_be_bytes([p[i + 2], p[i + 3]]);
-        i += 4;
-        let question_end = Some(i);
-        req.qname_lower[..req.qname_len].copy_from_slice(&p[12..12 + req.qname_len]);
-        lower_in_place(&mut req.qname_lower[..req.qname_len]);
+        let question_end = (qdcount == 1).then_some(i);
+        let formerr = ParseOutcome::Error { rcode: RCODE_FORMERR, question_end };
         // Answer and authority records are skipped (they carry nothing for a
-        // query); the additional section may hold one OPT.
+        // query) but must be well formed; an OPT may only be in additional.
         for _ in 0..(ancount as u32 + nscount as u32) {
-            i = skip_rr(p, i).ok_or(formerr(question_end))?.0;
+            let (next, rtype) = skip_rr(p, i).ok_or(formerr)?;
+            if rtype == OPT {
+                return Err(formerr);
+            }
+            i = next;
         }
         for _ in 0..arcount {
-            let (next, owner_root, rtype) = skip_rr(p, i).ok_or(formerr(question_end))?;
+            let (next, rtype) = skip_rr(p, i).ok_or(formerr)?;
             if rtype == OPT {
-                if req.edns.is_some() || !owner_root {
-                    return Err(formerr(question_end));
+                if req.edns.is_some() {
+                    return Err(formerr);
                 }
-                req.edns = Some(parse_opt(&p[i..next]).ok_or(formerr(question_end))?);
+                let owner_len = name_end(p, i).ok_or(formerr)? - i;
+                req.edns = Some(parse_opt(&p[i + owner_len..next]).ok_or(formerr)?);
             }
             i = next;
         }
         if i != p.len() {
-            return Err(formerr(question_end));
+            return Err(formerr);
         }
         Ok(req)
     }
 }
 
-/// Skips one resource record; returns the offset after it, whether its owner
-/// is the root, and its type.
-fn skip_rr(p: &[u8], mut i: usize) -> Option<(usize, bool, u16)> {
+/// The offset just after a (possibly compressed) name starting at `i`.
+fn name_end(p: &[u8], mut i: usize) -> Option<usize> {
     let start = i;
     loop {
         let len = *p.get(i)?;
@@ -164,20 +180,21 @@ fn skip_rr(p: &[u8], mut i: usize) -> Option<(usize, bool, u16)> {
             0 => {
                 i += 1 + len as usize;
                 if len == 0 {
-                    break;
+                    return Some(i);
                 }
             }
-            0xc0 => {
-                i += 2;
-                break;
-            }
+            0xc0 => return Some(i + 2),
             _ => return None,
         }
         if i - start > MAX_NAME_LEN {
             return None;
         }
     }
-    let owner_root = i == start + 1;
+}
+
+/// Skips one resource record; returns the offset after it and its type.
+fn skip_rr(p: &[u8], i: usize) -> Option<(usize, u16)> {
+    let i = name_end(p, i)?;
     if i + 10 > p.len() {
         return None;
     }
@@ -187,15 +204,15 @@ fn skip_rr(p: &[u8], mut i: usize) -> Option<(usize, bool, u16)> {
     if end > p.len() {
         return None;
     }
-    Some((end, owner_root, rtype))
+    Some((end, rtype))
 }
 
-/// Parses an OPT record that starts with a root owner (one zero byte).
+/// Parses an OPT record from just after its owner name.
 fn parse_opt(rr: &[u8]) -> Option<Edns> {
-    let payload = u16::from_be_bytes([rr[3], rr[4]]);
-    let version = rr[6];
-    let dnssec_ok = rr[7] & 0x80 != 0;
-    let rdata = &rr[11..];
+    let payload = u16::from_be_bytes([rr[2], rr[3]]);
+    let version = rr[5];
+    let dnssec_ok = rr[6] & 0x80 != 0;
+    let rdata = &rr[10..];
     let mut ecs = None;
     let mut j = 0;
     while j < rdata.len() {
@@ -279,16 +296,16 @@ pub struct Writer<'b> {
 
 impl<'b> Writer<'b> {
     /// Starts a response in `buf` (cleared) with a header copied from the
-    /// request: id, opcode, RD and CD, QR set.
-    pub fn new(buf: &'b mut Vec<u8>, limit: usize, id: u16, opcode: u8, rd: bool, cd: bool) -> Self {
+    /// request: id, opcode and RD; QR set. CD is cleared, as Knot does for
+    /// zones it does not sign.
+    pub fn new(buf: &'b mut Vec<u8>, limit: usize, id: u16, opcode: u8, rd: bool) -> Self {
         buf.clear();
         buf.extend_from_slice(&id.to_be_bytes());
         let mut f1 = 0x80 | (opcode << 3);
         if rd {
             f1 |= 1;
         }
-        let f2 = if cd { 0x10 } else { 0 };
-        buf.extend_from_slice(&[f1, f2, 0, 0, 0, 0, 0, 0, 0, 0]);
+        buf.extend_from_slice(&[f1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         Writer { buf, limit, counts: [0; 3], ptrs: [0; 64], nptrs: 0 }
     }
 
@@ -486,17 +503,24 @@ impl<'b> Writer<'b> {
     }
 
     /// Appends the OPT record (never refused: room was reserved for it).
-    pub fn opt(&mut self, payload: u16, ext_rcode: u8, dnssec_ok: bool, ecs: Option<(ClientSubnet, u8)>) {
+    /// `ede` adds an Extended DNS Error option (RFC 8914) with that info code.
+    pub fn opt(&mut self, payload: u16, ext_rcode: u8, dnssec_ok: bool, ecs: Option<(ClientSubnet, u8)>, ede: Option<u16>) {
         self.buf.push(0);
         self.buf.extend_from_slice(&OPT.to_be_bytes());
         self.buf.extend_from_slice(&payload.to_be_bytes());
         self.buf.extend_from_slice(&[ext_rcode, 0, if dnssec_ok { 0x80 } else { 0 }, 0]);
+        let rdlen_at = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0]);
+        if let Some(code) = ede {
+            self.buf.extend_from_slice(&OPT_EDE.to_be_bytes());
+            self.buf.extend_from_slice(&2u16.to_be_bytes());
+            self.buf.extend_from_slice(&code.to_be_bytes());
+        }
         match ecs {
-            None => self.buf.extend_from_slice(&[0, 0]),
+            None => {}
             Some((cs, scope)) => {
                 let alen = (cs.source_prefix as usize).div_ceil(8);
                 let olen = 4 + alen;
-                self.buf.extend_from_slice(&((4 + olen) as u16).to_be_bytes());
                 self.buf.extend_from_slice(&OPT_ECS.to_be_bytes());
                 self.buf.extend_from_slice(&(olen as u16).to_be_bytes());
                 self.buf.extend_from_slice(&cs.family.to_be_bytes());
@@ -504,10 +528,13 @@ impl<'b> Writer<'b> {
                 self.buf.extend_from_slice(&cs.addr[..alen]);
             }
         }
+        let rdlen = (self.buf.len() - rdlen_at - 2) as u16;
+        self.buf[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
         self.add_count(Section::Additional, 1);
     }
 
-    /// Size of the OPT record [`Writer::opt`] would write.
+    /// Size of the OPT record [`Writer::opt`] would write without EDE (EDE
+    /// only goes on answers that carry no records).
     pub fn opt_len(ecs: Option<&ClientSubnet>) -> usize {
         11 + ecs.map_or(0, |c| 8 + (c.source_prefix as usize).div_ceil(8))
     }
@@ -558,7 +585,7 @@ mod tests {
         p.push(0);
         assert!(matches!(Request::parse(&p), Err(ParseOutcome::Error { rcode: RCODE_FORMERR, .. })));
         let p = query(b"\xc0\x0c", A, &[], 0);
-        assert!(Request::parse(&p).is_err());
+        assert_eq!(Request::parse(&p).unwrap_err(), ParseOutcome::Drop);
         // ECS with bits set beyond the source prefix.
         let opt = [0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 11, 0, 8, 0, 7, 0, 1, 23, 0, 192, 0, 3];
         assert!(Request::parse(&query(b"\x00", A, &opt, 1)).is_err());
@@ -567,7 +594,7 @@ mod tests {
     #[test]
     fn compresses_case_insensitively() {
         let mut buf = Vec::new();
-        let mut w = Writer::new(&mut buf, 512, 1, 0, false, false);
+        let mut w = Writer::new(&mut buf, 512, 1, 0, false);
         w.question(b"\x03WWW\x07Example\x03com\x00", A, 1);
         w.rrset(Section::Answer, None, A, 60, [&[192u8, 0, 2, 1][..]]).unwrap();
         w.rrset(Section::Authority, Some(b"\x07example\x03com\x00"), NS, 60, [&b"\x03ns1\x07example\x03com\x00"[..]])

@@ -93,6 +93,26 @@ fn soa_fields(rdata: &[u8]) -> (usize, u32, u32) {
     (at, serial, minimum)
 }
 
+/// RDATA with its domain names lower-cased (for the types whose names we
+/// know), as Knot stores zone data; owners are lower-cased the same way.
+fn canonical_rdata(rtype: u16, rdata: &[u8]) -> Vec<u8> {
+    use crate::dns::name::lower_in_place;
+    use crate::dns::wire::name_len;
+    let mut v = rdata.to_vec();
+    match rtype {
+        NS | CNAME | PTR | DNAME => lower_in_place(&mut v),
+        MX => lower_in_place(&mut v[2..]),
+        SRV => lower_in_place(&mut v[6..]),
+        SOA => {
+            let n1 = name_len(&v);
+            lower_in_place(&mut v[..n1]);
+            lower_in_place(&mut v[n1..]);
+        }
+        _ => {}
+    }
+    v
+}
+
 /// Finds the node that answers for `target` (exactly, or through a
 /// wildcard), as additional-section processing does.
 fn resolve_target(index: &HashMap<Box<[u8]>, u32>, nodes: &[Node], origin: &Name, target: &[u8]) -> Option<Target> {
@@ -168,11 +188,12 @@ impl Zone {
             }
             let node = &mut nodes[id as usize];
             if node.owner.is_none() {
-                node.owner = Some(r.owner.clone());
+                node.owner = Some(r.owner.to_lower());
             }
             match node.rrsets.iter_mut().find(|s| s.rtype == r.rtype) {
                 Some(set) => {
-                    if set.rdatas.iter().any(|d| d[..] == r.rdata[..]) {
+                    if set.rdatas.iter().any(|d| d[..] == canonical_rdata(r.rtype, &r.rdata)[..]) {
+                        set.ttl = r.ttl;
                         continue;
                     }
                     if r.rtype == SOA {
@@ -183,10 +204,12 @@ impl Zone {
                         issues.push(ZoneIssue { line: r.line, message: format!("more than one CNAME at {}", r.owner) });
                         continue;
                     }
-                    set.rdatas.push(r.rdata.clone().into());
+                    set.rdatas.push(canonical_rdata(r.rtype, &r.rdata).into());
+                    // As Knot: the TTL read last applies to the whole RRset.
+                    set.ttl = r.ttl;
                 }
                 None => {
-                    node.rrsets.push(RRset { rtype: r.rtype, ttl: r.ttl, rdatas: vec![r.rdata.clone().into()], targets: vec![] });
+                    node.rrsets.push(RRset { rtype: r.rtype, ttl: r.ttl, rdatas: vec![canonical_rdata(r.rtype, &r.rdata).into()], targets: vec![] });
                     lines[id as usize].push((r.rtype, r.line));
                 }
             }
@@ -216,6 +239,10 @@ impl Zone {
         }
         for (i, node) in nodes.iter_mut().enumerate() {
             node.rrsets.sort_by_key(|s| s.rtype);
+            // Canonical order inside each RRset (bytewise, shorter first), as Knot serves.
+            for set in &mut node.rrsets {
+                set.rdatas.sort();
+            }
             if node.get(CNAME).is_some() && node.rrsets.len() > 1 {
                 let line = lines[i].iter().find(|(t, _)| *t == CNAME).map_or(0, |l| l.1);
                 issues.push(ZoneIssue {

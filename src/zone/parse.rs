@@ -31,8 +31,8 @@ pub struct LineError {
     pub message: String,
 }
 
-/// The TTL used for records that give none when the file has no `$TTL` and
-/// no earlier explicit TTL (Knot's `default-ttl`).
+/// The TTL used for records that give none when the file has no `$TTL`
+/// (Knot's scanner default; an earlier explicit TTL does not carry over).
 pub const DEFAULT_TTL: u32 = 3600;
 
 #[derive(Debug)]
@@ -219,7 +219,6 @@ pub fn parse_zone(text: &str, origin: &Name) -> Parsed {
     let zone_origin = origin.clone();
     let mut origin = origin.clone();
     let mut default_ttl: Option<u32> = None;
-    let mut last_ttl: Option<u32> = None;
     let mut last_owner: Option<Name> = None;
     for e in entries {
         let line = e.line;
@@ -308,11 +307,9 @@ pub fn parse_zone(text: &str, origin: &Name) -> Parsed {
             continue;
         }
         let ttl = match ttl {
-            Some(t) => {
-                last_ttl = Some(t);
-                t
-            }
-            None => default_ttl.or(last_ttl).unwrap_or(DEFAULT_TTL),
+            Some(t) => t,
+            // Knot's rule: $TTL, else the built-in default (not the last explicit TTL).
+            None => default_ttl.unwrap_or(DEFAULT_TTL),
         };
         let toks: Vec<&Token> = e.tokens[idx..].iter().collect();
         match rdata_from_tokens(rtype, &toks, &origin) {
@@ -488,20 +485,9 @@ fn unescape(s: &str) -> Result<Vec<u8>, String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' {
-            let rest = &b[i + 1..];
-            if rest.len() >= 3 && rest[..3].iter().all(u8::is_ascii_digit) {
-                let v = (rest[0] - b'0') as u32 * 100 + (rest[1] - b'0') as u32 * 10 + (rest[2] - b'0') as u32;
-                if v > 255 {
-                    return Err(format!("bad escape in '{s}'"));
-                }
-                out.push(v as u8);
-                i += 4;
-            } else if let Some(&c) = rest.first() {
-                out.push(c);
-                i += 2;
-            } else {
-                return Err(format!("bad escape in '{s}'"));
-            }
+            let (v, used) = crate::dns::name::decode_escape(&b[i + 1..]).ok_or_else(|| format!("bad escape in '{s}'"))?;
+            out.push(v);
+            i += 1 + used;
         } else {
             out.push(b[i]);
             i += 1;

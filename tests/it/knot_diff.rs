@@ -12,6 +12,10 @@ use crate::knot::Knot;
 
 #[derive(Debug, PartialEq, Eq)]
 struct Summary {
+    /// The whole flags word (QR, opcode, AA, TC, RD, RA, Z, AD, CD, rcode).
+    flags: u16,
+    /// The OPT record's RDATA (its options), when present.
+    opt_rdata: Option<Vec<u8>>,
     rcode: u16,
     aa: bool,
     tc: bool,
@@ -81,6 +85,28 @@ fn raw_sections(p: &[u8]) -> [Vec<String>; 3] {
     out
 }
 
+/// The RDATA of the OPT record (the last additional record when present).
+fn opt_rdata(p: &[u8]) -> Option<Vec<u8>> {
+    let arcount = u16::from_be_bytes([p[10], p[11]]);
+    if arcount == 0 {
+        return None;
+    }
+    // Walk to the last record.
+    let count = |at: usize| u16::from_be_bytes([p[at], p[at + 1]]) as usize;
+    let mut i = question_bytes(p).len() + 12;
+    let total = count(6) + count(8) + count(10);
+    for n in 0..total {
+        let (_, j) = raw_name(p, i);
+        let rtype = u16::from_be_bytes([p[j], p[j + 1]]);
+        let rdlen = count(j + 8);
+        if n == total - 1 && rtype == 41 {
+            return Some(p[j + 10..j + 10 + rdlen].to_vec());
+        }
+        i = j + 10 + rdlen;
+    }
+    None
+}
+
 fn summarize(resp: &[u8]) -> Summary {
     let m = match Message::from_vec(resp) {
         Ok(m) => m,
@@ -88,6 +114,8 @@ fn summarize(resp: &[u8]) -> Summary {
             let [answer, authority, additional] = raw_sections(resp);
             let opt = resp.windows(3).rposition(|w| w == [0, 0, 41]).map(|at| (resp[at + 7] & 0x80 != 0, u16::from_be_bytes([resp[at + 3], resp[at + 4]])));
             return Summary {
+                flags: u16::from_be_bytes([resp[2], resp[3]]),
+                opt_rdata: opt_rdata(resp),
                 rcode: (resp[3] & 0xf) as u16,
                 aa: resp[2] & 0x04 != 0,
                 tc: resp[2] & 0x02 != 0,
@@ -117,6 +145,8 @@ fn summarize(resp: &[u8]) -> Summary {
     };
     let ext = m.edns.as_ref().map_or(0u16, |e| e.rcode_high() as u16) << 4;
     Summary {
+        flags: u16::from_be_bytes([resp[2], resp[3]]),
+        opt_rdata: opt_rdata(resp),
         rcode: ext | (resp[3] & 0xf) as u16,
         aa: resp[2] & 0x04 != 0,
         tc: resp[2] & 0x02 != 0,
@@ -186,4 +216,102 @@ fn answers_match_knot_on_the_corpus() {
     }
     assert!(total >= 200, "the corpus must hold at least 200 queries, found {total}");
     assert_eq!(failures, 0, "{failures} of {total} queries differ from Knot:{report}");
+}
+
+/// Packets with header, opcode and EDNS anomalies: whether an answer comes,
+/// and if so its every byte after the id, must match Knot.
+fn raw_cases() -> Vec<(&'static str, Vec<u8>, bool)> {
+    let q = |flags: u16, counts: [u16; 4], name: &[u8], qtype: u16, class: u16, tail: &[u8]| {
+        let mut p = vec![0x12, 0x34];
+        p.extend_from_slice(&flags.to_be_bytes());
+        for c in counts {
+            p.extend_from_slice(&c.to_be_bytes());
+        }
+        p.extend_from_slice(name);
+        if !name.is_empty() {
+            p.extend_from_slice(&qtype.to_be_bytes());
+            p.extend_from_slice(&class.to_be_bytes());
+        }
+        p.extend_from_slice(tail);
+        p
+    };
+    let www = b"\x03www\x07example\x03com\x00";
+    let apex = b"\x07example\x03com\x00";
+    let opt = |version: u8, rdata: &[u8]| {
+        let mut o = vec![0, 0, 41, 0x04, 0xd0, 0, version, 0, 0];
+        o.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        o.extend_from_slice(rdata);
+        o
+    };
+    let plain_opt = opt(0, &[]);
+    let mut two_opts = plain_opt.clone();
+    two_opts.extend_from_slice(&plain_opt);
+    let mut opt_www_owner = www.to_vec();
+    opt_www_owner.extend_from_slice(&plain_opt[1..]);
+    let a_rr = [0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 9];
+    vec![
+        ("no question", q(0, [0, 0, 0, 0], b"", 0, 0, &[]), false),
+        ("no question, OPT", q(0, [0, 0, 0, 1], b"", 0, 0, &plain_opt), false),
+        ("two questions", q(0, [2, 0, 0, 0], www, 1, 1, &[3, b'f', b'o', b'o', 0, 0, 1, 0, 1]), false),
+        ("answer record ignored", q(0, [1, 1, 0, 0], www, 1, 1, &a_rr), false),
+        ("answer count without record", q(0, [1, 1, 0, 0], www, 1, 1, &[]), false),
+        ("QR set", q(0x8000, [1, 0, 0, 0], www, 1, 1, &[]), false),
+        ("TC set in query", q(0x0200, [1, 0, 0, 0], www, 1, 1, &[]), false),
+        ("all flags set", q(0x05f0 | 0x0100, [1, 0, 0, 0], www, 1, 1, &[]), false),
+        ("rcode in query", q(0x0005, [1, 0, 0, 0], www, 1, 1, &[]), false),
+        ("IQUERY", q(1 << 11, [1, 0, 0, 0], www, 1, 1, &[]), false),
+        ("STATUS", q(2 << 11, [1, 0, 0, 0], www, 1, 1, &[]), false),
+        ("opcode 15 with OPT", q(15 << 11, [1, 0, 0, 1], www, 1, 1, &plain_opt), false),
+        ("NOTIFY", q(4 << 11, [1, 0, 0, 0], apex, 6, 1, &[]), false),
+        ("NOTIFY without question", q(4 << 11, [0, 0, 0, 0], b"", 0, 0, &[]), false),
+        ("UPDATE SOA", q(5 << 11, [1, 0, 0, 0], apex, 6, 1, &[]), false),
+        ("UPDATE A", q(5 << 11, [1, 0, 0, 0], apex, 1, 1, &[]), false),
+        ("IQUERY class HS", q(1 << 11, [1, 0, 0, 0], www, 1, 4, &[]), false),
+        ("class HS", q(0, [1, 0, 0, 0], www, 1, 4, &[]), false),
+        ("class NONE", q(0, [1, 0, 0, 0], www, 1, 254, &[]), false),
+        ("trailing garbage", q(0, [1, 0, 0, 0], www, 1, 1, &[0xde, 0xad, 0xbe]), false),
+        ("trailing garbage after OPT", q(0, [1, 0, 0, 1], www, 1, 1, &[&plain_opt[..], &[1, 2]].concat()), false),
+        ("trailing garbage over TCP", q(0, [1, 0, 0, 0], www, 1, 1, &[0xde, 0xad]), true),
+        ("EDNS version 1", q(0, [1, 0, 0, 1], www, 1, 1, &opt(1, &[])), false),
+        ("EDNS version 1 out of zone", q(0, [1, 0, 0, 1], b"\x03www\x07example\x03org\x00", 1, 1, &opt(1, &[])), false),
+        ("EDNS version 1 over TCP", q(0, [1, 0, 0, 1], www, 1, 1, &opt(1, &[])), true),
+        ("two OPT records", q(0, [1, 0, 0, 2], www, 1, 1, &two_opts), false),
+        ("OPT in the answer section", q(0, [1, 1, 0, 0], www, 1, 1, &plain_opt), false),
+        ("OPT owner not root", q(0, [1, 0, 0, 1], www, 1, 1, &opt_www_owner), false),
+        ("option longer than RDATA", q(0, [1, 0, 0, 1], www, 1, 1, &opt(0, &[0, 10, 0, 8])), false),
+        ("RDATA shorter than an option header", q(0, [1, 0, 0, 1], www, 1, 1, &opt(0, &[0, 10])), false),
+        ("unknown option", q(0, [1, 0, 0, 1], www, 1, 1, &opt(0, &[0xfd, 0xe9, 0, 2, 1, 2])), false),
+        ("padding option", q(0, [1, 0, 0, 1], www, 1, 1, &opt(0, &[0, 12, 0, 4, 0, 0, 0, 0])), false),
+        ("cookie option", q(0, [1, 0, 0, 1], www, 1, 1, &opt(0, &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8])), false),
+        ("out of zone with EDNS", q(0, [1, 0, 0, 1], b"\x03www\x07example\x03org\x00", 1, 1, &plain_opt), false),
+        ("out of zone without EDNS", q(0, [1, 0, 0, 0], b"\x03www\x07example\x03org\x00", 1, 1, &[]), false),
+        ("label over 63 bytes", q(0, [1, 0, 0, 0], &[&[64u8][..], &[b'a'; 64][..], &[0][..]].concat(), 1, 1, &[]), false),
+        ("pointer in question", q(0, [1, 0, 0, 0], &[0xc0, 0x0c], 1, 1, &[]), false),
+        ("question cut short", q(0, [1, 0, 0, 0], www, 1, 1, &[])[..20].to_vec(), false),
+        ("short header", vec![0x12, 0x34, 0, 0, 0, 1], false),
+    ]
+}
+
+#[test]
+fn header_and_edns_anomalies_match_knot() {
+    let zones = repo().join("tests/fixtures/diff/zones");
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.yaml");
+    std::fs::write(&state, "{}\n").unwrap();
+    let edge = TestServer::start(&zones, &state, &[]);
+    let knot = Knot::start(&zones);
+    let timeout = std::time::Duration::from_millis(700);
+    let mut report = String::new();
+    for (what, packet, tcp) in raw_cases() {
+        let send = |to| {
+            if tcp { crate::dnsclient::tcp(to, &packet, timeout).ok() } else { crate::dnsclient::udp(to, &packet, timeout).ok() }
+        };
+        let (ours, theirs) = (send(edge.dns), send(knot.addr));
+        let strip = |r: Option<Vec<u8>>| r.map(|r| r[2..].to_vec());
+        let (a, b) = (strip(ours), strip(theirs));
+        if a != b {
+            writeln!(report, "\n== {what}\n   vdh-edge: {a:02x?}\n   knot:     {b:02x?}").unwrap();
+        }
+    }
+    assert!(report.is_empty(), "answers differ from Knot:{report}");
 }
