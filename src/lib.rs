@@ -13,7 +13,8 @@
 //! - [`reload`]: the single writer of the live snapshot.
 //! - [`shared`]: the live snapshot, readiness and metrics handed to fronts.
 //! - [`dns`]: the DNS front (wire format, answers, sockets).
-//! - [`http`]: the HTTP front (health, readiness, metrics).
+//! - [`document`]: the SDK config document and its ETag.
+//! - [`http`]: the HTTP front (config document, health, readiness, metrics).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`app`]: `serve` and `check` wiring.
 
@@ -21,6 +22,7 @@ pub mod app;
 pub mod cli;
 pub mod cohort;
 pub mod dns;
+pub mod document;
 pub mod http;
 pub mod metrics;
 pub mod reload;

@@ -33,8 +33,17 @@ struct DnsLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: String,
+pub struct ConfigLabels {
+    pub service: String,
+    pub environment: String,
+    pub rule: String,
+    pub sdk_major: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub path: &'static str,
+    pub status: u16,
 }
 
 /// Every metric the process exports.
@@ -48,6 +57,12 @@ pub struct Metrics {
     pub rejected_changes: Counter,
     pub dns_dropped: Counter,
     pub tcp_connections: Gauge,
+    /// Config documents served, by service, environment, rule and SDK major.
+    pub config_requests: Family<ConfigLabels, Counter>,
+    /// HTTP responses by route and status.
+    pub http_responses: Family<HttpLabels, Counter>,
+    /// Long-polls waiting now.
+    pub long_polls: Gauge,
     published_unix: AtomicU64,
 }
 
@@ -89,6 +104,9 @@ impl Metrics {
             rejected_changes: Counter::default(),
             dns_dropped: Counter::default(),
             tcp_connections: Gauge::default(),
+            config_requests: Family::default(),
+            http_responses: Family::default(),
+            long_polls: Gauge::default(),
             published_unix: AtomicU64::new(0),
         };
         let mut m = m;
@@ -99,6 +117,13 @@ impl Metrics {
         r.register("rejected_changes", "Candidate configurations rejected as invalid", m.rejected_changes.clone());
         r.register("dns_dropped", "DNS packets dropped without an answer", m.dns_dropped.clone());
         r.register("dns_tcp_connections", "Open DNS TCP connections", m.tcp_connections.clone());
+        r.register(
+            "config_requests",
+            "Config documents served, by service, environment, rule and SDK major version",
+            m.config_requests.clone(),
+        );
+        r.register("http_responses", "HTTP responses by route and status", m.http_responses.clone());
+        r.register("config_long_polls", "Long-polls waiting for a change", m.long_polls.clone());
         m
     }
 

@@ -58,7 +58,7 @@ pub fn apply(shared: &Shared, inputs: &Inputs, serials: &SerialStore) -> Result<
     let prev = shared.is_ready().then(|| shared.snapshot());
     let floor = serials.load();
     let result = snapshot::compile(inputs, prev.as_deref(), &floor).map_err(|es| es.iter().map(ToString::to_string).collect::<Vec<_>>());
-    let snap = match result {
+    let mut snap = match result {
         Ok(s) => s,
         Err(errors) => {
             reject(shared, inputs.revision, errors.clone());
@@ -79,6 +79,10 @@ pub fn apply(shared: &Shared, inputs: &Inputs, serials: &SerialStore) -> Result<
             reject(shared, inputs.revision, refused.clone());
             return Err(refused);
         }
+    }
+    // Files have no revision of their own: count publishes.
+    if snap.kind == crate::snapshot::SourceKind::File {
+        snap.revision = prev.as_ref().map_or(1, |p| p.revision + 1);
     }
     let snap = Arc::new(snap);
     shared.publish(snap.clone());

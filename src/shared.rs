@@ -22,6 +22,8 @@ pub struct Rejection {
 
 pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
+    /// Tells long-polls that a new snapshot was published (its revision).
+    published: tokio::sync::watch::Sender<u64>,
     ready: AtomicBool,
     pub metrics: Metrics,
     pub last_rejection: Mutex<Option<Rejection>>,
@@ -37,6 +39,7 @@ impl Shared {
     pub fn new() -> Shared {
         Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            published: tokio::sync::watch::Sender::new(0),
             ready: AtomicBool::new(false),
             metrics: Metrics::new(),
             last_rejection: Mutex::new(None),
@@ -60,6 +63,12 @@ impl Shared {
         self.snapshot.store(snap);
         self.ready.store(true, Ordering::Release);
         self.metrics.published(rev);
+        self.published.send_replace(rev);
+    }
+
+    /// A receiver that wakes on every publish.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     pub(crate) fn reject(&self, r: Rejection) {

@@ -113,6 +113,14 @@ impl FileSource {
         let zd = zones_dir.clone();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let Ok(ev) = res else { return };
+            // Reads (ours included) and metadata changes are not changes.
+            use notify::EventKind;
+            use notify::event::ModifyKind;
+            let changed = matches!(ev.kind, EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any)
+                || matches!(ev.kind, EventKind::Modify(k) if !matches!(k, ModifyKind::Metadata(_)));
+            if !changed {
+                return;
+            }
             let relevant = ev.paths.iter().any(|p| {
                 let in_zones = p.parent() == Some(zd.as_path()) && p.extension().is_some_and(|x| x == "zone");
                 let is_state = state_name.as_ref().is_some_and(|n| p.file_name() == Some(n.as_os_str()));

@@ -128,3 +128,21 @@ fn zone_and_state_change_100_times_under_load() {
     assert!(versions.len() > 50, "clients saw only {} zone versions", versions.len());
     eprintln!("{n} queries during {CHANGES} changes in {:?}", started.elapsed());
 }
+
+/// Reading the watched files (as the server itself does) is not a change:
+/// an idle server publishes nothing and its revision stays put.
+#[test]
+fn reads_do_not_trigger_reloads() {
+    let dir = shipped_copy();
+    let state = dir.path().join("state.yaml");
+    let server = TestServer::start(&dir.path().join("zones"), &state, &[]);
+    for _ in 0..5 {
+        let _ = std::fs::read_to_string(&state).unwrap();
+        let _ = std::fs::read_to_string(dir.path().join("zones/yingzi.com.zone")).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, metrics) = server.http_get("/metrics");
+    assert!(metrics.contains("vdh_edge_snapshot_swaps_total 1\n"), "{metrics}");
+    let (_, ready) = server.http_get("/readyz");
+    assert!(ready.contains("\"revision\":1"), "{ready}");
+}
