@@ -47,6 +47,9 @@ pub struct Environment {
     pub names: Vec<Name>,
     pub v4: Vec<Ipv4Addr>,
     pub v6: Vec<Ipv6Addr>,
+    /// The same addresses as RDATA, for DNS answers.
+    pub v4_rdata: Vec<[u8; 4]>,
+    pub v6_rdata: Vec<[u8; 16]>,
     pub api_base_url: String,
     /// Some while the environment is in maintenance.
     pub maintenance: Option<Maintenance>,
@@ -85,6 +88,14 @@ pub struct Rule {
     /// Index into [`Routing::environments`].
     pub environment: usize,
     pub update: Option<UpdateFields>,
+}
+
+impl Service {
+    /// True when the DNS answer can depend on the client network: a rule
+    /// that DNS evaluates, before the default, has a CIDR or percent matcher.
+    pub fn dns_depends_on_network(&self) -> bool {
+        self.rules.iter().filter(|r| !r.needs_client_facts()).any(|r| !r.networks.is_empty() || r.percent.is_some())
+    }
 }
 
 impl Rule {
@@ -260,6 +271,8 @@ impl Routing {
                 name: ename.clone(),
                 backend_version: e.backend_version.clone(),
                 names,
+                v4_rdata: v4.iter().map(|a| a.octets()).collect(),
+                v6_rdata: v6.iter().map(|a| a.octets()).collect(),
                 v4,
                 v6,
                 api_base_url: e.api_base_url.clone(),

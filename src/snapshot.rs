@@ -83,6 +83,9 @@ pub struct Snapshot {
     pub kind: SourceKind,
     pub zones: Zones,
     pub routing: Routing,
+    /// Service hostnames (lower-case wire) whose DNS answers depend on the
+    /// client network, with the service's index in `routing.services`.
+    pub services_by_name: HashMap<Box<[u8]>, usize>,
     pub raw_state: RawState,
     pub published: SystemTime,
 }
@@ -95,6 +98,7 @@ impl Snapshot {
             kind: SourceKind::File,
             zones: HashMap::new(),
             routing: Routing::default(),
+            services_by_name: HashMap::new(),
             raw_state: RawState::default(),
             published: SystemTime::now(),
         }
@@ -179,6 +183,16 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
         }
     };
     let derived = routing.as_ref().map(|r| derived_records(r, &origins)).unwrap_or_default();
+    let mut services_by_name: HashMap<Box<[u8]>, usize> = HashMap::new();
+    if let Some(r) = &routing {
+        for (i, svc) in r.services.iter().enumerate() {
+            if svc.dns_depends_on_network() {
+                for h in &svc.hostnames {
+                    services_by_name.insert(h.wire().into(), i);
+                }
+            }
+        }
+    }
     let mut zones: Zones = HashMap::new();
     for (zt, records) in parsed {
         let origin = zt.origin.to_lower();
@@ -199,8 +213,14 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
         if !errors.is_empty() {
             continue;
         }
+        let mut dynamic: Vec<Name> = services_by_name
+            .keys()
+            .map(|k| Name::from_wire_unchecked(k))
+            .filter(|n| n.is_subdomain_of(&origin))
+            .collect();
+        dynamic.sort();
         // First build with the file's serial to learn the content hash.
-        let built = match Zone::build(&zt.origin, &all, None) {
+        let built = match Zone::build_with(&zt.origin, &all, None, &dynamic) {
             Ok(z) => z,
             Err(issues) => {
                 for i in issues {
@@ -232,7 +252,7 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
         let zone = if serial == file_serial {
             built
         } else {
-            Zone::build(&zt.origin, &all, Some(serial)).expect("built once already")
+            Zone::build_with(&zt.origin, &all, Some(serial), &dynamic).expect("built once already")
         };
         zones.insert(key, Arc::new(zone));
     }
@@ -244,6 +264,7 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
         kind: inputs.kind,
         zones,
         routing: routing.expect("no errors means routing compiled"),
+        services_by_name,
         raw_state: raw,
         published: SystemTime::now(),
     })

@@ -8,6 +8,10 @@
 use super::name::suffix_offsets;
 use super::types::*;
 use super::wire::{Section, Writer};
+use super::Network;
+use super::wire::ClientSubnet;
+use crate::routing::{Client, Environment};
+use crate::snapshot::Snapshot;
 use crate::zone::{Node, Target, Zone};
 
 /// Longest CNAME chain followed inside one answer (Knot follows 5 links).
@@ -114,9 +118,57 @@ fn negative(w: &mut Writer, zone: &Zone) {
     let _ = w.rrset(Section::Authority, Some(zone.origin.wire()), SOA, zone.negative_ttl, soa.rdata_iter());
 }
 
+/// Per-query answers for service hostnames: the routing state and the
+/// client network, and the ECS scope the answer ends up depending on.
+pub struct Dynamic<'a> {
+    pub snap: &'a Snapshot,
+    pub src: std::net::IpAddr,
+    pub ecs: Option<ClientSubnet>,
+    /// Worked out on first use: most answers never need it.
+    net: Option<Network>,
+    /// Largest scope of any network-dependent decision in this answer.
+    pub scope: u8,
+}
+
+impl<'a> Dynamic<'a> {
+    pub fn new(snap: &'a Snapshot, src: std::net::IpAddr, ecs: Option<ClientSubnet>) -> Self {
+        Dynamic { snap, src, ecs, net: None, scope: 0 }
+    }
+
+    /// The client network (computed once).
+    pub fn network(&mut self) -> &Network {
+        let (src, ecs) = (self.src, self.ecs);
+        self.net.get_or_insert_with(|| Network::new(src, ecs.as_ref()))
+    }
+
+    /// The environment a service hostname resolves to for this network,
+    /// and the hostname's TTL. Raises `scope` as the rules looked at require.
+    fn resolve(&mut self, name_lower: &[u8]) -> Option<(&'a Environment, u32)> {
+        let snap = self.snap;
+        let &i = snap.services_by_name.get(name_lower)?;
+        let svc = &snap.routing.services[i];
+        let net = self.network();
+        let client = Client {
+            sdk_version: Some(&svc.legacy_sdk_version),
+            addr: Some(net.addr),
+            network_key: Some(net.key()),
+            ..Default::default()
+        };
+        let d = svc.decide(&client, true);
+        let mut scope = d.longest_cidr;
+        if d.percent_evaluated {
+            scope = scope.max(if net.addr.is_ipv4() { 24 } else { 56 });
+        }
+        if !net.zero_scope {
+            self.scope = self.scope.max(scope);
+        }
+        Some((&self.snap.routing.environments[svc.rules[d.rule].environment], svc.ttl))
+    }
+}
+
 /// Answers a question that falls in `zone`. The writer already holds the
 /// question. Returns the rcode; sets AA and TC on the writer as due.
-pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u16) -> u8 {
+pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u16, dynamic: &mut Dynamic) -> u8 {
     // `sname` is the name being resolved: first the question, then CNAME
     // targets. `owner` is how to write it (None: pointer to the question).
     let mut sname_buf = [0u8; 255];
@@ -193,6 +245,25 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
             sname_buf[..sname_len].copy_from_slice(target);
             crate::dns::name::lower_in_place(&mut sname_buf[..sname_len]);
             continue;
+        }
+        if node.dynamic
+            && matches!(qtype, A | AAAA | ANY)
+            && let Some((env, ttl)) = dynamic.resolve(&sname_buf[..sname_len])
+        {
+            let v4 = env.v4_rdata.iter().map(|a| &a[..]);
+            let v6 = env.v6_rdata.iter().map(|a| &a[..]);
+            let wrote = match qtype {
+                AAAA if !env.v6_rdata.is_empty() => Some(w.rrset(Section::Answer, owner, AAAA, ttl, v6)),
+                A | ANY if !env.v4_rdata.is_empty() => Some(w.rrset(Section::Answer, owner, A, ttl, v4)),
+                ANY if !env.v6_rdata.is_empty() => Some(w.rrset(Section::Answer, owner, AAAA, ttl, v6)),
+                _ => None,
+            };
+            match wrote {
+                Some(Err(_)) => w.set_tc(),
+                Some(Ok(())) => {}
+                None => negative(w, zone),
+            }
+            return RCODE_NOERROR;
         }
         if qtype == ANY {
             // RFC 8482: one RRset suffices; take the lowest type.

@@ -34,9 +34,59 @@ pub enum Transport {
     Tcp,
 }
 
+/// The client network a DNS answer may depend on (SPEC §4): the ECS
+/// address masked to min(source prefix, 24 | 56), or else the packet source
+/// masked to 24 | 56.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// The masked network address.
+    pub addr: IpAddr,
+    pub prefix: u8,
+    /// ECS with source prefix 0: decide on the packet source, answer scope 0.
+    pub zero_scope: bool,
+    key: [u8; 48],
+    key_len: usize,
+}
+
+impl Network {
+    /// From the packet source and the query's ECS option, if any.
+    pub fn new(src: IpAddr, ecs: Option<&wire::ClientSubnet>) -> Network {
+        let src = match src {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(src, IpAddr::V4),
+            v4 => v4,
+        };
+        let (addr, source, zero_scope) = match ecs {
+            Some(cs) if cs.source_prefix > 0 => {
+                let addr = if cs.family == 1 {
+                    IpAddr::from(<[u8; 4]>::try_from(&cs.addr[..4]).expect("4 bytes"))
+                } else {
+                    IpAddr::from(cs.addr)
+                };
+                (addr, cs.source_prefix, false)
+            }
+            Some(_) => (src, 128, true),
+            None => (src, 128, false),
+        };
+        let cap = if addr.is_ipv4() { 24 } else { 56 };
+        let prefix = source.min(cap);
+        let net = ipnet::IpNet::new(addr, prefix).expect("prefix within family").trunc();
+        let mut n = Network { addr: net.addr(), prefix, zero_scope, key: [0; 48], key_len: 0 };
+        let mut cur = std::io::Cursor::new(&mut n.key[..]);
+        let _ = std::io::Write::write_fmt(&mut cur, format_args!("{}/{}", net.addr(), prefix));
+        n.key_len = cur.position() as usize;
+        n
+    }
+
+    /// The key percent matchers hash: the network in CIDR text, e.g.
+    /// `198.51.100.0/24`.
+    pub fn key(&self) -> &[u8] {
+        &self.key[..self.key_len]
+    }
+}
+
 /// Answers one query packet into `out`. Returns `None` when nothing is to be
 /// sent (runt packets, responses, a broken question).
-pub fn respond(snap: &Snapshot, packet: &[u8], _src: IpAddr, transport: Transport, out: &mut Vec<u8>) -> Option<Outcome> {
+pub fn respond(snap: &Snapshot, packet: &[u8], src: IpAddr, transport: Transport, out: &mut Vec<u8>) -> Option<Outcome> {
     let req = match Request::parse(packet) {
         Ok(r) => r,
         Err(ParseOutcome::Drop) => return None,
@@ -64,10 +114,12 @@ pub fn respond(snap: &Snapshot, packet: &[u8], _src: IpAddr, transport: Transpor
     let opt_len = req.edns.as_ref().map_or(0, |e| Writer::opt_len(e.ecs.as_ref()));
     w.reserve(opt_len);
     let mut ede = None;
+    let ecs = req.edns.as_ref().and_then(|e| e.ecs);
+    let mut dynamic = answer::Dynamic::new(snap, src, ecs);
     let rcode: u16 = if req.edns.as_ref().is_some_and(|e| e.version != 0) {
         RCODE_BADVERS
     } else {
-        let r = dispatch(snap, &req, transport, &mut w);
+        let r = dispatch(snap, &req, transport, &mut w, &mut dynamic);
         if r == RCODE_REFUSED_NO_ZONE {
             ede = Some(wire::EDE_NOT_AUTHORITATIVE);
             RCODE_REFUSED as u16
@@ -78,7 +130,8 @@ pub fn respond(snap: &Snapshot, packet: &[u8], _src: IpAddr, transport: Transpor
     w.set_rcode((rcode & 0xf) as u8);
     w.unreserve(opt_len);
     if let Some(e) = &req.edns {
-        w.opt(MAX_UDP_PAYLOAD, (rcode >> 4) as u8, e.dnssec_ok, None, ede);
+        // ECS is echoed with the scope the answer depended on (RFC 7871 §7.2.1).
+        w.opt(MAX_UDP_PAYLOAD, (rcode >> 4) as u8, e.dnssec_ok, ecs.map(|cs| (cs, dynamic.scope)), ede);
     }
     Some(Outcome { qtype: req.qtype, rcode, close: false })
 }
@@ -87,12 +140,12 @@ pub fn respond(snap: &Snapshot, packet: &[u8], _src: IpAddr, transport: Transpor
 const RCODE_REFUSED_NO_ZONE: u8 = 0x80 | RCODE_REFUSED;
 
 /// Class and opcode checks, then the answer (Knot's order).
-fn dispatch(snap: &Snapshot, req: &Request, transport: Transport, w: &mut Writer) -> u8 {
+fn dispatch(snap: &Snapshot, req: &Request, transport: Transport, w: &mut Writer, dynamic: &mut answer::Dynamic) -> u8 {
     if req.has_question() && !matches!(req.qclass, CLASS_IN | CLASS_CH | CLASS_ANY) {
         return RCODE_REFUSED;
     }
     match req.opcode {
-        OPCODE_QUERY if req.has_question() => answer(snap, req, transport, w),
+        OPCODE_QUERY if req.has_question() => answer(snap, req, transport, w, dynamic),
         OPCODE_QUERY | OPCODE_NOTIFY | OPCODE_UPDATE if !req.has_question() => RCODE_FORMERR,
         // We take no NOTIFY and no UPDATE: not authorized (as Knot without ACLs).
         OPCODE_NOTIFY => RCODE_NOTAUTH,
@@ -105,7 +158,7 @@ fn dispatch(snap: &Snapshot, req: &Request, transport: Transport, w: &mut Writer
 /// The text of `version.bind`/`version.server` in class CH.
 const VERSION_TXT: &[u8] = concat!("vdh-edge ", env!("CARGO_PKG_VERSION")).as_bytes();
 
-fn answer(snap: &Snapshot, req: &Request, transport: Transport, w: &mut Writer) -> u8 {
+fn answer(snap: &Snapshot, req: &Request, transport: Transport, w: &mut Writer, dynamic: &mut answer::Dynamic) -> u8 {
     match req.qtype {
         // Zone transfers are not offered: not over UDP at all, and refused
         // as not authorized over TCP (as Knot does without an ACL).
@@ -120,7 +173,7 @@ fn answer(snap: &Snapshot, req: &Request, transport: Transport, w: &mut Writer) 
     let Some(zone) = answer::find_zone(&snap.zones, req.qname_lower(), req.qtype) else {
         return RCODE_REFUSED_NO_ZONE;
     };
-    answer::answer_in_zone(w, zone, req.qname_lower(), req.qtype)
+    answer::answer_in_zone(w, zone, req.qname_lower(), req.qtype, dynamic)
 }
 
 /// `version.bind` and `version.server` TXT in class CH; REFUSED otherwise.

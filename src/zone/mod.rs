@@ -50,6 +50,10 @@ pub struct Node {
     pub rrsets: Vec<RRset>,
     /// An NS RRset below the apex: a zone cut.
     pub delegation: bool,
+    /// A service hostname: its A/AAAA answer depends on the client network
+    /// (see `Snapshot::services_by_name`); the stored records are the answer
+    /// for a client with no network-specific rule.
+    pub dynamic: bool,
 }
 
 impl Node {
@@ -145,6 +149,12 @@ impl Zone {
     /// Builds a zone from records. `serial` overrides the SOA serial when
     /// given. Reports every problem found (line 0 when not tied to a line).
     pub fn build(origin: &Name, records: &[ZoneRecord], serial: Option<u32>) -> Result<Zone, Vec<ZoneIssue>> {
+        Self::build_with(origin, records, serial, &[])
+    }
+
+    /// [`Zone::build`] with the names (lower-case) whose answers are
+    /// computed per query.
+    pub fn build_with(origin: &Name, records: &[ZoneRecord], serial: Option<u32>, dynamic: &[Name]) -> Result<Zone, Vec<ZoneIssue>> {
         let origin = origin.to_lower();
         let mut issues = Vec::new();
         let mut index: HashMap<Box<[u8]>, u32> = HashMap::with_capacity(records.len() + 1);
@@ -280,6 +290,12 @@ impl Zone {
                     .filter_map(|rd| resolve_target(&index, &nodes, &origin, &rd[off..]))
                     .collect();
                 nodes[i].rrsets[s].targets = targets;
+            }
+        }
+        for d in dynamic {
+            d.hash(&mut hasher);
+            if let Some(&i) = index.get(d.wire()) {
+                nodes[i as usize].dynamic = true;
             }
         }
         let served = serial.unwrap_or(file_serial);

@@ -6,6 +6,7 @@ mod harness;
 mod knot;
 
 mod cli;
+mod ecs;
 mod hot_swap;
 mod invalid_change;
 mod knot_diff;
