@@ -143,3 +143,123 @@ async fn wait_for_signal() {
         _ = int.recv() => {}
     }
 }
+
+/// What `explain` reports.
+#[derive(Debug, serde::Serialize)]
+pub struct Explanation {
+    pub document: crate::document::Document,
+    pub dns: Vec<DnsExplanation>,
+}
+
+/// The DNS answer for one service hostname.
+#[derive(Debug, serde::Serialize)]
+pub struct DnsExplanation {
+    pub name: String,
+    /// The network key rules see (`198.51.100.0/24`).
+    pub network: String,
+    pub rule: String,
+    pub environment: String,
+    pub a: Vec<String>,
+    pub aaaa: Vec<String>,
+    pub ttl: Option<u32>,
+    /// The ECS scope an answer to a query with ECS would carry.
+    pub ecs_scope: u8,
+}
+
+/// `vdh-edge explain`: runs the same code as the server on a snapshot
+/// compiled from the given source.
+pub fn explain(args: &crate::cli::ExplainArgs) -> anyhow::Result<String> {
+    use crate::dns::wire::answer_records;
+    use crate::dns::{Network, Transport, respond, types};
+    let src = file_source(&args.source)?;
+    let inputs = src.read(1).map_err(invalid)?;
+    let snap = snapshot::compile(&inputs, None, &Default::default()).map_err(invalid)?;
+    let sdk_version = crate::cohort::parse_version(&args.sdk_version).map_err(|m| anyhow::anyhow!("--sdk-version: {m}"))?;
+    let platform = match &args.platform {
+        None => None,
+        Some(p) => Some(crate::routing::Platform::parse(p).ok_or_else(|| anyhow::anyhow!("--platform: use android, ios, web or other"))?),
+    };
+    let asker = crate::document::Asker {
+        sdk_version,
+        client_id: args.client_id.clone(),
+        platform,
+        app_id: args.app_id.clone(),
+        addr: Some(args.source_ip),
+    };
+    let Some(document) = crate::document::Document::build(&snap, &args.service, &asker) else {
+        let known: Vec<&str> = snap.routing.services.iter().map(|s| s.name.as_str()).collect();
+        anyhow::bail!("no service named '{}' (known: {})", args.service, known.join(", "));
+    };
+    let svc = snap.routing.service(&args.service).expect("document built");
+    let mut dns = Vec::new();
+    let net = Network::new(args.source_ip, None);
+    let (decision, scope) = crate::dns::answer::decide_for_network(svc, &net);
+    let rule = &svc.rules[decision.rule];
+    for h in &svc.hostnames {
+        // Ask the real answering code, as a resolver at --source would.
+        let mut addrs = [Vec::new(), Vec::new()];
+        let mut ttl = None;
+        for (k, qtype) in [types::A, types::AAAA].into_iter().enumerate() {
+            let mut q = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            q.extend_from_slice(h.wire());
+            q.extend_from_slice(&qtype.to_be_bytes());
+            q.extend_from_slice(&1u16.to_be_bytes());
+            let mut out = Vec::new();
+            respond(&snap, &q, args.source_ip, Transport::Udp, &mut out);
+            for (rtype, t, rdata) in answer_records(&out).unwrap_or_default() {
+                ttl = Some(t);
+                match (rtype, rdata.len()) {
+                    (types::A, 4) => addrs[k].push(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(&rdata[..]).unwrap()).to_string()),
+                    (types::AAAA, 16) => addrs[k].push(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&rdata[..]).unwrap()).to_string()),
+                    _ => {}
+                }
+            }
+        }
+        let [a, aaaa] = addrs;
+        dns.push(DnsExplanation {
+            name: h.to_string(),
+            network: String::from_utf8_lossy(net.key()).into_owned(),
+            rule: rule.name.clone(),
+            environment: snap.routing.environments[rule.environment].name.clone(),
+            a,
+            aaaa,
+            ttl,
+            ecs_scope: scope,
+        });
+    }
+    let e = Explanation { document, dns };
+    if args.json {
+        return Ok(serde_json::to_string_pretty(&e).expect("serializable"));
+    }
+    let d = &e.document;
+    let mut out = String::new();
+    use std::fmt::Write;
+    let _ = writeln!(out, "service {} at revision {} ({} SDK {})", d.service, d.revision, args.source.state.display(), args.sdk_version);
+    let _ = writeln!(out, "HTTP: rule '{}' -> environment {} ({}), realm {} epoch {}", d.rule, d.environment, d.backend_version, d.auth.realm, d.auth.epoch);
+    let _ = writeln!(
+        out,
+        "      update: required={} recommended={} min={} latest={}; maintenance: {}",
+        d.update.required,
+        d.update.recommended,
+        d.update.min_version.as_deref().unwrap_or("-"),
+        d.update.latest_version.as_deref().unwrap_or("-"),
+        if d.maintenance.active { "active" } else { "no" }
+    );
+    for x in &e.dns {
+        let mut addrs = x.a.clone();
+        addrs.extend(x.aaaa.iter().cloned());
+        let _ = writeln!(
+            out,
+            "DNS:  {} from {}: rule '{}' -> {} [{}] ttl {} (ECS scope {})",
+            x.name,
+            x.network,
+            x.rule,
+            x.environment,
+            addrs.join(", "),
+            x.ttl.map_or("-".into(), |t| t.to_string()),
+            x.ecs_scope
+        );
+    }
+    let _ = writeln!(out, "document:\n{}", serde_json::to_string_pretty(d).expect("serializable"));
+    Ok(out)
+}

@@ -21,8 +21,37 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate zones and state; print `path:line: message` per error.
     Check(SourceArgs),
+    /// Show the config document and the DNS answer a described client gets,
+    /// and which rule matched.
+    Explain(ExplainArgs),
     /// Print the JSON Schema of the state document.
     Schema,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Service name, e.g. vdh-api.
+    #[arg(long)]
+    pub service: String,
+    /// The SDK version the client runs (SemVer).
+    #[arg(long, value_name = "V")]
+    pub sdk_version: String,
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// android, ios, web or other.
+    #[arg(long, value_name = "P")]
+    pub platform: Option<String>,
+    #[arg(long, value_name = "A")]
+    pub app_id: Option<String>,
+    /// The client's address: the HTTP peer for the document, and the
+    /// resolver's address for the DNS answer.
+    #[arg(long = "source", value_name = "IP", default_value = "127.0.0.1")]
+    pub source_ip: std::net::IpAddr,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where the configuration comes from.

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Check(args) => app::check(&args).map(|summary| println!("{summary}")),
+        Command::Explain(args) => app::explain(&args).map(|text| print!("{text}")),
         Command::Schema => {
             println!("{}", vdh_edge::state::json_schema());
             Ok(())

@@ -10,7 +10,7 @@ use super::types::*;
 use super::wire::{Section, Writer};
 use super::Network;
 use super::wire::ClientSubnet;
-use crate::routing::{Client, Environment};
+use crate::routing::{Client, Decision, Environment, Service};
 use crate::snapshot::Snapshot;
 use crate::zone::{Node, Target, Zone};
 
@@ -116,6 +116,28 @@ fn wildcard_of<'z>(zone: &'z Zone, encloser: &Node) -> Option<&'z Node> {
 fn negative(w: &mut Writer, zone: &Zone) {
     let soa = zone.soa();
     let _ = w.rrset(Section::Authority, Some(zone.origin.wire()), SOA, zone.negative_ttl, soa.rdata_iter());
+}
+
+/// The rule DNS picks for a service hostname asked from `net` (as a client
+/// running the service's `legacy_sdk_version`), and the ECS scope that
+/// decision implies: the longest CIDR prefix evaluated, raised to 24 | 56
+/// when a percent matcher was evaluated; 0 for an ECS source prefix of 0.
+pub fn decide_for_network(svc: &Service, net: &Network) -> (Decision, u8) {
+    let client = Client {
+        sdk_version: Some(&svc.legacy_sdk_version),
+        addr: Some(net.addr),
+        network_key: Some(net.key()),
+        ..Default::default()
+    };
+    let d = svc.decide(&client, true);
+    let mut scope = d.longest_cidr;
+    if d.percent_evaluated {
+        scope = scope.max(if net.addr.is_ipv4() { 24 } else { 56 });
+    }
+    if net.zero_scope {
+        scope = 0;
+    }
+    (d, scope)
 }
 
 /// Per-query answers for service hostnames: the routing state and the

@@ -540,6 +540,26 @@ impl<'b> Writer<'b> {
     }
 }
 
+/// The answer-section records of a response as (type, TTL, RDATA); names
+/// are skipped. `None` when the message is malformed.
+pub fn answer_records(p: &[u8]) -> Option<Vec<(u16, u32, Vec<u8>)>> {
+    let qd = u16::from_be_bytes([*p.get(4)?, *p.get(5)?]);
+    let an = u16::from_be_bytes([p[6], p[7]]);
+    let mut i = 12;
+    for _ in 0..qd {
+        i = name_end(p, i)? + 4;
+    }
+    let mut out = Vec::new();
+    for _ in 0..an {
+        let j = name_end(p, i)?;
+        let (next, rtype) = skip_rr(p, i)?;
+        let ttl = u32::from_be_bytes(p.get(j + 4..j + 8)?.try_into().ok()?);
+        out.push((rtype, ttl, p[j + 10..next].to_vec()));
+        i = next;
+    }
+    Some(out)
+}
+
 /// Length of an uncompressed wire name at the start of `b`.
 pub fn name_len(b: &[u8]) -> usize {
     let mut i = 0;
