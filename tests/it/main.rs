@@ -6,6 +6,7 @@ mod harness;
 mod knot;
 
 mod cli;
+mod config_http;
 mod ecs;
 mod hot_swap;
 mod invalid_change;
