@@ -8,6 +8,7 @@ mod knot;
 mod cli;
 mod config_http;
 mod ecs;
+mod explain;
 mod hot_swap;
 mod invalid_change;
 mod knot_diff;
