@@ -184,10 +184,66 @@ mod tests {
         assert!(r.matches(&v("1.2.9")) && !r.matches(&v("1.3.0")));
     }
 
+    /// The vectors in tests/fixtures/cohort_vectors.json (computed with an
+    /// independent implementation) hold.
     #[test]
-    fn bucket_is_stable() {
-        // Test vector: documented for SDK authors.
-        assert_eq!(bucket("vdh-api/v1-sdk", b"c-42"), bucket("vdh-api/v1-sdk", b"c-42"));
-        assert_ne!(bucket("a", b"k"), bucket("b", b"k"));
+    fn test_vectors_hold() {
+        let text = include_str!("../tests/fixtures/cohort_vectors.json");
+        let v: Vec<serde_json::Value> = serde_json::from_str(text).unwrap();
+        assert!(v.len() >= 10);
+        for x in v {
+            let (salt, key) = (x["salt"].as_str().unwrap(), x["key"].as_str().unwrap());
+            assert_eq!(bucket(salt, key.as_bytes()) as u64, x["bucket"].as_u64().unwrap(), "{salt} {key}");
+        }
+    }
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("client-{i}")).collect()
+    }
+
+    /// A client in the cohort at p% is in it at every q > p (same salt).
+    #[test]
+    fn cohorts_are_nested() {
+        let salt = "vdh-api/canary";
+        let all = ids(20_000);
+        let steps = ["0.5", "1", "5", "10", "12.5", "20", "33.33", "50", "75", "99.99", "100"];
+        let mut prev: Vec<&String> = Vec::new();
+        for p in steps {
+            let bp = parse_percent(p).unwrap();
+            let inside: Vec<&String> = all.iter().filter(|id| bucket(salt, id.as_bytes()) < bp).collect();
+            for id in &prev {
+                assert!(bucket(salt, id.as_bytes()) < bp, "{id} left the cohort at {p}%");
+            }
+            assert!(inside.len() >= prev.len());
+            prev = inside;
+        }
+        assert_eq!(prev.len(), all.len(), "100% is everyone");
+    }
+
+    /// Over 100,000 ids the share is within ±1 percentage point of p.
+    #[test]
+    fn shares_are_accurate() {
+        let all = ids(100_000);
+        let buckets: Vec<u16> = all.iter().map(|id| bucket("vdh-api/canary", id.as_bytes())).collect();
+        for p in ["1", "10", "25", "50", "90"] {
+            let bp = parse_percent(p).unwrap();
+            let share = buckets.iter().filter(|&&b| b < bp).count() as f64 / all.len() as f64 * 100.0;
+            let want: f64 = p.parse().unwrap();
+            assert!((share - want).abs() <= 1.0, "{p}%: got {share:.2}%");
+        }
+    }
+
+    /// Two salts pick independent cohorts: the overlap of two 50% cohorts is
+    /// about 25%.
+    #[test]
+    fn salts_are_independent() {
+        let all = ids(100_000);
+        let both = all
+            .iter()
+            .filter(|id| bucket("vdh-api/a", id.as_bytes()) < 5000 && bucket("vdh-api/b", id.as_bytes()) < 5000)
+            .count() as f64
+            / all.len() as f64
+            * 100.0;
+        assert!((both - 25.0).abs() <= 1.0, "overlap {both:.2}%");
     }
 }

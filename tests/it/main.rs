@@ -13,4 +13,5 @@ mod hot_swap;
 mod invalid_change;
 mod knot_diff;
 mod malformed;
+mod openapi;
 mod serial;
