@@ -28,3 +28,16 @@ need_pkgs() {
         fi
     done
 }
+
+# need_build_deps — what building vdh-edge needs beyond Rust: protoc and the
+# well-known protos for etcd-client's build script.
+need_build_deps() {
+    need_pkgs protoc:protobuf-compiler
+    if [ ! -f /usr/include/google/protobuf/descriptor.proto ]; then
+        local sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        echo "installing: libprotobuf-dev" >&2
+        $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libprotobuf-dev >/dev/null \
+            || { echo "error: could not install libprotobuf-dev" >&2; return 1; }
+    fi
+}

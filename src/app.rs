@@ -29,9 +29,6 @@ pub enum AppError {
 }
 
 fn file_source(args: &SourceArgs) -> Result<FileSource, AppError> {
-    if !args.etcd.is_empty() {
-        return Err(AppError::Missing("the etcd source is not available in this build yet; use --zones and --state".into()));
-    }
     if !args.zones.is_dir() {
         return Err(AppError::Missing(format!("{}: zones folder not found (use --zones DIR)", args.zones.display())));
     }
@@ -45,10 +42,33 @@ fn invalid(errors: Vec<ConfigError>) -> AppError {
     AppError::Invalid(errors.iter().map(ToString::to_string).collect())
 }
 
+/// In etcd mode the zones folder is optional (zones may live in etcd).
+fn zones_dir(args: &SourceArgs) -> Option<std::path::PathBuf> {
+    args.zones.is_dir().then(|| args.zones.clone())
+}
+
+/// Reads the configured source once (files, or etcd at its latest revision).
+pub async fn read_inputs(args: &SourceArgs) -> anyhow::Result<snapshot::Inputs> {
+    match args.etcd_config() {
+        None => Ok(file_source(args)?.read(1).map_err(invalid)?),
+        Some(cfg) => {
+            let mut client = cfg.connect().await?;
+            let p = crate::store::PrefixState::read(&mut client, &cfg, 0)
+                .await
+                .with_context(|| format!("reading {} from etcd at {}", cfg.dir(), cfg.endpoints.join(",")))?;
+            Ok(crate::source::etcd::inputs_from(&cfg, zones_dir(args).as_ref(), &p, snapshot::SourceKind::Etcd).map_err(invalid)?)
+        }
+    }
+}
+
+/// Runs a future on a small runtime (for the one-shot commands).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
+}
+
 /// `vdh-edge check`: validates and prints a summary.
 pub fn check(args: &SourceArgs) -> anyhow::Result<String> {
-    let src = file_source(args)?;
-    let inputs = src.read(1).map_err(invalid)?;
+    let inputs = block_on(read_inputs(args))?;
     let snap = snapshot::compile(&inputs, None, &Default::default()).map_err(invalid)?;
     Ok(format!(
         "ok: {} zone(s), {} record(s), {} environment(s), {} service(s)",
@@ -82,34 +102,110 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(n) => info!(limit = n, "open-file limit"),
         Err(error) => warn!(%error, "could not raise the open-file limit"),
     }
-    let src = file_source(&args.source)?;
     let shared = Arc::new(Shared::new());
     let serials = SerialStore::new(args.cache_dir.clone());
-    // Watch first, so a change made while we load is not missed.
-    let watch = src.clone().start_watch()?;
-    // The first snapshot must be valid: refuse to start on bad files.
-    let inputs = src.read(1).map_err(invalid)?;
-    reload::apply(&shared, &inputs, &serials).map_err(AppError::Invalid)?;
-
     let shutdown = CancellationToken::new();
-    let (udp, tcp) = bind_dns(args.dns).await?;
-    info!(protocol = "udp", address = %udp.local_addr()?, "listening");
-    info!(protocol = "tcp", address = %tcp.local_addr()?, "listening");
-    let http = TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP on {}", args.http))?;
-    info!(protocol = "http", address = %http.local_addr()?, "listening");
-    let snap = shared.snapshot();
-    info!(revision = snap.revision, source = snap.kind.as_str(), zones = snap.zones.len(), "first snapshot live");
-
     let (tx, rx) = mpsc::channel(16);
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(reload::run(rx, shared.clone(), serials, shutdown.clone()));
-    {
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            if let Err(error) = watch.run(tx, 1, shutdown).await {
-                warn!(%error, "file watcher failed; changes will not be picked up");
+    // The source: load the first snapshot, then keep watching.
+    let etcd = args.source.etcd_config();
+    let mut etcd_parts = None;
+    match &etcd {
+        None => {
+            let src = file_source(&args.source)?;
+            // Watch first, so a change made while we load is not missed.
+            let watch = src.clone().start_watch()?;
+            // The first snapshot must be valid: refuse to start on bad files.
+            let inputs = src.read(1).map_err(invalid)?;
+            reload::apply(&shared, &inputs, &serials).map_err(AppError::Invalid)?;
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(error) = watch.run(tx, 1, shutdown).await {
+                    warn!(%error, "file watcher failed; changes will not be picked up");
+                }
+            });
+        }
+        Some(cfg) => {
+            let client = cfg.connect().await?;
+            let mut source = crate::source::EtcdSource { cfg: cfg.clone(), zones_dir: zones_dir(&args.source), client: client.clone() };
+            shared.set_etcd_up(false);
+            // Start from etcd when it answers with a valid state; otherwise
+            // from the last-known-good cache; otherwise not ready until etcd
+            // gives a valid state. Never exit over bad or missing data.
+            let first = match tokio::time::timeout(Duration::from_secs(3), source.read()).await {
+                Ok(Ok(p)) => {
+                    shared.set_etcd_up(true);
+                    Some(p)
+                }
+                Ok(Err(error)) => {
+                    warn!(%error, "etcd unavailable at start");
+                    None
+                }
+                Err(_) => {
+                    warn!("etcd did not answer within 3 s at start");
+                    None
+                }
+            };
+            let from_etcd = first.as_ref().and_then(|p| {
+                let inputs = crate::source::etcd::inputs_from(cfg, source.zones_dir.as_ref(), p, snapshot::SourceKind::Etcd).ok()?;
+                reload::apply(&shared, &inputs, &serials).ok()
+            });
+            if from_etcd.is_none() {
+                match serials.load_prefix(&cfg.prefix) {
+                    Some(cached) => {
+                        match crate::source::etcd::inputs_from(cfg, source.zones_dir.as_ref(), &cached, snapshot::SourceKind::Cache)
+                            .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())
+                            .and_then(|i| reload::apply(&shared, &i, &serials))
+                        {
+                            Ok(s) => warn!(revision = s.revision, "serving the last-known-good state from the cache"),
+                            Err(errors) => warn!(errors = errors.len(), "the cached state is not usable"),
+                        }
+                    }
+                    None => warn!("no usable state yet (etcd down or invalid, no cache); not ready, retrying"),
+                }
             }
+            // A valid etcd state is already published; an invalid one is
+            // watched from (the next valid revision replaces the cache).
+            let start = if from_etcd.is_some() { first } else { None };
+            let (shared2, shutdown2) = (shared.clone(), shutdown.clone());
+            tasks.spawn(async move { source.run(start, tx, shared2, shutdown2).await });
+            etcd_parts = Some((cfg.clone(), client));
+        }
+    }
+    tasks.spawn(reload::run(rx, shared.clone(), serials, shutdown.clone()));
+
+    let (udp, tcp) = bind_dns(args.dns).await?;
+    let dns_addr = udp.local_addr()?;
+    info!(protocol = "udp", address = %dns_addr, "listening");
+    info!(protocol = "tcp", address = %tcp.local_addr()?, "listening");
+    let http = TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP on {}", args.http))?;
+    let http_addr = http.local_addr()?;
+    info!(protocol = "http", address = %http_addr, "listening");
+    {
+        // Log when the first snapshot is live (now, or once etcd gives one).
+        let shared = shared.clone();
+        let mut changes = shared.subscribe();
+        tasks.spawn(async move {
+            while !shared.is_ready() {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+            let snap = shared.snapshot();
+            info!(revision = snap.revision, source = snap.kind.as_str(), zones = snap.zones.len(), "first snapshot live");
         });
+    }
+    if let Some((cfg, client)) = etcd_parts {
+        let edge_id = args.edge_id.clone().unwrap_or_else(|| format!("{}:{}", crate::util::hostname(), http_addr.port()));
+        tasks.spawn(crate::source::etcd::register(
+            cfg,
+            client,
+            edge_id,
+            http_addr.to_string(),
+            dns_addr.to_string(),
+            shared.clone(),
+            shutdown.clone(),
+        ));
     }
     tasks.spawn(crate::dns::server::run_udp(udp, shared.clone(), shutdown.clone()));
     tasks.spawn(crate::dns::server::run_tcp(tcp, shared.clone(), shutdown.clone()));
@@ -171,8 +267,7 @@ pub struct DnsExplanation {
 pub fn explain(args: &crate::cli::ExplainArgs) -> anyhow::Result<String> {
     use crate::dns::wire::answer_records;
     use crate::dns::{Network, Transport, respond, types};
-    let src = file_source(&args.source)?;
-    let inputs = src.read(1).map_err(invalid)?;
+    let inputs = block_on(read_inputs(&args.source))?;
     let snap = snapshot::compile(&inputs, None, &Default::default()).map_err(invalid)?;
     let sdk_version = crate::cohort::parse_version(&args.sdk_version).map_err(|m| anyhow::anyhow!("--sdk-version: {m}"))?;
     let platform = match &args.platform {
@@ -234,7 +329,8 @@ pub fn explain(args: &crate::cli::ExplainArgs) -> anyhow::Result<String> {
     let d = &e.document;
     let mut out = String::new();
     use std::fmt::Write;
-    let _ = writeln!(out, "service {} at revision {} ({} SDK {})", d.service, d.revision, args.source.state.display(), args.sdk_version);
+    let from = args.source.etcd_config().map_or_else(|| args.source.state.display().to_string(), |c| c.dir());
+    let _ = writeln!(out, "service {} at revision {} ({} SDK {})", d.service, d.revision, from, args.sdk_version);
     let _ = writeln!(out, "HTTP: rule '{}' -> environment {} ({}), realm {} epoch {}", d.rule, d.environment, d.backend_version, d.auth.realm, d.auth.epoch);
     let _ = writeln!(
         out,

@@ -26,6 +26,76 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Print the JSON Schema of the state document.
     Schema,
+    /// Write a desired state to etcd in one transaction.
+    Apply(ApplyArgs),
+    /// What is live: revision, edges, scheme, last rejection, rollback horizon.
+    Status(StatusArgs),
+    /// What changed when, and by whom.
+    History(HistoryArgs),
+    /// Re-apply the state as of an earlier revision, as a new revision.
+    Rollback(RollbackArgs),
+}
+
+/// Options of commands that change etcd.
+#[derive(Debug, Clone, Args)]
+pub struct WriteArgs {
+    /// Do not ask for confirmation (required without a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Write even if etcd changed since the state was read.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// The desired state (YAML).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub write: WriteArgs,
+    /// Read the current state at this revision (default: the latest); the
+    /// write is refused if any key read has changed since.
+    #[arg(long, value_name = "R")]
+    pub base_revision: Option<i64>,
+    /// Also write the zone files of --zones to <prefix>/zones/.
+    #[arg(long)]
+    pub upload_zones: bool,
+    /// Show what would change and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[arg(long)]
+    pub json: bool,
+    /// How many changes to show, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub write: WriteArgs,
+    /// The revision whose state to restore.
+    #[arg(long, value_name = "R")]
+    pub to_revision: i64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -69,6 +139,43 @@ pub struct SourceArgs {
     /// Key prefix in etcd.
     #[arg(long, value_name = "P", default_value = "/vdh-edge")]
     pub prefix: String,
+    /// etcd user name (with --etcd-password).
+    #[arg(long, value_name = "NAME", env = "VDH_EDGE_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// etcd password (prefer the environment variable).
+    #[arg(long, value_name = "PASSWORD", env = "VDH_EDGE_ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<String>,
+    /// CA certificate (PEM) that signed etcd's server certificates; turns on TLS.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd TLS client authentication.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Client key (PEM) for --etcd-cert.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_key: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    /// The etcd settings, when `--etcd` was given.
+    pub fn etcd_config(&self) -> Option<crate::store::EtcdConfig> {
+        if self.etcd.is_empty() {
+            return None;
+        }
+        let endpoints = self
+            .etcd
+            .iter()
+            .map(|e| if e.contains("://") { e.clone() } else { format!("http://{e}") })
+            .collect();
+        Some(crate::store::EtcdConfig {
+            endpoints,
+            prefix: self.prefix.trim_end_matches('/').to_string(),
+            user: self.etcd_user.clone().map(|u| (u, self.etcd_password.clone().unwrap_or_default())),
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -84,4 +191,7 @@ pub struct ServeArgs {
     /// Folder for the last-known-good state and zone serials.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Name this edge registers under in <prefix>-edges/ (default: host:http-port).
+    #[arg(long, value_name = "ID")]
+    pub edge_id: Option<String>,
 }

@@ -211,6 +211,7 @@ mod tests {
             }],
             state_source: "state.yaml".into(),
             state_text: state.into(),
+            etcd: None,
             revision: 7,
             kind: SourceKind::File,
         };

@@ -103,7 +103,7 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if !shared.is_ready() {
-        let body = json!({ "revision": null, "source": null, "age_s": null, "etcd": null, "error": "no snapshot loaded yet" });
+        let body = json!({ "revision": null, "source": null, "age_s": null, "etcd": shared.etcd_state(), "error": "no snapshot loaded yet" });
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
     let snap = shared.snapshot();
@@ -112,8 +112,8 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         "revision": snap.revision,
         "source": snap.kind.as_str(),
         "age_s": age,
-        // File mode has no etcd connection to report.
-        "etcd": null,
+        // null in file mode, which has no etcd connection.
+        "etcd": shared.etcd_state(),
     });
     (StatusCode::OK, axum::Json(body)).into_response()
 }

@@ -21,6 +21,10 @@ fn main() -> ExitCode {
             println!("{}", vdh_edge::state::json_schema());
             Ok(())
         }
+        Command::Apply(args) => app::block_on(vdh_edge::ops::apply(&args)).map(|t| print_nonempty(&t)),
+        Command::Status(args) => app::block_on(vdh_edge::ops::status(&args)).map(|t| print_nonempty(&t)),
+        Command::History(args) => app::block_on(vdh_edge::ops::history(&args)).map(|t| print_nonempty(&t)),
+        Command::Rollback(args) => app::block_on(vdh_edge::ops::rollback(&args)).map(|t| print_nonempty(&t)),
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -30,6 +34,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(u) = e.downcast_ref::<vdh_edge::ops::UsageError>() {
+                eprintln!("error: {u}");
+                return ExitCode::from(2);
+            }
             match e.downcast_ref::<AppError>() {
                 Some(AppError::Invalid(lines)) => {
                     for l in lines {
@@ -41,5 +49,11 @@ fn main() -> ExitCode {
             }
             ExitCode::from(1)
         }
+    }
+}
+
+fn print_nonempty(text: &str) {
+    if !text.is_empty() {
+        println!("{}", text.trim_end());
     }
 }

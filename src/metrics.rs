@@ -63,6 +63,10 @@ pub struct Metrics {
     pub http_responses: Family<HttpLabels, Counter>,
     /// Long-polls waiting now.
     pub long_polls: Gauge,
+    /// 1 while the etcd watch is healthy, 0 when not (etcd mode only).
+    pub etcd_up: Gauge,
+    /// 1 while serving from the on-disk cache instead of etcd.
+    pub serving_from_cache: Gauge,
     published_unix: AtomicU64,
 }
 
@@ -107,6 +111,8 @@ impl Metrics {
             config_requests: Family::default(),
             http_responses: Family::default(),
             long_polls: Gauge::default(),
+            etcd_up: Gauge::default(),
+            serving_from_cache: Gauge::default(),
             published_unix: AtomicU64::new(0),
         };
         let mut m = m;
@@ -124,6 +130,8 @@ impl Metrics {
         );
         r.register("http_responses", "HTTP responses by route and status", m.http_responses.clone());
         r.register("config_long_polls", "Long-polls waiting for a change", m.long_polls.clone());
+        r.register("etcd_up", "1 while the etcd watch is healthy (etcd mode)", m.etcd_up.clone());
+        r.register("serving_from_cache", "1 while serving the last-known-good state from the cache folder", m.serving_from_cache.clone());
         m
     }
 

@@ -25,15 +25,44 @@ pub enum StateEvent {
     Unreadable { revision: u64, errors: Vec<ConfigError> },
 }
 
-/// Remembers the last serial served per zone so serials survive restarts.
+/// The cache folder (`--cache-dir`): the last serial served per zone, so
+/// serials survive restarts, and in etcd mode the last published prefix
+/// (the last-known-good state), so an edge can start while etcd is down.
 #[derive(Debug, Clone)]
 pub struct SerialStore {
     path: Option<PathBuf>,
+    prefix_path: Option<PathBuf>,
+}
+
+/// The etcd prefix as last published, as kept on disk.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CachedPrefix {
+    pub prefix: String,
+    pub state: crate::store::PrefixState,
 }
 
 impl SerialStore {
     pub fn new(cache_dir: Option<PathBuf>) -> SerialStore {
-        SerialStore { path: cache_dir.map(|d| d.join("serials.json")) }
+        SerialStore {
+            path: cache_dir.as_ref().map(|d| d.join("serials.json")),
+            prefix_path: cache_dir.map(|d| d.join("etcd-state.json")),
+        }
+    }
+
+    /// The last published etcd prefix, if one was saved for `prefix`.
+    pub fn load_prefix(&self, prefix: &str) -> Option<crate::store::PrefixState> {
+        let p = self.prefix_path.as_ref()?;
+        let c: CachedPrefix = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
+        (c.prefix == prefix).then_some(c.state)
+    }
+
+    fn save_prefix(&self, inputs: &Inputs) -> std::io::Result<()> {
+        let (Some(p), Some(et)) = (&self.prefix_path, &inputs.etcd) else { return Ok(()) };
+        let c = CachedPrefix {
+            prefix: et.prefix.clone(),
+            state: crate::store::PrefixState { revision: inputs.revision as i64, cluster_id: 0, entries: et.entries.clone() },
+        };
+        crate::util::write_atomic(p, &serde_json::to_vec(&c).expect("serializable"))
     }
 
     /// The serials saved by a previous run (empty when none).
@@ -89,6 +118,12 @@ pub fn apply(shared: &Shared, inputs: &Inputs, serials: &SerialStore) -> Result<
     if let Err(error) = serials.save(&snap.serials()) {
         warn!(%error, "could not save zone serials");
     }
+    shared.metrics.serving_from_cache.set(i64::from(snap.kind == crate::snapshot::SourceKind::Cache));
+    if snap.kind == crate::snapshot::SourceKind::Etcd
+        && let Err(error) = serials.save_prefix(inputs)
+    {
+        warn!(%error, "could not save the last-known-good state");
+    }
     Ok(snap)
 }
 
@@ -113,7 +148,7 @@ pub async fn run(mut rx: mpsc::Receiver<StateEvent>, shared: Arc<Shared>, serial
                 reject(shared.as_ref(), revision, errors.iter().map(ToString::to_string).collect());
             }
             StateEvent::Candidate(inputs) => {
-                if last.as_ref().is_some_and(|l| l.zones == inputs.zones && l.state_text == inputs.state_text) {
+                if last.as_ref().is_some_and(|l| l.kind == inputs.kind && l.zones == inputs.zones && l.state_text == inputs.state_text && l.etcd == inputs.etcd) {
                     continue;
                 }
                 let shared2 = shared.clone();

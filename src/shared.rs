@@ -25,6 +25,8 @@ pub struct Shared {
     /// Tells long-polls that a new snapshot was published (its revision).
     published: tokio::sync::watch::Sender<u64>,
     ready: AtomicBool,
+    /// 0: no etcd configured; 1: up; 2: down.
+    pub(crate) etcd_up: std::sync::atomic::AtomicU8,
     pub metrics: Metrics,
     pub last_rejection: Mutex<Option<Rejection>>,
 }
@@ -41,6 +43,7 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             published: tokio::sync::watch::Sender::new(0),
             ready: AtomicBool::new(false),
+            etcd_up: std::sync::atomic::AtomicU8::new(0),
             metrics: Metrics::new(),
             last_rejection: Mutex::new(None),
         }
@@ -50,6 +53,15 @@ impl Shared {
     #[inline]
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// `Some("up" | "down")` in etcd mode, `None` otherwise.
+    pub fn etcd_state(&self) -> Option<&'static str> {
+        match self.etcd_up.load(Ordering::Relaxed) {
+            1 => Some("up"),
+            2 => Some("down"),
+            _ => None,
+        }
     }
 
     /// True once a snapshot has been published.

@@ -54,9 +54,44 @@ pub struct Inputs {
     /// Where the state came from, for error messages.
     pub state_source: String,
     pub state_text: String,
+    /// The state as etcd entries, when it comes from etcd (then
+    /// `state_text` is unused and errors name keys).
+    pub etcd: Option<EtcdInputs>,
     /// Revision of the source (etcd revision; a counter for files).
     pub revision: u64,
     pub kind: SourceKind,
+}
+
+/// The state part of a prefix read from etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdInputs {
+    pub prefix: String,
+    /// By key relative to the prefix, with mod revisions.
+    pub entries: BTreeMap<String, crate::store::Entry>,
+}
+
+impl EtcdInputs {
+    fn key(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.prefix.trim_end_matches('/'))
+    }
+
+    /// Maps a validation path (`services.vdh-api.rules[0]`) to the key it
+    /// lives in and the path inside that key's JSON.
+    fn locate(&self, path: &str) -> (String, String) {
+        for group in ["environments", "services"] {
+            if let Some(rest) = path.strip_prefix(&format!("{group}.")) {
+                let end = rest.find(['.', '[']).unwrap_or(rest.len());
+                let inner = rest[end..].trim_start_matches('.');
+                return (self.key(&format!("{group}/{}", &rest[..end])), inner.to_string());
+            }
+        }
+        (self.key(""), path.to_string())
+    }
+
+    /// Highest mod revision among `rels` that exist.
+    fn max_revision<'a>(&self, rels: impl Iterator<Item = &'a str>) -> Option<i64> {
+        rels.filter_map(|r| self.entries.get(r).map(|e| e.mod_revision)).max()
+    }
 }
 
 /// A problem that keeps a candidate from being published.
@@ -145,17 +180,44 @@ fn derived_records(routing: &Routing, origins: &[Name]) -> HashMap<Name, Vec<Zon
     out
 }
 
+/// The etcd keys (relative) whose values feed a zone: its own text, the
+/// environments named in it, and the services with hostnames in it together
+/// with the environments their rules use.
+fn feeding_keys(routing: &Routing, origin: &Name, zone_source: &str, et: &EtcdInputs) -> Vec<String> {
+    let mut keys = Vec::new();
+    if zone_source == et.key(&format!("zones/{origin}")) {
+        keys.push(format!("zones/{origin}"));
+    }
+    for env in &routing.environments {
+        if env.names.iter().any(|n| n.is_subdomain_of(origin)) {
+            keys.push(format!("environments/{}", env.name));
+        }
+    }
+    for svc in &routing.services {
+        if svc.hostnames.iter().any(|n| n.is_subdomain_of(origin)) {
+            keys.push(format!("services/{}", svc.name));
+            for r in &svc.rules {
+                keys.push(format!("environments/{}", routing.environments[r.environment].name));
+            }
+        }
+    }
+    keys
+}
+
 /// Compiles inputs into a snapshot. `prev` (the live snapshot) carries SOA
 /// serials forward; `serial_floor` holds the last serial served per zone
 /// before a restart (from the cache), so serials never go backwards.
 pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap<String, (u32, u64)>) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errors = Vec::new();
-    let raw = match crate::state::from_yaml(&inputs.state_text) {
-        Ok(r) => r,
-        Err(e) => {
-            errors.push(ConfigError { source: inputs.state_source.clone(), line: e.line, message: e.message });
-            return Err(errors);
-        }
+    let raw = match &inputs.etcd {
+        Some(e) => crate::store::raw_from_entries(&e.prefix, &e.entries)?,
+        None => match crate::state::from_yaml(&inputs.state_text) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(ConfigError { source: inputs.state_source.clone(), line: e.line, message: e.message });
+                return Err(errors);
+            }
+        },
     };
     // Parse zones first: the routing state needs their origins.
     let mut parsed: Vec<(&ZoneText, Vec<ZoneRecord>)> = Vec::new();
@@ -176,8 +238,23 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
     let routing = match Routing::compile(&raw, &origins) {
         Ok(r) => Some(r),
         Err(es) => {
-            for e in crate::state::StateError::with_lines(es, &inputs.state_text) {
-                errors.push(ConfigError { source: inputs.state_source.clone(), line: e.line, message: format!("{}: {}", e.path, e.message) });
+            match &inputs.etcd {
+                Some(et) => {
+                    for e in es {
+                        let (key, inner) = et.locate(&e.path);
+                        let message = if inner.is_empty() { e.message } else { format!("{inner}: {}", e.message) };
+                        errors.push(ConfigError { source: key, line: None, message });
+                    }
+                }
+                None => {
+                    for e in crate::state::StateError::with_lines(es, &inputs.state_text) {
+                        errors.push(ConfigError {
+                            source: inputs.state_source.clone(),
+                            line: e.line,
+                            message: format!("{}: {}", e.path, e.message),
+                        });
+                    }
+                }
             }
             None
         }
@@ -233,6 +310,16 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
         let old = prev.and_then(|p| p.zones.get(&key));
         let floor = serial_floor.get(&origin.to_string()).copied();
         let file_serial = built.serial;
+        // In etcd mode the serial after a change is the file's serial plus
+        // the newest revision of the keys that feed the zone, so every edge
+        // reading the same revision computes the same serial.
+        let candidate = match (&inputs.etcd, &routing) {
+            (Some(et), Some(r)) => match et.max_revision(feeding_keys(r, &origin, &zt.source, et).iter().map(String::as_str)) {
+                Some(rev) => file_serial.wrapping_add(rev as u32),
+                None => file_serial,
+            },
+            _ => file_serial,
+        };
         let serial = match old {
             // Unchanged content keeps its serial (and its built zone).
             Some(o) if o.content_hash == built.content_hash => {
@@ -240,13 +327,14 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
                 continue;
             }
             Some(o) => {
-                if serial_gt(file_serial, o.serial) { file_serial } else { o.serial.wrapping_add(1) }
+                if serial_gt(candidate, o.serial) { candidate } else { o.serial.wrapping_add(1) }
             }
             // After a restart: the last serial served and its content.
             None => match floor {
-                Some((f, hash)) if hash == built.content_hash && !serial_gt(file_serial, f) => f,
-                Some((f, _)) if !serial_gt(file_serial, f) => f.wrapping_add(1),
-                _ => file_serial,
+                Some((f, _)) if !serial_gt(f, candidate) => candidate,
+                Some((f, hash)) if hash == built.content_hash => f,
+                Some((f, _)) => f.wrapping_add(1),
+                None => candidate,
             },
         };
         let zone = if serial == file_serial {

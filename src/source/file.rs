@@ -81,7 +81,7 @@ impl FileSource {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(Inputs { zones, state_source, state_text, revision, kind: SourceKind::File })
+        Ok(Inputs { zones, state_source, state_text, etcd: None, revision, kind: SourceKind::File })
     }
 
     /// Reads until two reads agree.

@@ -1,0 +1,383 @@
+//! `EtcdSource`: the routing state (and optionally zones) from a watched
+//! etcd prefix.
+//!
+//! It reads `<prefix>/` at a revision, sends that as one candidate, then
+//! watches from the next revision and sends a candidate after each watch
+//! response, which always holds whole revisions (one transaction's events
+//! share a revision and arrive together). It never sends a half-applied
+//! revision. On a compacted watch, a revision going backwards or a new
+//! cluster id it reloads in full; on `Unavailable` it retries with backoff
+//! (100 ms doubling to 1 s, ±20%); a stream that stays silent is probed with
+//! progress requests and replaced when it does not answer.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, EventType, WatchOptions};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::reload::StateEvent;
+use crate::shared::Shared;
+use crate::snapshot::{EtcdInputs, Inputs, SourceKind, ZoneText};
+use crate::store::{EtcdConfig, Entry, PrefixState, StoreError};
+
+/// A silent watch stream gets a progress request after this long.
+const PROGRESS_AFTER: Duration = Duration::from_secs(5);
+/// A watch stream that answers nothing for this long is replaced.
+const DEAD_AFTER: Duration = Duration::from_secs(12);
+
+/// Retry delays: 100 ms doubling to 1 s, each ±20%.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+    seed: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Backoff {
+    pub fn new() -> Backoff {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
+        Backoff { next: Duration::from_millis(100), seed }
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Duration::from_millis(100);
+    }
+
+    /// The next delay.
+    pub fn delay(&mut self) -> Duration {
+        // xorshift64 for the jitter.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let jitter = 0.8 + (self.seed % 401) as f64 / 1000.0;
+        let d = self.next.mul_f64(jitter);
+        self.next = (self.next * 2).min(Duration::from_secs(1));
+        d
+    }
+}
+
+/// Builds snapshot inputs from a prefix read: zones from the zones folder,
+/// overridden per origin by `<prefix>/zones/<origin>` keys.
+pub fn inputs_from(cfg: &EtcdConfig, zones_dir: Option<&PathBuf>, p: &PrefixState, kind: SourceKind) -> Result<Inputs, Vec<crate::snapshot::ConfigError>> {
+    let mut zones: Vec<ZoneText> = Vec::new();
+    if let Some(dir) = zones_dir {
+        let files = crate::source::FileSource { zones_dir: dir.clone(), state_file: None }.read(0)?;
+        zones = files.zones;
+    }
+    for (origin, e) in p.zones() {
+        let name = match crate::dns::name::Name::parse(&format!("{}.", origin.trim_end_matches('.')), None) {
+            Ok(n) => n,
+            Err(x) => {
+                return Err(vec![crate::snapshot::ConfigError { source: cfg.key(&format!("zones/{origin}")), line: None, message: format!("bad zone origin: {x}") }]);
+            }
+        };
+        zones.retain(|z| z.origin.to_lower() != name.to_lower());
+        zones.push(ZoneText { source: cfg.key(&format!("zones/{origin}")), origin: name, text: e.value.clone() });
+    }
+    let entries = p.entries.clone();
+    Ok(Inputs {
+        zones,
+        state_source: cfg.dir(),
+        state_text: String::new(),
+        etcd: Some(EtcdInputs { prefix: cfg.prefix.clone(), entries }),
+        revision: p.revision.max(0) as u64,
+        kind,
+    })
+}
+
+/// The etcd source.
+pub struct EtcdSource {
+    pub cfg: EtcdConfig,
+    pub zones_dir: Option<PathBuf>,
+    pub client: Client,
+}
+
+impl EtcdSource {
+    /// Reads the whole prefix now.
+    pub async fn read(&mut self) -> Result<PrefixState, StoreError> {
+        PrefixState::read(&mut self.client, &self.cfg, 0).await
+    }
+
+    fn send_inputs(&self, p: &PrefixState) -> StateEvent {
+        match inputs_from(&self.cfg, self.zones_dir.as_ref(), p, SourceKind::Etcd) {
+            Ok(i) => StateEvent::Candidate(i),
+            Err(errors) => StateEvent::Unreadable { revision: p.revision.max(0) as u64, errors },
+        }
+    }
+
+    /// Runs until `shutdown`: keeps `state` in step with etcd and sends a
+    /// candidate for every change. `state` is what was last read (None: read
+    /// in full first).
+    pub async fn run(mut self, mut state: Option<PrefixState>, tx: mpsc::Sender<StateEvent>, shared: Arc<Shared>, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new();
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            // Full read when we have nothing (or must start over).
+            let current = match state.take() {
+                Some(s) => s,
+                None => match self.read().await {
+                    Ok(s) => {
+                        shared.set_etcd_up(true);
+                        backoff.reset();
+                        info!(revision = s.revision, keys = s.entries.len(), "read the etcd prefix");
+                        if tx.send(self.send_inputs(&s)).await.is_err() {
+                            return;
+                        }
+                        s
+                    }
+                    Err(error) => {
+                        shared.set_etcd_up(false);
+                        warn!(%error, "etcd read failed; retrying");
+                        if sleep_or_stop(backoff.delay(), &shutdown).await {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+            };
+            match self.watch(current, &tx, &shared, &shutdown, &mut backoff).await {
+                WatchEnd::Stop => return,
+                WatchEnd::Reload => state = None,
+                WatchEnd::Retry(s) => {
+                    state = Some(s);
+                    if sleep_or_stop(backoff.delay(), &shutdown).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Watches from `state.revision + 1`, applying events to `state`.
+    async fn watch(
+        &mut self,
+        mut state: PrefixState,
+        tx: &mpsc::Sender<StateEvent>,
+        shared: &Shared,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> WatchEnd {
+        let opts = WatchOptions::new().with_prefix().with_start_revision(state.revision + 1).with_progress_notify();
+        let mut stream = match self.client.watch(self.cfg.dir(), Some(opts)).await {
+            Ok(s) => s,
+            Err(error) => {
+                shared.set_etcd_up(false);
+                warn!(%error, revision = state.revision, "etcd watch failed; retrying");
+                return WatchEnd::Retry(state);
+            }
+        };
+        let dir = self.cfg.dir();
+        let mut last_heard = Instant::now();
+        let mut probed = false;
+        loop {
+            let msg = tokio::select! {
+                m = stream.message() => m,
+                _ = tokio::time::sleep(PROGRESS_AFTER) => {
+                    if last_heard.elapsed() >= DEAD_AFTER {
+                        shared.set_etcd_up(false);
+                        warn!(revision = state.revision, "etcd watch silent; reconnecting");
+                        return WatchEnd::Retry(state);
+                    }
+                    if !probed || last_heard.elapsed() >= PROGRESS_AFTER {
+                        probed = true;
+                        if let Err(error) = stream.request_progress().await {
+                            debug!(%error, "progress request failed");
+                        }
+                    }
+                    continue;
+                }
+                _ = shutdown.cancelled() => return WatchEnd::Stop,
+            };
+            let resp = match msg {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    shared.set_etcd_up(false);
+                    warn!(revision = state.revision, "etcd watch ended; reconnecting");
+                    return WatchEnd::Retry(state);
+                }
+                Err(error) => {
+                    shared.set_etcd_up(false);
+                    warn!(%error, revision = state.revision, "etcd watch broke; reconnecting");
+                    return WatchEnd::Retry(state);
+                }
+            };
+            last_heard = Instant::now();
+            probed = false;
+            shared.set_etcd_up(true);
+            backoff.reset();
+            if resp.canceled() {
+                if resp.compact_revision() > 0 {
+                    warn!(revision = state.revision, compacted = resp.compact_revision(), "watch start was compacted; reloading in full");
+                    return WatchEnd::Reload;
+                }
+                warn!(reason = resp.cancel_reason(), "etcd canceled the watch; reloading in full");
+                return WatchEnd::Reload;
+            }
+            if let Some(h) = resp.header() {
+                if h.cluster_id() != 0 && state.cluster_id != 0 && h.cluster_id() != state.cluster_id {
+                    warn!(old = state.cluster_id, new = h.cluster_id(), "etcd cluster id changed; reloading in full");
+                    return WatchEnd::Reload;
+                }
+                if h.revision() < state.revision {
+                    warn!(old = state.revision, new = h.revision(), "etcd revision went backwards; reloading in full");
+                    return WatchEnd::Reload;
+                }
+            }
+            if resp.events().is_empty() {
+                continue;
+            }
+            let mut newest = state.revision;
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                newest = newest.max(kv.mod_revision());
+                let Ok(key) = kv.key_str() else { continue };
+                let Some(rel) = key.strip_prefix(&dir) else { continue };
+                match ev.event_type() {
+                    EventType::Put => {
+                        state.entries.insert(
+                            rel.to_string(),
+                            Entry { value: String::from_utf8_lossy(kv.value()).into_owned(), mod_revision: kv.mod_revision() },
+                        );
+                    }
+                    EventType::Delete => {
+                        state.entries.remove(rel);
+                    }
+                }
+            }
+            state.revision = newest;
+            debug!(revision = newest, events = resp.events().len(), "etcd change");
+            if tx.send(self.send_inputs(&state)).await.is_err() {
+                return WatchEnd::Stop;
+            }
+        }
+    }
+}
+
+enum WatchEnd {
+    Stop,
+    Reload,
+    Retry(PrefixState),
+}
+
+/// Sleeps; true when shutdown came first.
+async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown.cancelled() => true,
+    }
+}
+
+/// What an edge publishes about itself under `<prefix>-edges/<edge-id>`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EdgeRecord {
+    pub edge: String,
+    pub http: String,
+    pub dns: String,
+    pub revision: u64,
+    pub source: String,
+    pub serials: std::collections::BTreeMap<String, u32>,
+    pub last_rejection: Option<RejectionRecord>,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RejectionRecord {
+    pub at: String,
+    pub revision: u64,
+    pub errors: Vec<String>,
+}
+
+/// Keeps this edge's registration under a lease and up to date with what
+/// it serves, until `shutdown` (then revokes the lease).
+pub async fn register(cfg: EtcdConfig, mut client: Client, edge_id: String, http: String, dns: String, shared: Arc<Shared>, shutdown: CancellationToken) {
+    const TTL: i64 = 10;
+    let key = format!("{}{}", cfg.edges_dir(), edge_id);
+    let mut changes = shared.subscribe();
+    let mut backoff = Backoff::new();
+    'outer: loop {
+        let lease = match client.lease_grant(TTL, None).await {
+            Ok(l) => l.id(),
+            Err(error) => {
+                debug!(%error, "lease grant failed");
+                if sleep_or_stop(backoff.delay(), &shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let (mut keeper, mut acks) = match client.lease_keep_alive(lease).await {
+            Ok(k) => k,
+            Err(_) => continue,
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(3));
+        loop {
+            // (Re)write the record when something changed, and on every tick.
+            let snap = shared.snapshot();
+            let record = EdgeRecord {
+                edge: edge_id.clone(),
+                http: http.clone(),
+                dns: dns.clone(),
+                revision: snap.revision,
+                source: snap.kind.as_str().into(),
+                serials: snap.serials().into_iter().map(|(k, (s, _))| (k, s)).collect(),
+                last_rejection: shared.last_rejection.lock().expect("not poisoned").as_ref().map(|r| RejectionRecord {
+                    at: crate::util::rfc3339(r.at),
+                    revision: r.revision,
+                    errors: r.errors.clone(),
+                }),
+                updated: crate::util::rfc3339_now(),
+            };
+            let value = serde_json::to_string(&record).expect("serializable");
+            if let Err(error) = client.put(key.as_str(), value, Some(etcd_client::PutOptions::new().with_lease(lease))).await {
+                debug!(%error, "edge registration failed");
+                if sleep_or_stop(backoff.delay(), &shutdown).await {
+                    return;
+                }
+                continue 'outer;
+            }
+            tokio::select! {
+                _ = tick.tick() => {
+                    if keeper.keep_alive().await.is_err() {
+                        continue 'outer;
+                    }
+                    match tokio::time::timeout(Duration::from_secs(2), acks.message()).await {
+                        Ok(Ok(Some(a))) if a.ttl() > 0 => {}
+                        // The lease expired (etcd was away too long): a new one.
+                        _ => continue 'outer,
+                    }
+                }
+                _ = changes.changed() => {}
+                _ = shutdown.cancelled() => {
+                    let _ = client.lease_revoke(lease).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// True when `error` means etcd could not be reached (as opposed to a
+/// refusal).
+pub fn is_unavailable(error: &StoreError) -> bool {
+    matches!(error, StoreError::Etcd(_))
+}
+
+/// Keeps `etcd up` in readiness and metrics.
+impl Shared {
+    pub fn set_etcd_up(&self, up: bool) {
+        self.etcd_up.store(if up { 1 } else { 2 }, Ordering::Relaxed);
+        self.metrics.etcd_up.set(i64::from(up));
+    }
+}
