@@ -44,14 +44,18 @@ fn parse_addr(line: &str) -> Option<SocketAddr> {
 impl TestServer {
     /// Starts `serve` with the given zones folder and state file.
     pub fn start(zones: &Path, state: &Path, extra: &[&str]) -> TestServer {
+        let mut args = vec!["--zones".to_string(), zones.display().to_string(), "--state".into(), state.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start_with(&args, "first snapshot live")
+    }
+
+    /// Starts `serve` with these arguments (plus loopback port 0 for DNS and
+    /// HTTP) and waits until the log shows `ready_line`.
+    pub fn start_with(args: &[String], ready_line: &str) -> TestServer {
         let mut cmd = command();
         cmd.arg("serve")
-            .arg("--zones")
-            .arg(zones)
-            .arg("--state")
-            .arg(state)
+            .args(args)
             .args(["--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start vdh-edge");
@@ -87,7 +91,7 @@ impl TestServer {
                     http = parse_addr(&line);
                 }
             }
-            if line.contains("first snapshot live") {
+            if line.contains(ready_line) && http.is_some() {
                 break;
             }
         }

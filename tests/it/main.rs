@@ -8,6 +8,8 @@ mod knot;
 mod cli;
 mod config_http;
 mod ecs;
+mod etcd;
+mod etcd_harness;
 mod explain;
 mod hot_swap;
 mod invalid_change;
