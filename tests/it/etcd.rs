@@ -502,3 +502,32 @@ fn zones_in_etcd_override_files_and_serials_agree_across_edges() {
     let e: serde_json::Value = serde_json::from_str(&cli(&ep, &["explain", "--service", "vdh-api", "--sdk-version", "1.0.0", "--json"])).unwrap();
     assert_eq!(e["document"]["environment"], "prod-v1");
 }
+
+/// The development cluster script starts three healthy members an edge can use.
+#[test]
+fn deploy_script_starts_a_three_member_cluster() {
+    // Find a base port with the six ports free.
+    let base = loop {
+        let b = crate::knot::free_port();
+        if b < 60000 && [0, 1, 10, 11, 20, 21].iter().all(|d| std::net::TcpListener::bind(("127.0.0.1", b + d)).is_ok()) {
+            break b;
+        }
+    };
+    let data = format!("/dev/shm/vdh-edge-script-test-{base}");
+    let script = repo().join("deploy/etcd-cluster.sh");
+    let run = |cmd: &str| {
+        std::process::Command::new("bash").arg(&script).arg(cmd).env("VDH_ETCD_PORT", base.to_string()).env("VDH_ETCD_DATA", &data).output().unwrap()
+    };
+    let out = run("start");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ep = format!("http://127.0.0.1:{base},http://127.0.0.1:{},http://127.0.0.1:{}", base + 10, base + 20);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&ep));
+    let status = String::from_utf8_lossy(&run("status").stdout).to_string();
+    assert_eq!(status.matches("3.4.").count(), 3, "{status}");
+    apply_ok(&ep, &shipped_state());
+    let s = edge(&ep, &[]);
+    wait_for("first snapshot", Duration::from_secs(10), || ready(&s)["source"] == "etcd");
+    drop(s);
+    assert!(run("stop").status.success());
+    assert!(!std::path::Path::new(&data).exists());
+}
