@@ -323,7 +323,7 @@ fn without_etcd_or_cache_an_edge_waits_not_ready() {
     etcd.restart_all();
     apply_ok(&ep, &shipped_state());
     wait_for("ready once etcd has a state", Duration::from_secs(15), || ready(&s)["source"] == "etcd");
-    assert_eq!(api_addrs(&s), vec!["192.0.2.10", "192.0.2.11"]);
+    wait_for("the applied state", Duration::from_secs(5), || api_addrs(&s) == vec!["192.0.2.10", "192.0.2.11"]);
 }
 
 /// Load that counts failed DNS and HTTP requests until stopped.

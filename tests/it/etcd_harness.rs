@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::knot::{free_port, which};
+use crate::knot::which;
 
 struct Member {
     name: String,
@@ -20,6 +20,22 @@ struct Member {
 pub struct Etcd {
     members: Vec<Member>,
     cluster: String,
+}
+
+/// A free TCP port outside the kernel's ephemeral range (32768-60999), so a
+/// member stopped for a while gets its port back: ports picked with port 0
+/// elsewhere in the suite never land there.
+pub fn stable_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = 20000 + (std::process::id() % 1000) * 10;
+    loop {
+        let p = (start + NEXT.fetch_add(1, Ordering::Relaxed) % 12000) as u16;
+        let p = if p >= 32000 { p - 12000 } else { p };
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
 }
 
 fn etcd_bin() -> PathBuf {
@@ -36,13 +52,12 @@ impl Etcd {
     }
 
     fn start(n: usize) -> Etcd {
-        let tag = format!("{}-{}", std::process::id(), free_port());
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("n{i}"),
-                client: free_port(),
-                peer: free_port(),
-                data: PathBuf::from(format!("/dev/shm/vdh-edge-test-{tag}-{i}")),
+                client: stable_port(),
+                peer: stable_port(),
+                data: PathBuf::from(format!("/dev/shm/vdh-edge-test-{}-{}", std::process::id(), stable_port())),
                 child: None,
             })
             .collect();
