@@ -6,6 +6,7 @@
 //! - [`cli`]: command-line arguments.
 //! - [`state`]: the routing state as written (serde types) and its validation.
 //! - [`routing`]: the compiled routing state and rule evaluation.
+//! - [`census`]: distinct-client counts per SDK version, app id and environment.
 //! - [`cohort`]: sticky percent buckets, percent parsing, SemVer ranges.
 //! - [`zone`]: zone-file parsing and compiled zones.
 //! - [`snapshot`]: compiles zones and state into one immutable `Snapshot`.
@@ -22,6 +23,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod census;
 pub mod cohort;
 pub mod dns;
 pub mod document;

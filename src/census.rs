@@ -1,0 +1,313 @@
+//! Old-client census: how many distinct clients an edge saw per SDK
+//! version, app id and environment over the last hour and day, in bounded
+//! memory, with sketches that merge across edges.
+//!
+//! Each count is a HyperLogLog sketch (2^12 one-byte registers, about 1.6%
+//! standard error; small counts use linear counting and are near exact).
+//! Windows are rings of slots (the hour of 4 slots, the day of 6) so old
+//! clients age out; a window's sketch is the union of its slots. Sketches
+//! merge by taking register maxima, so the union over edges counts a client
+//! seen by two edges once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// log2 of the register count.
+pub const PRECISION: u8 = 12;
+const REGISTERS: usize = 1 << PRECISION;
+/// Most distinct values tracked per dimension; the rest count as `other`.
+pub const MAX_VALUES: usize = 64;
+
+/// A HyperLogLog sketch.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Hll {
+    regs: Box<[u8; REGISTERS]>,
+}
+
+impl Default for Hll {
+    fn default() -> Self {
+        Hll { regs: Box::new([0; REGISTERS]) }
+    }
+}
+
+impl std::fmt::Debug for Hll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hll(~{:.0})", self.estimate())
+    }
+}
+
+/// The 64-bit hash of a client id.
+pub fn hash_id(id: &str) -> u64 {
+    let d = Sha256::digest(id.as_bytes());
+    u64::from_be_bytes(d[..8].try_into().expect("32 bytes"))
+}
+
+impl Hll {
+    pub fn insert_hash(&mut self, h: u64) {
+        let idx = (h >> (64 - PRECISION)) as usize;
+        let rest = (h << PRECISION) | (1 << (PRECISION - 1));
+        let rank = rest.leading_zeros() as u8 + 1;
+        if rank > self.regs[idx] {
+            self.regs[idx] = rank;
+        }
+    }
+
+    pub fn merge(&mut self, other: &Hll) {
+        for (a, b) in self.regs.iter_mut().zip(other.regs.iter()) {
+            *a = (*a).max(*b);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.regs.iter().all(|&r| r == 0)
+    }
+
+    /// The cardinality estimate.
+    pub fn estimate(&self) -> f64 {
+        let m = REGISTERS as f64;
+        let mut sum = 0.0;
+        let mut zeros = 0usize;
+        for &r in self.regs.iter() {
+            sum += 2f64.powi(-(r as i32));
+            if r == 0 {
+                zeros += 1;
+            }
+        }
+        let alpha = 0.7213 / (1.0 + 1.079 / m);
+        let raw = alpha * m * m / sum;
+        if raw <= 2.5 * m && zeros > 0 {
+            // Linear counting for small cardinalities.
+            m * (m / zeros as f64).ln()
+        } else {
+            raw
+        }
+    }
+
+    /// Registers as hex (for `/census`).
+    pub fn to_hex(&self) -> String {
+        self.regs.iter().map(|r| format!("{r:02x}")).collect()
+    }
+
+    pub fn from_hex(s: &str) -> Option<Hll> {
+        if s.len() != REGISTERS * 2 {
+            return None;
+        }
+        let mut h = Hll::default();
+        for (i, r) in h.regs.iter_mut().enumerate() {
+            *r = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(h)
+    }
+}
+
+/// What a client is counted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dimension {
+    SdkVersion,
+    AppId,
+    Environment,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 3] = [Dimension::SdkVersion, Dimension::AppId, Dimension::Environment];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::SdkVersion => "sdk_version",
+            Dimension::AppId => "app_id",
+            Dimension::Environment => "environment",
+        }
+    }
+}
+
+/// A ring of slot sketches covering one window.
+struct Ring {
+    slot_len: Duration,
+    slots: Vec<HashMap<(Dimension, String), Hll>>,
+    /// Index of the current slot and when it started.
+    current: usize,
+    started: Instant,
+}
+
+impl Ring {
+    fn new(window: Duration, slots: usize) -> Ring {
+        Ring { slot_len: window / slots as u32, slots: (0..slots).map(|_| HashMap::new()).collect(), current: 0, started: Instant::now() }
+    }
+
+    /// Moves to the slot for `now`, clearing slots that aged out.
+    fn advance(&mut self, now: Instant) {
+        let mut steps = 0;
+        while now.duration_since(self.started) >= self.slot_len && steps <= self.slots.len() {
+            self.current = (self.current + 1) % self.slots.len();
+            self.slots[self.current].clear();
+            self.started += self.slot_len;
+            steps += 1;
+        }
+        if steps > self.slots.len() {
+            self.started = now;
+        }
+    }
+
+    fn union(&self) -> HashMap<(Dimension, String), Hll> {
+        let mut out: HashMap<(Dimension, String), Hll> = HashMap::new();
+        for slot in &self.slots {
+            for (k, h) in slot {
+                out.entry(k.clone()).or_default().merge(h);
+            }
+        }
+        out
+    }
+}
+
+/// The census of one edge.
+pub struct Census {
+    inner: Mutex<(Ring, Ring)>,
+}
+
+/// Sketches of one window, by dimension and value (hex registers).
+pub type WindowSketches = HashMap<String, HashMap<String, String>>;
+
+/// What `GET /census` returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CensusExport {
+    pub precision: u8,
+    pub hour_s: u64,
+    pub day_s: u64,
+    /// "hour" and "day" → dimension → value → sketch.
+    pub windows: HashMap<String, WindowSketches>,
+}
+
+impl Census {
+    /// `hour` and `day` are the window lengths (flags, so tests can use seconds).
+    pub fn new(hour: Duration, day: Duration) -> Census {
+        Census { inner: Mutex::new((Ring::new(hour, 4), Ring::new(day, 6))) }
+    }
+
+    /// Counts one request by a client.
+    pub fn record(&self, client_id: &str, sdk_version: &str, app_id: Option<&str>, environment: &str) {
+        let h = hash_id(client_id);
+        let now = Instant::now();
+        let mut guard = self.inner.lock().expect("not poisoned");
+        let g = &mut *guard;
+        for ring in [&mut g.0, &mut g.1] {
+            ring.advance(now);
+            let slot = &mut ring.slots[ring.current];
+            for (dim, value) in [
+                (Dimension::SdkVersion, Some(sdk_version)),
+                (Dimension::AppId, app_id),
+                (Dimension::Environment, Some(environment)),
+            ] {
+                let Some(v) = value else { continue };
+                let known = slot.contains_key(&(dim, v.to_string()));
+                let count = slot.keys().filter(|(d, _)| *d == dim).count();
+                let v = if known || count < MAX_VALUES { v } else { "other" };
+                slot.entry((dim, v.to_string())).or_default().insert_hash(h);
+            }
+        }
+    }
+
+    /// Current estimates: (window, dimension, value, estimate).
+    pub fn estimates(&self) -> Vec<(&'static str, Dimension, String, f64)> {
+        let mut guard = self.inner.lock().expect("not poisoned");
+        let g = &mut *guard;
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (name, ring) in [("hour", &mut g.0), ("day", &mut g.1)] {
+            ring.advance(now);
+            for ((d, v), h) in ring.union() {
+                out.push((name, d, v, h.estimate()));
+            }
+        }
+        out.sort_by(|a, b| (a.0, a.1.as_str(), &a.2).cmp(&(b.0, b.1.as_str(), &b.2)));
+        out
+    }
+
+    /// The mergeable sketches.
+    pub fn export(&self) -> CensusExport {
+        let mut guard = self.inner.lock().expect("not poisoned");
+        let g = &mut *guard;
+        let now = Instant::now();
+        let hour_s = (g.0.slot_len * g.0.slots.len() as u32).as_secs();
+        let day_s = (g.1.slot_len * g.1.slots.len() as u32).as_secs();
+        let mut windows = HashMap::new();
+        for (name, ring) in [("hour", &mut g.0), ("day", &mut g.1)] {
+            ring.advance(now);
+            let mut w: WindowSketches = HashMap::new();
+            for ((d, v), h) in ring.union() {
+                w.entry(d.as_str().to_string()).or_default().insert(v, h.to_hex());
+            }
+            windows.insert(name.to_string(), w);
+        }
+        CensusExport { precision: PRECISION, hour_s, day_s, windows }
+    }
+}
+
+/// Unions exports from several edges: window → dimension → value → estimate.
+pub fn union_estimates(exports: &[CensusExport]) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>> {
+    let mut merged: HashMap<(String, String, String), Hll> = HashMap::new();
+    for e in exports.iter().filter(|e| e.precision == PRECISION) {
+        for (w, dims) in &e.windows {
+            for (d, values) in dims {
+                for (v, hex) in values {
+                    if let Some(h) = Hll::from_hex(hex) {
+                        merged.entry((w.clone(), d.clone(), v.clone())).or_default().merge(&h);
+                    }
+                }
+            }
+        }
+    }
+    let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>> = Default::default();
+    for ((w, d, v), h) in merged {
+        out.entry(w).or_default().entry(d).or_default().insert(v, h.estimate().round());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_within_a_few_percent() {
+        for n in [10usize, 1000, 20_000] {
+            let mut h = Hll::default();
+            for i in 0..n {
+                h.insert_hash(hash_id(&format!("c-{i}")));
+            }
+            let e = h.estimate();
+            let err = (e - n as f64).abs() / n as f64;
+            assert!(err < 0.03, "{n}: {e}");
+        }
+    }
+
+    #[test]
+    fn merge_counts_shared_clients_once() {
+        let (mut a, mut b) = (Hll::default(), Hll::default());
+        for i in 0..1000 {
+            a.insert_hash(hash_id(&format!("c-{i}")));
+        }
+        for i in 500..1500 {
+            b.insert_hash(hash_id(&format!("c-{i}")));
+        }
+        a.merge(&b);
+        assert!((a.estimate() - 1500.0).abs() < 45.0, "{}", a.estimate());
+        assert_eq!(Hll::from_hex(&a.to_hex()), Some(a));
+    }
+
+    #[test]
+    fn windows_age_out() {
+        let c = Census::new(Duration::from_millis(200), Duration::from_secs(60));
+        c.record("a", "0.9.0", None, "prod");
+        assert_eq!(c.estimates().iter().filter(|e| e.0 == "hour").count(), 2);
+        std::thread::sleep(Duration::from_millis(260));
+        c.record("b", "1.0.0", Some("demo"), "prod-v1");
+        let hour: Vec<_> = c.estimates().into_iter().filter(|e| e.0 == "hour").map(|e| e.2).collect();
+        assert!(!hour.contains(&"0.9.0".to_string()), "{hour:?}");
+        let day: Vec<_> = c.estimates().into_iter().filter(|e| e.0 == "day").map(|e| e.2).collect();
+        assert!(day.contains(&"0.9.0".to_string()));
+    }
+}
