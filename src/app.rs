@@ -102,7 +102,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(n) => info!(limit = n, "open-file limit"),
         Err(error) => warn!(%error, "could not raise the open-file limit"),
     }
-    let shared = Arc::new(Shared::new());
+    let shared = Arc::new(Shared::with_census(Duration::from_secs(args.census_hour.max(4)), Duration::from_secs(args.census_day.max(6))));
     let serials = SerialStore::new(args.cache_dir.clone());
     let shutdown = CancellationToken::new();
     let (tx, rx) = mpsc::channel(16);

@@ -194,4 +194,10 @@ pub struct ServeArgs {
     /// Name this edge registers under in <prefix>-edges/ (default: host:http-port).
     #[arg(long, value_name = "ID")]
     pub edge_id: Option<String>,
+    /// Length of the census's short window, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 3600)]
+    pub census_hour: u64,
+    /// Length of the census's long window, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 86_400)]
+    pub census_day: u64,
 }

@@ -39,6 +39,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/census", get(census))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(shared.clone(), limits_and_metrics))
@@ -64,6 +65,7 @@ fn route_label(path: &str) -> &'static str {
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
+        "/census" => "/census",
         _ => "other",
     }
 }
@@ -119,11 +121,17 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    shared.metrics.set_census(&shared.census.estimates());
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         shared.metrics.render(),
     )
+}
+
+/// `GET /census`: this edge's mergeable sketches.
+async fn census(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(shared.census.export()).into_response()
 }
 
 /// The parsed query parameters of a config request.
@@ -232,6 +240,11 @@ async fn config(
         return error(StatusCode::NOT_FOUND, "unknown_service", None, format!("no service named '{}'", truncate(&service)));
     };
     let etag = doc.etag();
+    if let Some(id) = &params.asker.client_id {
+        let mut v = params.asker.sdk_version.clone();
+        v.build = semver::BuildMetadata::EMPTY;
+        shared.census.record(id, &v.to_string(), params.asker.app_id.as_deref(), &doc.environment);
+    }
     let count = |doc: &Document| {
         let labels = ConfigLabels {
             service: doc.service.clone(),

@@ -41,6 +41,13 @@ pub struct ConfigLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CensusLabels {
+    pub window: &'static str,
+    pub dimension: &'static str,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub path: &'static str,
     pub status: u16,
@@ -67,6 +74,8 @@ pub struct Metrics {
     pub etcd_up: Gauge,
     /// 1 while serving from the on-disk cache instead of etcd.
     pub serving_from_cache: Gauge,
+    /// Distinct clients estimated by the census (set at scrape time).
+    pub census_clients: Family<CensusLabels, Gauge>,
     published_unix: AtomicU64,
 }
 
@@ -113,6 +122,7 @@ impl Metrics {
             long_polls: Gauge::default(),
             etcd_up: Gauge::default(),
             serving_from_cache: Gauge::default(),
+            census_clients: Family::default(),
             published_unix: AtomicU64::new(0),
         };
         let mut m = m;
@@ -131,6 +141,11 @@ impl Metrics {
         r.register("http_responses", "HTTP responses by route and status", m.http_responses.clone());
         r.register("config_long_polls", "Long-polls waiting for a change", m.long_polls.clone());
         r.register("etcd_up", "1 while the etcd watch is healthy (etcd mode)", m.etcd_up.clone());
+        r.register(
+            "census_clients",
+            "Distinct clients seen in the window, by SDK version, app id or environment (HyperLogLog estimate)",
+            m.census_clients.clone(),
+        );
         r.register("serving_from_cache", "1 while serving the last-known-good state from the cache folder", m.serving_from_cache.clone());
         m
     }
@@ -149,6 +164,16 @@ impl Metrics {
         self.snapshot_swaps.inc();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
         self.published_unix.store(now, Ordering::Relaxed);
+    }
+
+    /// Sets the census gauges from current estimates.
+    pub fn set_census(&self, estimates: &[(&'static str, crate::census::Dimension, String, f64)]) {
+        self.census_clients.clear();
+        for (window, dim, value, est) in estimates {
+            self.census_clients
+                .get_or_create(&CensusLabels { window, dimension: dim.as_str(), value: value.clone() })
+                .set(est.round() as i64);
+        }
     }
 
     /// The Prometheus text exposition.

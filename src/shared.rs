@@ -29,6 +29,8 @@ pub struct Shared {
     pub(crate) etcd_up: std::sync::atomic::AtomicU8,
     pub metrics: Metrics,
     pub last_rejection: Mutex<Option<Rejection>>,
+    /// Distinct clients seen by this edge.
+    pub census: crate::census::Census,
 }
 
 impl Default for Shared {
@@ -39,7 +41,13 @@ impl Default for Shared {
 
 impl Shared {
     pub fn new() -> Shared {
+        Self::with_census(std::time::Duration::from_secs(3600), std::time::Duration::from_secs(86_400))
+    }
+
+    /// With census windows of the given lengths.
+    pub fn with_census(hour: std::time::Duration, day: std::time::Duration) -> Shared {
         Shared {
+            census: crate::census::Census::new(hour, day),
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             published: tokio::sync::watch::Sender::new(0),
             ready: AtomicBool::new(false),

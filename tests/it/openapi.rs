@@ -45,7 +45,7 @@ fn openapi_matches_the_server() {
     let dir = shipped_copy();
     let s = TestServer::start(&dir.path().join("zones"), &dir.path().join("state.yaml"), &[]);
     let paths = keys(&spec["paths"]);
-    let want: BTreeSet<String> = ["/v1/config/{service}", "/healthz", "/readyz", "/metrics"].iter().map(|s| s.to_string()).collect();
+    let want: BTreeSet<String> = ["/v1/config/{service}", "/healthz", "/readyz", "/metrics", "/census"].iter().map(|s| s.to_string()).collect();
     assert_eq!(paths, want);
 
     let op = &spec["paths"]["/v1/config/{service}"]["get"];
@@ -73,6 +73,9 @@ fn openapi_matches_the_server() {
         assert!(responses.contains(status), "{status} undocumented");
         check_object(&spec["components"]["schemas"]["Error"], &e.json(), "Error");
     }
+
+    let census = http_request(s.http, "GET", "/census", &[]).json();
+    assert_eq!(keys(&census), keys(&spec["components"]["schemas"]["Census"]["properties"]));
 
     let ready = http_request(s.http, "GET", "/readyz", &[]).json();
     let ready_props = keys(&spec["components"]["schemas"]["Ready"]["properties"]);
