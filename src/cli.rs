@@ -34,6 +34,65 @@ pub enum Command {
     History(HistoryArgs),
     /// Re-apply the state as of an earlier revision, as a new revision.
     Rollback(RollbackArgs),
+    /// The four cutover schemes as phases: list, show, apply.
+    #[command(subcommand)]
+    Scheme(SchemeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemeCommand {
+    /// The schemes and their phases.
+    List(SchemeListArgs),
+    /// Each phase of a scheme: what it changes, what OLD and NEW SDKs see.
+    Show(SchemeShowArgs),
+    /// Apply one phase to the live state (etcd, or the --state file).
+    Apply(SchemeApplyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SchemeListArgs {
+    /// Folder of scheme files (default: the built-in four).
+    #[arg(long, value_name = "DIR")]
+    pub schemes: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SchemeShowArgs {
+    pub name: String,
+    #[arg(long, value_name = "DIR")]
+    pub schemes: Option<PathBuf>,
+    /// Override a parameter, e.g. --set new=prod-v2 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SchemeApplyArgs {
+    pub name: String,
+    /// The phase to apply (1, 2, ...).
+    #[arg(long, value_name = "N")]
+    pub phase: Option<u32>,
+    /// Share of old clients a staged phase forces (0-100, two decimals).
+    #[arg(long, value_name = "P")]
+    pub percent: Option<String>,
+    /// Show the impact and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Preparatory step: lower the service's DNS TTL to this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub lower_ttl: Option<u32>,
+    /// Make every SDK of this environment refresh its token.
+    #[arg(long, value_name = "ENV")]
+    pub bump_auth_epoch: Vec<String>,
+    #[arg(long, value_name = "DIR")]
+    pub schemes: Option<PathBuf>,
+    /// Override a parameter, e.g. --set new=prod-v2 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub write: WriteArgs,
 }
 
 /// Options of commands that change etcd.

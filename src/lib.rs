@@ -18,6 +18,7 @@
 //! - [`document`]: the SDK config document and its ETag.
 //! - [`http`]: the HTTP front (config document, health, readiness, metrics).
 //! - [`metrics`]: Prometheus metrics.
+//! - [`schemes`]: the four cutover schemes as phases that transform the state.
 //! - [`app`]: `serve`, `check` and `explain` wiring.
 //! - [`ops`]: `apply`, `status`, `history`, `rollback` against etcd.
 
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod ops;
 pub mod reload;
 pub mod routing;
+pub mod schemes;
 pub mod shared;
 pub mod snapshot;
 pub mod source;

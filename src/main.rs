@@ -25,6 +25,11 @@ fn main() -> ExitCode {
         Command::Status(args) => app::block_on(vdh_edge::ops::status(&args)).map(|t| print_nonempty(&t)),
         Command::History(args) => app::block_on(vdh_edge::ops::history(&args)).map(|t| print_nonempty(&t)),
         Command::Rollback(args) => app::block_on(vdh_edge::ops::rollback(&args)).map(|t| print_nonempty(&t)),
+        Command::Scheme(cmd) => match cmd {
+            vdh_edge::cli::SchemeCommand::List(a) => vdh_edge::ops::scheme_list(&a).map(|t| print_nonempty(&t)),
+            vdh_edge::cli::SchemeCommand::Show(a) => vdh_edge::ops::scheme_show(&a).map(|t| print_nonempty(&t)),
+            vdh_edge::cli::SchemeCommand::Apply(a) => app::block_on(vdh_edge::ops::scheme_apply(&a)).map(|t| print_nonempty(&t)),
+        },
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
