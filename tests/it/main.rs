@@ -16,4 +16,5 @@ mod invalid_change;
 mod knot_diff;
 mod malformed;
 mod openapi;
+mod schemes;
 mod serial;
