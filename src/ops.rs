@@ -223,7 +223,7 @@ async fn write_plan(
         return Ok(None);
     }
     let change = ChangeRecord::now(command, summary);
-    match p.commit(client, cfg, &change, &prepared.extra, write.force).await {
+    match p.commit_with_retry(client, cfg, &change, &prepared.extra, write.force).await {
         Ok(rev) => Ok(Some(rev)),
         Err(StoreError::Conflict) => Err(anyhow!(
             "refused: etcd changed since revision {} (another writer, or a key read was changed or deleted); nothing was written. Run again to apply on top of the new state, or add --force",
@@ -246,7 +246,7 @@ pub async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
         crate::app::AppError::Invalid(vec![format!("{}{at}: {}", args.file.display(), e.message)])
     })?;
     let mut client = cfg.connect().await?;
-    let current = PrefixState::read(&mut client, &cfg, args.base_revision.unwrap_or(0)).await?;
+    let current = crate::store::read_with_retry(&mut client, &cfg, args.base_revision.unwrap_or(0)).await?;
     let mut desired = entries_from_raw(&raw);
     let mut owned = vec!["environments/", "services/", "meta/allow_empty"];
     let zdir = zones_dir(&args.source);
@@ -297,13 +297,13 @@ pub async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
 pub async fn rollback(args: &RollbackArgs) -> anyhow::Result<String> {
     let cfg = etcd(&args.source, "rollback")?;
     let mut client = cfg.connect().await?;
-    let old = PrefixState::read(&mut client, &cfg, args.to_revision).await.map_err(|e| match e {
+    let old = crate::store::read_with_retry(&mut client, &cfg, args.to_revision).await.map_err(|e| match e {
         StoreError::Compacted { wanted, oldest } => {
             anyhow!("revision {wanted} was compacted and cannot be restored; the oldest revision available is {oldest} (see `vdh-edge status`)")
         }
         other => other.into(),
     })?;
-    let current = PrefixState::read(&mut client, &cfg, 0).await?;
+    let current = crate::store::read_with_retry(&mut client, &cfg, 0).await?;
     if args.to_revision > current.revision {
         return Err(UsageError(format!("revision {} is in the future (latest is {})", args.to_revision, current.revision)).into());
     }
@@ -429,7 +429,7 @@ async fn http_get(addr: &str, path: &str) -> Option<String> {
 
 /// Reads everything `status` shows.
 pub async fn read_status(client: &mut etcd_client::Client, cfg: &EtcdConfig) -> anyhow::Result<Status> {
-    let current = PrefixState::read(client, cfg, 0).await?;
+    let current = crate::store::read_with_retry(client, cfg, 0).await?;
     let (hist, _) = read_history(client, cfg, 1).await?;
     let last_change = hist.into_iter().next();
     let age = last_change
@@ -660,7 +660,7 @@ pub async fn scheme_apply(args: &crate::cli::SchemeApplyArgs) -> anyhow::Result<
         return scheme_apply_file(args, s, &params, &service, transform);
     };
     let mut client = cfg.connect().await?;
-    let current = PrefixState::read(&mut client, &cfg, 0).await?;
+    let current = crate::store::read_with_retry(&mut client, &cfg, 0).await?;
     let raw = crate::store::raw_from_entries(&cfg.prefix, &current.entries).map_err(|e| {
         anyhow!("the live state under {} is invalid; fix it before applying a scheme:\n{}", cfg.dir(), e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
     })?;

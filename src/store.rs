@@ -150,6 +150,37 @@ impl PrefixState {
     }
 }
 
+/// True for errors that say "try again" (no leader, leader changed, member
+/// unreachable, timeout) rather than "no".
+pub fn is_transient(e: &StoreError) -> bool {
+    match e {
+        StoreError::Etcd(etcd_client::Error::GRpcStatus(s)) => {
+            matches!(s.code(), tonic_code::Unavailable | tonic_code::DeadlineExceeded | tonic_code::Unknown)
+                || s.message().contains("leader")
+        }
+        StoreError::Etcd(etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_)) => true,
+        _ => false,
+    }
+}
+
+use tonic::Code as tonic_code;
+
+/// Reads the prefix, retrying transient errors for up to 15 s (an election
+/// takes a second or two).
+pub async fn read_with_retry(client: &mut Client, cfg: &EtcdConfig, revision: i64) -> Result<PrefixState, StoreError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match PrefixState::read(client, cfg, revision).await {
+            Err(e) if is_transient(&e) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The oldest revision etcd still holds (its compaction point + 1, or 1).
 pub async fn oldest_revision(client: &mut Client, cfg: &EtcdConfig) -> Result<i64, StoreError> {
     // Watching from revision 1 is canceled with the compaction point when
@@ -303,6 +334,38 @@ impl Plan {
                 Op::Delete { key } => format!("- {key}"),
             })
             .collect()
+    }
+
+    /// [`Plan::commit`], retried through elections: after a transient error
+    /// it checks whether the write landed (its `meta/change` record is
+    /// there) before trying again, so a write is never applied twice and a
+    /// landed write is not reported as a conflict.
+    pub async fn commit_with_retry(
+        &self,
+        client: &mut Client,
+        cfg: &EtcdConfig,
+        change: &ChangeRecord,
+        extra: &[(String, String)],
+        force: bool,
+    ) -> Result<i64, StoreError> {
+        let ours = serde_json::to_string(change).expect("serializable");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.commit(client, cfg, change, extra, force).await {
+                Err(e) if is_transient(&e) && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                    if let Ok(r) = client.get(cfg.key("meta/change"), None).await
+                        && let Some(kv) = r.kvs().first()
+                        && kv.value() == ours.as_bytes()
+                    {
+                        return Ok(kv.mod_revision());
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Writes the plan and `meta/change` (and any `extra` puts) in one

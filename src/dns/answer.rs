@@ -169,22 +169,9 @@ impl<'a> Dynamic<'a> {
         let snap = self.snap;
         let &i = snap.services_by_name.get(name_lower)?;
         let svc = &snap.routing.services[i];
-        let net = self.network();
-        let client = Client {
-            sdk_version: Some(&svc.legacy_sdk_version),
-            addr: Some(net.addr),
-            network_key: Some(net.key()),
-            ..Default::default()
-        };
-        let d = svc.decide(&client, true);
-        let mut scope = d.longest_cidr;
-        if d.percent_evaluated {
-            scope = scope.max(if net.addr.is_ipv4() { 24 } else { 56 });
-        }
-        if !net.zero_scope {
-            self.scope = self.scope.max(scope);
-        }
-        Some((&self.snap.routing.environments[svc.rules[d.rule].environment], svc.ttl))
+        let (d, scope) = decide_for_network(svc, self.network());
+        self.scope = self.scope.max(scope);
+        Some((&snap.routing.environments[svc.rules[d.rule].environment], svc.ttl))
     }
 }
 
