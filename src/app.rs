@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -79,11 +79,12 @@ pub fn check(args: &SourceArgs) -> anyhow::Result<String> {
     ))
 }
 
-/// Binds UDP and TCP on the same address; with port 0 both get one port.
-pub async fn bind_dns(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+/// Binds UDP (one SO_REUSEPORT socket per worker) and TCP on the same
+/// address; with port 0 both get one port.
+pub async fn bind_dns(addr: SocketAddr, workers: usize) -> anyhow::Result<(Vec<std::net::UdpSocket>, TcpListener)> {
     for _ in 0..20 {
-        let udp = UdpSocket::bind(addr).await.with_context(|| format!("binding DNS UDP on {addr}"))?;
-        let local = udp.local_addr()?;
+        let udp = crate::dns::fastpath::bind(addr, workers).with_context(|| format!("binding DNS UDP on {addr}"))?;
+        let local = udp[0].local_addr()?;
         match TcpListener::bind(local).await {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) if addr.port() == 0 => {
@@ -174,9 +175,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tasks.spawn(reload::run(rx, shared.clone(), serials, shutdown.clone()));
 
-    let (udp, tcp) = bind_dns(args.dns).await?;
-    let dns_addr = udp.local_addr()?;
-    info!(protocol = "udp", address = %dns_addr, "listening");
+    let workers = args.udp_workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let (udp, tcp) = bind_dns(args.dns, workers).await?;
+    let dns_addr = udp[0].local_addr()?;
+    info!(protocol = "udp", address = %dns_addr, workers, "listening");
     info!(protocol = "tcp", address = %tcp.local_addr()?, "listening");
     let http = TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP on {}", args.http))?;
     let http_addr = http.local_addr()?;
@@ -207,7 +209,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown.clone(),
         ));
     }
-    tasks.spawn(crate::dns::server::run_udp(udp, shared.clone(), shutdown.clone()));
+    let udp_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let udp_threads = crate::dns::fastpath::spawn(udp, shared.clone(), udp_stop.clone())?;
+    {
+        // Stop the UDP threads with everything else.
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            shutdown.cancelled().await;
+            udp_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = tokio::task::spawn_blocking(move || udp_threads.into_iter().for_each(|t| {
+                let _ = t.join();
+            }))
+            .await;
+        });
+    }
     tasks.spawn(crate::dns::server::run_tcp(tcp, shared.clone(), shutdown.clone()));
     {
         let (shared, shutdown) = (shared.clone(), shutdown.clone());

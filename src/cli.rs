@@ -253,6 +253,10 @@ pub struct ServeArgs {
     /// Name this edge registers under in <prefix>-edges/ (default: host:http-port).
     #[arg(long, value_name = "ID")]
     pub edge_id: Option<String>,
+    /// Threads (each with its own SO_REUSEPORT socket) answering DNS over
+    /// UDP; default: the CPUs this process may run on.
+    #[arg(long, value_name = "N")]
+    pub udp_workers: Option<usize>,
     /// Length of the census's short window, in seconds.
     #[arg(long, value_name = "S", default_value_t = 3600)]
     pub census_hour: u64,

@@ -53,6 +53,26 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Per-thread DNS counts, flushed to the shared counters once per batch so
+/// busy threads do not fight over counter cache lines.
+pub struct DnsTally {
+    counts: Vec<u64>,
+    pub dropped: u64,
+}
+
+impl Default for DnsTally {
+    fn default() -> Self {
+        DnsTally { counts: vec![0; 2 * (QTYPES.len() + 1) * (RCODES.len() + 1)], dropped: 0 }
+    }
+}
+
+impl DnsTally {
+    #[inline]
+    pub fn count(&mut self, tcp: bool, qtype: u16, rcode: u16) {
+        self.counts[Metrics::dns_index(tcp, qtype, rcode)] += 1;
+    }
+}
+
 /// Every metric the process exports.
 pub struct Metrics {
     registry: Registry,
@@ -153,9 +173,28 @@ impl Metrics {
     /// Counts one answered query.
     #[inline]
     pub fn dns_query(&self, tcp: bool, qtype: u16, rcode: u16) {
+        self.dns[Self::dns_index(tcp, qtype, rcode)].inc();
+    }
+
+    /// Slot of a (transport, qtype, rcode) counter, for [`DnsTally`].
+    #[inline]
+    pub fn dns_index(tcp: bool, qtype: u16, rcode: u16) -> usize {
         let per_transport = (QTYPES.len() + 1) * (RCODES.len() + 1);
-        let i = usize::from(tcp) * per_transport + qtype_index(qtype) * (RCODES.len() + 1) + rcode_index(rcode);
-        self.dns[i].inc();
+        usize::from(tcp) * per_transport + qtype_index(qtype) * (RCODES.len() + 1) + rcode_index(rcode)
+    }
+
+    /// Adds a thread's local tallies to the shared counters.
+    pub fn flush(&self, tally: &mut DnsTally) {
+        for (i, n) in tally.counts.iter_mut().enumerate() {
+            if *n > 0 {
+                self.dns[i].inc_by(*n);
+                *n = 0;
+            }
+        }
+        if tally.dropped > 0 {
+            self.dns_dropped.inc_by(tally.dropped);
+            tally.dropped = 0;
+        }
     }
 
     /// Records a publish.

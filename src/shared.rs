@@ -72,6 +72,12 @@ impl Shared {
         }
     }
 
+    /// A per-thread cache of the live snapshot: `load()` costs a pointer
+    /// check, not a reference-count update, while the snapshot is unchanged.
+    pub fn snapshot_cache(&self) -> arc_swap::Cache<&ArcSwap<Snapshot>, Arc<Snapshot>> {
+        arc_swap::Cache::new(&self.snapshot)
+    }
+
     /// True once a snapshot has been published.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)

@@ -5,6 +5,7 @@
 //! the snapshot it is handed.
 
 pub mod answer;
+pub mod fastpath;
 pub mod name;
 pub mod server;
 pub mod types;

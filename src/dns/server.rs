@@ -1,15 +1,12 @@
-//! DNS sockets: a UDP receive loop and a TCP accept loop.
-//!
-//! Each UDP datagram is answered inline (answering is a few microseconds of
-//! CPU and never waits), so there is no task per packet. TCP connections are
-//! capped, and each is closed after an idle timeout.
+//! DNS over TCP: an accept loop with a cap on connections, each closed
+//! after an idle timeout. UDP is served by [`super::fastpath`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -21,36 +18,6 @@ use crate::shared::Shared;
 pub const MAX_TCP_CONNECTIONS: usize = 1024;
 /// A TCP connection with no complete query for this long is closed.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Answers datagrams on `socket` until `shutdown`.
-pub async fn run_udp(socket: UdpSocket, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
-    loop {
-        let (len, src) = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(error) => {
-                    debug!(%error, "udp receive failed");
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let snap = shared.snapshot();
-        match respond(&snap, &buf[..len], src.ip(), Transport::Udp, &mut out) {
-            Some(o) => {
-                shared.metrics.dns_query(false, o.qtype, o.rcode);
-                if let Err(error) = socket.send_to(&out, src).await {
-                    debug!(%error, %src, "udp send failed");
-                }
-            }
-            None => {
-                shared.metrics.dns_dropped.inc();
-            }
-        }
-    }
-}
 
 /// Accepts DNS-over-TCP connections on `listener` until `shutdown`.
 pub async fn run_tcp(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
