@@ -103,7 +103,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(n) => info!(limit = n, "open-file limit"),
         Err(error) => warn!(%error, "could not raise the open-file limit"),
     }
-    let shared = Arc::new(Shared::with_census(Duration::from_secs(args.census_hour.max(4)), Duration::from_secs(args.census_day.max(6))));
+    let mut shared = Shared::with_census(Duration::from_secs(args.census_hour.max(4)), Duration::from_secs(args.census_day.max(6)));
+    shared.answer_cache = !args.no_answer_cache;
+    let shared = Arc::new(shared);
     let serials = SerialStore::new(args.cache_dir.clone());
     let shutdown = CancellationToken::new();
     let (tx, rx) = mpsc::channel(16);

@@ -257,6 +257,10 @@ pub struct ServeArgs {
     /// UDP; default: the CPUs this process may run on.
     #[arg(long, value_name = "N")]
     pub udp_workers: Option<usize>,
+    /// Answer every UDP query through the full lookup (no reuse of answers
+    /// that do not depend on the client); for comparisons.
+    #[arg(long)]
+    pub no_answer_cache: bool,
     /// Length of the census's short window, in seconds.
     #[arg(long, value_name = "S", default_value_t = 3600)]
     pub census_hour: u64,

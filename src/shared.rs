@@ -31,6 +31,8 @@ pub struct Shared {
     pub last_rejection: Mutex<Option<Rejection>>,
     /// Distinct clients seen by this edge.
     pub census: crate::census::Census,
+    /// Reuse whole UDP answers that do not depend on the client.
+    pub answer_cache: bool,
 }
 
 impl Default for Shared {
@@ -48,6 +50,7 @@ impl Shared {
     pub fn with_census(hour: std::time::Duration, day: std::time::Duration) -> Shared {
         Shared {
             census: crate::census::Census::new(hour, day),
+            answer_cache: true,
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             published: tokio::sync::watch::Sender::new(0),
             ready: AtomicBool::new(false),

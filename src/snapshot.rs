@@ -18,7 +18,7 @@ use crate::state::RawState;
 use crate::zone::{self, Zone, ZoneRecord};
 
 /// Zones by lower-cased wire origin.
-pub type Zones = HashMap<Box<[u8]>, Arc<Zone>>;
+pub type Zones = rustc_hash::FxHashMap<Box<[u8]>, Arc<Zone>>;
 
 /// Where a snapshot came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +120,7 @@ pub struct Snapshot {
     pub routing: Routing,
     /// Service hostnames (lower-case wire) whose DNS answers depend on the
     /// client network, with the service's index in `routing.services`.
-    pub services_by_name: HashMap<Box<[u8]>, usize>,
+    pub services_by_name: rustc_hash::FxHashMap<Box<[u8]>, usize>,
     pub raw_state: RawState,
     pub published: SystemTime,
 }
@@ -131,9 +131,9 @@ impl Snapshot {
         Snapshot {
             revision: 0,
             kind: SourceKind::File,
-            zones: HashMap::new(),
+            zones: Default::default(),
             routing: Routing::default(),
-            services_by_name: HashMap::new(),
+            services_by_name: Default::default(),
             raw_state: RawState::default(),
             published: SystemTime::now(),
         }
@@ -260,7 +260,7 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
         }
     };
     let derived = routing.as_ref().map(|r| derived_records(r, &origins)).unwrap_or_default();
-    let mut services_by_name: HashMap<Box<[u8]>, usize> = HashMap::new();
+    let mut services_by_name: rustc_hash::FxHashMap<Box<[u8]>, usize> = Default::default();
     if let Some(r) = &routing {
         for (i, svc) in r.services.iter().enumerate() {
             if svc.dns_depends_on_network() {
@@ -270,7 +270,7 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
             }
         }
     }
-    let mut zones: Zones = HashMap::new();
+    let mut zones: Zones = Default::default();
     for (zt, records) in parsed {
         let origin = zt.origin.to_lower();
         let mut all = records;

@@ -157,6 +157,11 @@ impl<'a> Dynamic<'a> {
         Dynamic { snap, src, ecs, net: None, scope: 0 }
     }
 
+    /// True once the answer looked at the client network.
+    pub fn used_network(&self) -> bool {
+        self.net.is_some()
+    }
+
     /// The client network (computed once).
     pub fn network(&mut self) -> &Network {
         let (src, ecs) = (self.src, self.ecs);

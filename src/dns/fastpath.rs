@@ -146,6 +146,8 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     let fd = sock.as_raw_fd();
     let mut b = Buffers::new();
     let mut cache = shared.snapshot_cache();
+    let mut answers = super::AnswerCache::default();
+    let use_answers = shared.answer_cache;
     let mut tally = DnsTally::default();
     while !stop.load(Ordering::Relaxed) {
         for i in 0..BATCH {
@@ -167,7 +169,12 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
             let len = b.rx_msgs[i].msg_len as usize;
             let Some(src) = source_ip(&b.addrs[i]) else { continue };
             let mut out = std::mem::take(&mut b.tx[m]);
-            match respond(snap, &b.rx[i][..len], src, Transport::Udp, &mut out) {
+            let outcome = if use_answers {
+                answers.respond(snap, &b.rx[i][..len], src, &mut out)
+            } else {
+                respond(snap, &b.rx[i][..len], src, Transport::Udp, &mut out)
+            };
+            match outcome {
                 Some(o) => {
                     tally.count(false, o.qtype, o.rcode);
                     b.tx[m] = out;

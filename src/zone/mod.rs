@@ -7,7 +7,7 @@
 
 pub mod parse;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::dns::name::Name;
 use crate::dns::types::*;
@@ -157,7 +157,7 @@ impl Zone {
     pub fn build_with(origin: &Name, records: &[ZoneRecord], serial: Option<u32>, dynamic: &[Name]) -> Result<Zone, Vec<ZoneIssue>> {
         let origin = origin.to_lower();
         let mut issues = Vec::new();
-        let mut index: HashMap<Box<[u8]>, u32> = HashMap::with_capacity(records.len() + 1);
+        let mut index: HashMap<Box<[u8]>, u32> = HashMap::with_capacity_and_hasher(records.len() + 1, Default::default());
         let mut nodes: Vec<Node> = Vec::with_capacity(records.len() + 1);
         let mut lines: Vec<Vec<(u16, usize)>> = Vec::new();
         let mut get_node = |name: &Name, nodes: &mut Vec<Node>, lines: &mut Vec<Vec<(u16, usize)>>| -> u32 {

@@ -315,3 +315,35 @@ fn header_and_edns_anomalies_match_knot() {
     }
     assert!(report.is_empty(), "answers differ from Knot:{report}");
 }
+
+/// The UDP answer cache gives byte-identical answers to the full lookup over
+/// the whole corpus, also for a second asking with other case and id.
+#[test]
+fn cached_and_uncached_answers_are_byte_identical() {
+    let fixtures = repo().join("tests/fixtures/diff");
+    let zones = fixtures.join("zones");
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.yaml");
+    std::fs::write(&state, "{}\n").unwrap();
+    let cached = TestServer::start(&zones, &state, &[]);
+    let plain = TestServer::start(&zones, &state, &["--no-answer-cache"]);
+    let corpus = std::fs::read_to_string(fixtures.join("queries.txt")).unwrap();
+    let mut compared = 0;
+    for line in corpus.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let q = parse_line(line).unwrap();
+        if q.tcp {
+            continue;
+        }
+        // Flip the case of every other letter for the second asking.
+        let mut q2 = q.clone();
+        q2.name = q.name.chars().enumerate().map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() }).collect();
+        for q in [&q, &q, &q2] {
+            let p = q.packet(0x5151);
+            let a = crate::dnsclient::udp(cached.dns, &p, std::time::Duration::from_secs(2)).unwrap();
+            let b = crate::dnsclient::udp(plain.dns, &p, std::time::Duration::from_secs(2)).unwrap();
+            assert_eq!(a, b, "answers differ for {line} asked as {}", q.name);
+            compared += 1;
+        }
+    }
+    assert!(compared > 500, "{compared}");
+}
