@@ -125,9 +125,12 @@ impl Dimension {
 }
 
 /// A ring of slot sketches covering one window.
+/// One slot: per dimension, per value, a sketch.
+type Slot = [HashMap<String, Hll>; 3];
+
 struct Ring {
     slot_len: Duration,
-    slots: Vec<HashMap<(Dimension, String), Hll>>,
+    slots: Vec<Slot>,
     /// Index of the current slot and when it started.
     current: usize,
     started: Instant,
@@ -135,7 +138,7 @@ struct Ring {
 
 impl Ring {
     fn new(window: Duration, slots: usize) -> Ring {
-        Ring { slot_len: window / slots as u32, slots: (0..slots).map(|_| HashMap::new()).collect(), current: 0, started: Instant::now() }
+        Ring { slot_len: window / slots as u32, slots: (0..slots).map(|_| Default::default()).collect(), current: 0, started: Instant::now() }
     }
 
     /// Moves to the slot for `now`, clearing slots that aged out.
@@ -143,7 +146,7 @@ impl Ring {
         let mut steps = 0;
         while now.duration_since(self.started) >= self.slot_len && steps <= self.slots.len() {
             self.current = (self.current + 1) % self.slots.len();
-            self.slots[self.current].clear();
+            self.slots[self.current].iter_mut().for_each(HashMap::clear);
             self.started += self.slot_len;
             steps += 1;
         }
@@ -155,8 +158,10 @@ impl Ring {
     fn union(&self) -> HashMap<(Dimension, String), Hll> {
         let mut out: HashMap<(Dimension, String), Hll> = HashMap::new();
         for slot in &self.slots {
-            for (k, h) in slot {
-                out.entry(k.clone()).or_default().merge(h);
+            for (d, values) in Dimension::ALL.iter().zip(slot.iter()) {
+                for (v, h) in values {
+                    out.entry((*d, v.clone())).or_default().merge(h);
+                }
             }
         }
         out
@@ -196,16 +201,15 @@ impl Census {
         for ring in [&mut g.0, &mut g.1] {
             ring.advance(now);
             let slot = &mut ring.slots[ring.current];
-            for (dim, value) in [
-                (Dimension::SdkVersion, Some(sdk_version)),
-                (Dimension::AppId, app_id),
-                (Dimension::Environment, Some(environment)),
-            ] {
+            for (values, value) in slot.iter_mut().zip([Some(sdk_version), app_id, Some(environment)]) {
                 let Some(v) = value else { continue };
-                let known = slot.contains_key(&(dim, v.to_string()));
-                let count = slot.keys().filter(|(d, _)| *d == dim).count();
-                let v = if known || count < MAX_VALUES { v } else { "other" };
-                slot.entry((dim, v.to_string())).or_default().insert_hash(h);
+                // No allocation for a value already tracked.
+                if let Some(hll) = values.get_mut(v) {
+                    hll.insert_hash(h);
+                    continue;
+                }
+                let v = if values.len() < MAX_VALUES { v } else { "other" };
+                values.entry(v.to_string()).or_default().insert_hash(h);
             }
         }
     }

@@ -187,12 +187,28 @@ impl Document {
     /// The ETag: a hash of the document without `revision`, so a publish
     /// that does not change this client's document keeps its ETag.
     pub fn etag(&self) -> String {
-        let mut d = self.clone();
-        d.revision = 0;
-        let bytes = serde_json::to_vec(&d).expect("document serializes");
-        let h = Sha256::digest(&bytes);
-        let hex: String = h[..12].iter().map(|b| format!("{b:02x}")).collect();
-        format!("\"{hex}\"")
+        self.encode().1
+    }
+
+    /// The JSON body and the ETag, serializing once: the hash covers the
+    /// body with its revision left out.
+    pub fn encode(&self) -> (Vec<u8>, String) {
+        let body = serde_json::to_vec(self).expect("document serializes");
+        let marker = b"\"revision\":";
+        let at = body.windows(marker.len()).position(|w| w == marker).expect("revision field") + marker.len();
+        let end = at + body[at..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let mut h = Sha256::new();
+        h.update(&body[..at]);
+        h.update(&body[end..]);
+        let d = h.finalize();
+        let mut etag = String::with_capacity(26);
+        etag.push('"');
+        for b in &d[..12] {
+            etag.push(char::from_digit((b >> 4) as u32, 16).expect("hex"));
+            etag.push(char::from_digit((b & 15) as u32, 16).expect("hex"));
+        }
+        etag.push('"');
+        (body, etag)
     }
 }
 

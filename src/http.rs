@@ -201,9 +201,10 @@ fn etag_matches(inm: &str, etag: &str) -> bool {
     inm.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag)
 }
 
-fn document_response(doc: &Document, etag: &str) -> Response {
-    let mut resp = axum::Json(doc).into_response();
+fn document_response(body: Vec<u8>, etag: &str) -> Response {
+    let mut resp = Response::new(axum::body::Body::from(body));
     let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::ETAG, HeaderValue::from_str(etag).expect("hex etag"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
     resp
@@ -239,7 +240,7 @@ async fn config(
     let Some(doc) = Document::build(&snap, &service, &params.asker) else {
         return error(StatusCode::NOT_FOUND, "unknown_service", None, format!("no service named '{}'", truncate(&service)));
     };
-    let etag = doc.etag();
+    let (body, etag) = doc.encode();
     if let Some(id) = &params.asker.client_id {
         let mut v = params.asker.sdk_version.clone();
         v.build = semver::BuildMetadata::EMPTY;
@@ -256,7 +257,7 @@ async fn config(
     };
     let Some(inm) = inm.filter(|i| etag_matches(i, &etag)) else {
         count(&doc);
-        return document_response(&doc, &etag);
+        return document_response(body, &etag);
     };
     let Some(wait) = params.wait.filter(|w| *w > 0) else {
         return not_modified(&etag);
@@ -274,10 +275,10 @@ async fn config(
                 let Some(doc) = Document::build(&snap, &service, &params.asker) else {
                     return error(StatusCode::NOT_FOUND, "unknown_service", None, format!("no service named '{}'", truncate(&service)));
                 };
-                let new_etag = doc.etag();
+                let (body, new_etag) = doc.encode();
                 if !etag_matches(&inm, &new_etag) {
                     count(&doc);
-                    return document_response(&doc, &new_etag);
+                    return document_response(body, &new_etag);
                 }
             }
             // Shutdown (sender gone) or timeout: nothing changed for this client.
