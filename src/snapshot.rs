@@ -180,6 +180,21 @@ fn derived_records(routing: &Routing, origins: &[Name]) -> HashMap<Name, Vec<Zon
     out
 }
 
+/// A hash of everything a zone is built from.
+fn fingerprint(zt: &ZoneText, derived: Option<&Vec<ZoneRecord>>, dynamic: &rustc_hash::FxHashMap<Box<[u8]>, usize>, origin: &Name) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    zt.text.hash(&mut h);
+    zt.source.hash(&mut h);
+    for d in derived.into_iter().flatten() {
+        (d.owner.wire(), d.rtype, d.ttl, &d.rdata).hash(&mut h);
+    }
+    let mut names: Vec<&[u8]> = dynamic.keys().map(|k| &k[..]).filter(|k| crate::dns::name::is_subdomain(k, origin.wire())).collect();
+    names.sort();
+    names.hash(&mut h);
+    h.finish()
+}
+
 /// The etcd keys (relative) whose values feed a zone: its own text, the
 /// environments named in it, and the services with hostnames in it together
 /// with the environments their rules use.
@@ -220,21 +235,19 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
         },
     };
     // Parse zones first: the routing state needs their origins.
-    let mut parsed: Vec<(&ZoneText, Vec<ZoneRecord>)> = Vec::new();
+    let mut parsed: Vec<(&ZoneText, Vec<ZoneRecord>, u64)> = Vec::new();
+    let mut zones: Zones = Default::default();
     let mut seen = HashMap::new();
+    let mut unique: Vec<&ZoneText> = Vec::new();
     for zt in &inputs.zones {
         let origin = zt.origin.to_lower();
         if let Some(prev_src) = seen.insert(origin.clone(), zt.source.clone()) {
             errors.push(ConfigError { source: zt.source.clone(), line: None, message: format!("zone {origin} is also defined by {prev_src}") });
             continue;
         }
-        let p = zone::parse_zone(&zt.text, &zt.origin);
-        for e in p.errors {
-            errors.push(ConfigError { source: zt.source.clone(), line: Some(e.line), message: e.message });
-        }
-        parsed.push((zt, p.records));
+        unique.push(zt);
     }
-    let origins: Vec<Name> = parsed.iter().map(|(zt, _)| zt.origin.to_lower()).collect();
+    let origins: Vec<Name> = unique.iter().map(|zt| zt.origin.to_lower()).collect();
     let routing = match Routing::compile(&raw, &origins) {
         Ok(r) => Some(r),
         Err(es) => {
@@ -270,8 +283,32 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
             }
         }
     }
-    let mut zones: Zones = Default::default();
-    for (zt, records) in parsed {
+    // A zone whose inputs (text, derived records, per-query names) are the
+    // same as in the live snapshot is reused as built: no parsing, same
+    // serial. This keeps a state-only change fast next to huge zones.
+    let mut fingerprints: HashMap<Name, u64> = HashMap::new();
+    for zt in &unique {
+        let origin = zt.origin.to_lower();
+        let fp = fingerprint(zt, derived.get(&origin), &services_by_name, &origin);
+        let key: Box<[u8]> = origin.wire().into();
+        if let Some(old) = prev.and_then(|p| p.zones.get(&key))
+            && old.input_fingerprint == fp
+        {
+            zones.insert(key, old.clone());
+        } else {
+            fingerprints.insert(origin, fp);
+        }
+    }
+    for zt in unique {
+        let origin = zt.origin.to_lower();
+        let Some(&fp) = fingerprints.get(&origin) else { continue };
+        let p = zone::parse_zone(&zt.text, &zt.origin);
+        for e in p.errors {
+            errors.push(ConfigError { source: zt.source.clone(), line: Some(e.line), message: e.message });
+        }
+        parsed.push((zt, p.records, fp));
+    }
+    for (zt, records, fp) in parsed {
         let origin = zt.origin.to_lower();
         let mut all = records;
         if let Some(extra) = derived.get(&origin) {
@@ -337,11 +374,12 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
                 None => candidate,
             },
         };
-        let zone = if serial == file_serial {
+        let mut zone = if serial == file_serial {
             built
         } else {
             Zone::build_with(&zt.origin, &all, Some(serial), &dynamic).expect("built once already")
         };
+        zone.input_fingerprint = fp;
         zones.insert(key, Arc::new(zone));
     }
     if !errors.is_empty() {

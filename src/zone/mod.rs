@@ -79,6 +79,9 @@ pub struct Zone {
     pub negative_ttl: u32,
     /// Hash of every record (serial excluded), to tell whether content changed.
     pub content_hash: u64,
+    /// Hash of the inputs the zone was built from (text, derived records);
+    /// equal inputs mean the built zone can be reused as is.
+    pub input_fingerprint: u64,
 }
 
 /// A zone problem found while compiling records.
@@ -299,7 +302,7 @@ impl Zone {
             }
         }
         let served = serial.unwrap_or(file_serial);
-        Ok(Zone { origin, nodes, index, apex, serial: served, negative_ttl, content_hash: hasher.finish() })
+        Ok(Zone { origin, nodes, index, apex, serial: served, negative_ttl, content_hash: hasher.finish(), input_fingerprint: 0 })
     }
 
     /// The SOA serial written in the zone file.
