@@ -199,6 +199,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             info!(revision = snap.revision, source = snap.kind.as_str(), zones = snap.zones.len(), "first snapshot live");
         });
     }
+    {
+        // Give freed heap pages back to the kernel now and then: after a
+        // burst of connections glibc keeps them resident otherwise.
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        // SAFETY: malloc_trim only releases free memory.
+                        unsafe { libc::malloc_trim(0) };
+                    }
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
     if let Some((cfg, client)) = etcd_parts {
         let edge_id = args.edge_id.clone().unwrap_or_else(|| format!("{}:{}", crate::util::hostname(), http_addr.port()));
         tasks.spawn(crate::source::etcd::register(

@@ -46,11 +46,57 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Serves HTTP on `listener` until `shutdown`.
+/// Serves HTTP/1.1 on `listener` until `shutdown`.
+///
+/// The accept loop is ours (hyper's HTTP/1 connection, no protocol
+/// sniffing) so an idle or long-polling connection holds as little memory
+/// as hyper allows: thousands of long-polls are the normal case here.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(shared).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let app = router(shared);
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(error) => {
+                    tracing::debug!(%error, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        // The peer address goes in each request's extensions (what
+        // `ConnectInfo` reads); the router itself is shared, not rebuilt.
+        let router = app.clone();
+        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let mut req = req.map(axum::body::Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            tower::ServiceExt::oneshot(router.clone(), req)
+        });
+        let shutdown = shutdown.clone();
+        conns.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(64 * 1024)
+                .header_read_timeout(Duration::from_secs(10))
+                .timer(hyper_util::rt::TokioTimer::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => if let Err(error) = r {
+                    tracing::debug!(%error, %peer, "http connection ended");
+                },
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+                }
+            }
+        });
+        // Reap finished connection tasks.
+        while conns.try_join_next().is_some() {}
+    }
+    Ok(())
 }
 
 /// An error answer.
@@ -234,6 +280,9 @@ async fn config(
         return error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", None, "no configuration loaded yet; retry shortly");
     }
     let inm = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string);
+    // Nothing else of the request is needed: keep long-polls small.
+    drop(headers);
+    drop(query);
     // Subscribe before reading the snapshot so no publish is missed.
     let mut changes = shared.subscribe();
     let snap = shared.snapshot();
@@ -262,6 +311,7 @@ async fn config(
     let Some(wait) = params.wait.filter(|w| *w > 0) else {
         return not_modified(&etag);
     };
+    drop((doc, body, snap));
     // Long-poll: answer as soon as this client's document changes.
     shared.metrics.long_polls.inc();
     let _guard = scopeguard(|| {
