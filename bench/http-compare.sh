@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# Compares /v1/config (documents computed per request) with nginx serving the
-# same document bytes as a static file. wrk: one thread, 64 connections, on
-# CPU 1; each server on CPU 0. Loopback only; every run stops by itself.
+# HTTP speed: nginx (one worker) serving one config document's bytes as a
+# static file vs vdh-edge computing the document per request; wrk with one
+# thread and 64 connections on CPU 1, each server on CPU 0; ROUNDS
+# alternated rounds, medians and spread. Then 10,000 concurrent long-polls on
+# vdh-edge: its resident memory while holding them, and the time until all
+# are answered after one state change. Loopback only; stops by itself.
 #
-# usage: bench/http-compare.sh [SECONDS]
+# usage: bench/http-compare.sh [ROUNDS] [SECONDS] [LONGPOLLS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . script/lib.sh
+need_build_deps
 need_pkgs wrk:wrk nginx:nginx-light
-SECS=${1:-10}
+ROUNDS=${1:-3}
+SECS=${2:-8}
+POLLS=${3:-10000}
 W=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
 cargo build --release --locked -q
+(cd bench/tools && cargo build --release -q)
 BIN=target/release/vdh-edge
 PATHQ='/v1/config/vdh-api?sdk_version=1.0.0&client_id=c-42&platform=android&app_id=demo'
+cp -r zones "$W/zones"
+cp deploy/state.yaml "$W/state.yaml"
 
-taskset -c 0 $BIN --log warn serve --dns 127.0.0.1:0 --http 127.0.0.1:18080 & EDGE=$!
+taskset -c 0 $BIN --log warn serve --zones "$W/zones" --state "$W/state.yaml" --dns 127.0.0.1:0 --http 127.0.0.1:18080 & EDGE=$!
 sleep 1
 mkdir -p "$W/www/v1/config"
 curl -s "http://127.0.0.1:18080$PATHQ" > "$W/www/v1/config/vdh-api"
@@ -45,8 +54,30 @@ sleep 1
 
 run_wrk() { # URL LABEL
     taskset -c 1 wrk -t1 -c64 -d"${SECS}s" --latency "$1" \
-        | awk -v l="$2" '/Requests\/sec/ {rps=$2} / 99%/ {p99=$2} END {printf "%s req/s %s p99 %s\n", l, rps, p99}'
+        | awk -v l="$2" '/Requests\/sec/ {rps=$2} / 99%/ {p99=$2; if (p99 ~ /ms$/) {sub(/ms/,"",p99); p99*=1000} else if (p99 ~ /us$/) {sub(/us/,"",p99)} else if (p99 ~ /s$/) {sub(/s/,"",p99); p99*=1000000}} END {printf "%s %s %s\n", l, rps, p99}'
 }
-run_wrk "http://127.0.0.1:18081/v1/config/vdh-api" nginx | tee "$W/r"
-run_wrk "http://127.0.0.1:18080$PATHQ" vdh-edge | tee -a "$W/r"
-awk '/^nginx/ {n=$3} /^vdh-edge/ {e=$3} END {printf "ratio vdh-edge/nginx: %.2f\n", e/n}' "$W/r"
+for r in $(seq 1 "$ROUNDS"); do
+    run_wrk "http://127.0.0.1:18081/v1/config/vdh-api" nginx | tee -a "$W/r"
+    run_wrk "http://127.0.0.1:18080$PATHQ" vdh-edge | tee -a "$W/r"
+done
+kill $NGINX
+python3 - "$W/r" <<'PY'
+import statistics, sys
+rows = {}
+for l in open(sys.argv[1]):
+    k, rps, p99 = l.split()
+    rows.setdefault(k, []).append((float(rps), float(p99)))
+for k, v in rows.items():
+    r = [x[0] for x in v]; p = [x[1] for x in v]
+    print(f"{k:<9} req/s median {statistics.median(r):.0f} (spread {min(r):.0f}-{max(r):.0f})  p99 median {statistics.median(p):.0f} us")
+n = statistics.median(x[0] for x in rows["nginx"]); e = statistics.median(x[0] for x in rows["vdh-edge"])
+pn = statistics.median(x[1] for x in rows["nginx"]); pe = statistics.median(x[1] for x in rows["vdh-edge"])
+print(f"vdh-edge / nginx req/s: {e/n:.2f} (target >= 1.00); p99: {pe/pn:.2f} (target <= 1.00)")
+PY
+
+echo "long-polls: $POLLS held, one change"
+taskset -c 1 bench/tools/target/release/longpolls --http 127.0.0.1:18080 --pid $EDGE --state "$W/state.yaml" \
+    --from "token_epoch: 1
+services" --to "token_epoch: 2
+services" --n "$POLLS"
+kill $EDGE
