@@ -374,11 +374,10 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
                 None => candidate,
             },
         };
-        let mut zone = if serial == file_serial {
-            built
-        } else {
-            Zone::build_with(&zt.origin, &all, Some(serial), &dynamic).expect("built once already")
-        };
+        let mut zone = built;
+        if serial != file_serial {
+            zone.set_serial(serial);
+        }
         zone.input_fingerprint = fp;
         zones.insert(key, Arc::new(zone));
     }

@@ -305,7 +305,18 @@ impl Zone {
         Ok(Zone { origin, nodes, index, apex, serial: served, negative_ttl, content_hash: hasher.finish(), input_fingerprint: 0 })
     }
 
-    /// The SOA serial written in the zone file.
+    /// Sets the SOA serial served (the zone is still being built, so not
+    /// yet shared).
+    pub fn set_serial(&mut self, serial: u32) {
+        let apex = self.apex as usize;
+        if let Some(soa) = self.nodes[apex].rrsets.iter_mut().find(|s| s.rtype == SOA) {
+            let (at, _, _) = soa_fields(&soa.rdatas[0]);
+            soa.rdatas[0][at..at + 4].copy_from_slice(&serial.to_be_bytes());
+            self.serial = serial;
+        }
+    }
+
+    /// The node of a lower-cased wire name.
     pub fn lookup(&self, lower_wire: &[u8]) -> Option<&Node> {
         self.index.get(lower_wire).map(|&i| &self.nodes[i as usize])
     }
