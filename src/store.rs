@@ -165,17 +165,36 @@ pub fn is_transient(e: &StoreError) -> bool {
 
 use tonic::Code as tonic_code;
 
+/// Retries of an operator command through an election: up to 15 s, waits
+/// doubling from 100 ms to 1 s.
+struct Retry {
+    deadline: std::time::Instant,
+    delay: Duration,
+}
+
+impl Retry {
+    fn new() -> Retry {
+        Retry { deadline: std::time::Instant::now() + Duration::from_secs(15), delay: Duration::from_millis(100) }
+    }
+
+    /// Waits before the next try; false when `e` is final or time is up.
+    async fn again(&mut self, e: &StoreError) -> bool {
+        if !is_transient(e) || std::time::Instant::now() >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(1));
+        true
+    }
+}
+
 /// Reads the prefix, retrying transient errors for up to 15 s (an election
 /// takes a second or two).
 pub async fn read_with_retry(client: &mut Client, cfg: &EtcdConfig, revision: i64) -> Result<PrefixState, StoreError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let mut delay = Duration::from_millis(100);
+    let mut retry = Retry::new();
     loop {
         match PrefixState::read(client, cfg, revision).await {
-            Err(e) if is_transient(&e) && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(1));
-            }
+            Err(e) if retry.again(&e).await => {}
             other => return other,
         }
     }
@@ -349,13 +368,10 @@ impl Plan {
         force: bool,
     ) -> Result<i64, StoreError> {
         let ours = serde_json::to_string(change).expect("serializable");
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        let mut delay = Duration::from_millis(200);
+        let mut retry = Retry::new();
         loop {
             match self.commit(client, cfg, change, extra, force).await {
-                Err(e) if is_transient(&e) && std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
+                Err(e) if retry.again(&e).await => {
                     if let Ok(r) = client.get(cfg.key("meta/change"), None).await
                         && let Some(kv) = r.kvs().first()
                         && kv.value() == ours.as_bytes()

@@ -370,14 +370,20 @@ impl Load {
     }
 }
 
-#[test]
-fn leader_killed_under_load_loses_nothing() {
-    let mut etcd = Etcd::cluster3();
+/// A 3-member cluster holding the shipped state, an edge on it, and load.
+fn cluster_under_load() -> (Etcd, String, TestServer, Load) {
+    let etcd = Etcd::cluster3();
     let ep = etcd.endpoints();
     apply_ok(&ep, &shipped_state());
     let s = edge(&ep, &[]);
     wait_for("first snapshot", Duration::from_secs(10), || ready(&s)["source"] == "etcd");
     let load = Load::start(&s);
+    (etcd, ep, s, load)
+}
+
+#[test]
+fn leader_killed_under_load_loses_nothing() {
+    let (mut etcd, _ep, s, load) = cluster_under_load();
     let leader = etcd.leader();
     etcd.kill(leader);
     let survivors: Vec<String> = (0..3).filter(|&i| i != leader).map(|i| etcd.endpoint(i)).collect();
@@ -407,12 +413,7 @@ fn leader_killed_under_load_loses_nothing() {
 
 #[test]
 fn all_members_down_for_30_s_then_back() {
-    let mut etcd = Etcd::cluster3();
-    let ep = etcd.endpoints();
-    apply_ok(&ep, &shipped_state());
-    let s = edge(&ep, &[]);
-    wait_for("first snapshot", Duration::from_secs(10), || ready(&s)["source"] == "etcd");
-    let load = Load::start(&s);
+    let (mut etcd, ep, s, load) = cluster_under_load();
     etcd.kill_all();
     std::thread::sleep(Duration::from_secs(30));
     assert_eq!(ready(&s)["etcd"], "down");

@@ -67,17 +67,7 @@ fn main() {
         }
         let got = batch.recv(&sock);
         let now = Instant::now();
-        for i in 0..got {
-            if batch.lens[i] < 12 {
-                continue;
-            }
-            let rid = u16::from_be_bytes([batch.bufs[i][0], batch.bufs[i][1]]);
-            if let Some(t) = sent_at[rid as usize].take() {
-                answered += 1;
-                outstanding = outstanding.saturating_sub(1);
-                lat_us.push(now.duration_since(t).as_micros() as u32);
-            }
-        }
+        take_answers(&batch, got, now, &mut sent_at, &mut answered, &mut outstanding, &mut lat_us);
         if got > 0 {
             last_progress = now;
         } else if rate.is_none() && now.duration_since(last_progress) > Duration::from_millis(200) {
@@ -94,18 +84,7 @@ fn main() {
     let drain_until = Instant::now() + Duration::from_secs(1);
     while outstanding > 0 && Instant::now() < drain_until {
         let got = batch.recv(&sock);
-        let now = Instant::now();
-        for i in 0..got {
-            if batch.lens[i] < 12 {
-                continue;
-            }
-            let rid = u16::from_be_bytes([batch.bufs[i][0], batch.bufs[i][1]]);
-            if let Some(t) = sent_at[rid as usize].take() {
-                answered += 1;
-                outstanding = outstanding.saturating_sub(1);
-                lat_us.push(now.duration_since(t).as_micros() as u32);
-            }
-        }
+        take_answers(&batch, got, Instant::now(), &mut sent_at, &mut answered, &mut outstanding, &mut lat_us);
     }
     if rate.is_some() {
         lost = sent - answered;
@@ -118,4 +97,19 @@ fn main() {
         pct(0.5),
         pct(0.99)
     );
+}
+
+/// Matches received answers to their queries by id.
+fn take_answers(batch: &Batch, got: usize, now: Instant, sent_at: &mut [Option<Instant>], answered: &mut u64, outstanding: &mut usize, lat_us: &mut Vec<u32>) {
+    for i in 0..got {
+        if batch.lens[i] < 12 {
+            continue;
+        }
+        let rid = u16::from_be_bytes([batch.bufs[i][0], batch.bufs[i][1]]);
+        if let Some(t) = sent_at[rid as usize].take() {
+            *answered += 1;
+            *outstanding = outstanding.saturating_sub(1);
+            lat_us.push(now.duration_since(t).as_micros() as u32);
+        }
+    }
 }
