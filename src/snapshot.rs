@@ -180,6 +180,14 @@ fn derived_records(routing: &Routing, origins: &[Name]) -> HashMap<Name, Vec<Zon
     out
 }
 
+/// In etcd mode: the file's serial plus the newest revision of the keys
+/// that feed the zone (`None` in file mode).
+fn etcd_serial(inputs: &Inputs, routing: Option<&Routing>, origin: &Name, source: &str, file_serial: u32) -> Option<u32> {
+    let (et, r) = (inputs.etcd.as_ref()?, routing?);
+    let rev = et.max_revision(feeding_keys(r, origin, source, et).iter().map(String::as_str))?;
+    Some(file_serial.wrapping_add(rev as u32))
+}
+
 /// A hash of everything a zone is built from.
 fn fingerprint(zt: &ZoneText, derived: Option<&Vec<ZoneRecord>>, dynamic: &rustc_hash::FxHashMap<Box<[u8]>, usize>, origin: &Name) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -294,7 +302,18 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
         if let Some(old) = prev.and_then(|p| p.zones.get(&key))
             && old.input_fingerprint == fp
         {
-            zones.insert(key, old.clone());
+            // In etcd mode a feeding key may have moved on without changing
+            // the zone: follow the revision so every edge agrees.
+            match etcd_serial(inputs, routing.as_ref(), &origin, &zt.source, old.file_serial) {
+                Some(c) if serial_gt(c, old.serial) => {
+                    let mut z = (**old).clone();
+                    z.set_serial(c);
+                    zones.insert(key, Arc::new(z));
+                }
+                _ => {
+                    zones.insert(key, old.clone());
+                }
+            }
         } else {
             fingerprints.insert(origin, fp);
         }
@@ -350,16 +369,11 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
         // In etcd mode the serial after a change is the file's serial plus
         // the newest revision of the keys that feed the zone, so every edge
         // reading the same revision computes the same serial.
-        let candidate = match (&inputs.etcd, &routing) {
-            (Some(et), Some(r)) => match et.max_revision(feeding_keys(r, &origin, &zt.source, et).iter().map(String::as_str)) {
-                Some(rev) => file_serial.wrapping_add(rev as u32),
-                None => file_serial,
-            },
-            _ => file_serial,
-        };
+        let candidate = etcd_serial(inputs, routing.as_ref(), &origin, &zt.source, file_serial).unwrap_or(file_serial);
         let serial = match old {
-            // Unchanged content keeps its serial (and its built zone).
-            Some(o) if o.content_hash == built.content_hash => {
+            // Unchanged content keeps its serial (and its built zone),
+            // unless etcd's revision says otherwise (see above).
+            Some(o) if o.content_hash == built.content_hash && !(inputs.etcd.is_some() && serial_gt(candidate, o.serial)) => {
                 zones.insert(key, o.clone());
                 continue;
             }

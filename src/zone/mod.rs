@@ -75,6 +75,8 @@ pub struct Zone {
     pub apex: u32,
     /// The SOA serial served.
     pub serial: u32,
+    /// The SOA serial written in the zone's text.
+    pub file_serial: u32,
     /// min(SOA TTL, SOA MINIMUM): the TTL of the SOA in negative answers.
     pub negative_ttl: u32,
     /// Hash of every record (serial excluded), to tell whether content changed.
@@ -302,7 +304,7 @@ impl Zone {
             }
         }
         let served = serial.unwrap_or(file_serial);
-        Ok(Zone { origin, nodes, index, apex, serial: served, negative_ttl, content_hash: hasher.finish(), input_fingerprint: 0 })
+        Ok(Zone { origin, nodes, index, apex, serial: served, file_serial, negative_ttl, content_hash: hasher.finish(), input_fingerprint: 0 })
     }
 
     /// Sets the SOA serial served (the zone is still being built, so not

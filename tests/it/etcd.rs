@@ -498,6 +498,19 @@ fn zones_in_etcd_override_files_and_serials_agree_across_edges() {
     let c = edge(&ep, &[]);
     wait_for("first snapshot", Duration::from_secs(10), || ready(&c)["source"] == "etcd");
     assert_eq!(serial(&c), serial(&a));
+    // A change to a feeding key that leaves the zone's records alone (the
+    // update message) still moves every edge to the same new serial, the
+    // same one an edge started afterwards computes.
+    let msg = shipped_state().replace("A new SDK is available.", "Please update.");
+    assert!(apply(&ep, &msg, &[]).status.success());
+    let kv: serde_json::Value = serde_json::from_str(&etcd.ctl(&["get", &format!("{PREFIX}/services/vdh-api"), "-w", "json"])).unwrap();
+    let want = 2026112601 + kv["kvs"][0]["mod_revision"].as_u64().unwrap() as u32;
+    for s in [&a, &b, &c] {
+        wait_for("the new serial", Duration::from_secs(5), || serial(s) == want);
+    }
+    let d = edge(&ep, &[]);
+    wait_for("first snapshot", Duration::from_secs(10), || ready(&d)["source"] == "etcd");
+    assert_eq!(serial(&d), want);
     // check and explain read etcd too.
     assert!(cli(&ep, &["check"]).starts_with("ok: 1 zone(s)"));
     let e: serde_json::Value = serde_json::from_str(&cli(&ep, &["explain", "--service", "vdh-api", "--sdk-version", "1.0.0", "--json"])).unwrap();
