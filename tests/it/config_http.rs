@@ -228,3 +228,43 @@ fn two_thousand_long_polls_answered_within_a_second_of_one_change() {
     assert!(all < Duration::from_secs(1), "{n} long-polls took {all:?} after the change");
     eprintln!("{n} long-polls answered {all:?} after the file change");
 }
+
+/// Malformed HTTP never crashes or stalls the server: garbage, a header
+/// that never ends, a bad request line, invalid UTF-8 and percent escapes.
+#[test]
+fn malformed_http_is_refused_and_the_server_keeps_serving() {
+    use std::io::{Read, Write};
+    let dir = shipped_copy();
+    let mut s = TestServer::start(&dir.path().join("zones"), &dir.path().join("state.yaml"), &[]);
+    let cases: Vec<Vec<u8>> = vec![
+        b"\x00\x01\x02garbage\r\n\r\n".to_vec(),
+        b"GET\r\n\r\n".to_vec(),
+        b"GET /v1/config/vdh-api?sdk_version=%ff%fe HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"GET /v1/config/%ff HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"GET /v1/config/vdh-api?sdk_version=1.0.0&client_id=%zz HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"POST /v1/config/vdh-api HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\nabc".to_vec(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: ".iter().copied().chain(std::iter::repeat_n(b'a', 200_000)).collect(),
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        let mut t = std::net::TcpStream::connect(s.http).unwrap();
+        t.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let _ = t.write_all(c);
+        let _ = t.shutdown(std::net::Shutdown::Write);
+        let mut out = Vec::new();
+        let _ = t.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        // Never a server error; `%zz` decodes leniently (WHATWG), so that
+        // case may be a normal answer.
+        if let Some(code) = text.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok()) {
+            assert!(code < 500 && (i == 4 || code >= 400), "case {i}: status {code}: {text}");
+        }
+    }
+    // A half-sent request does not stall others.
+    let mut idle = std::net::TcpStream::connect(s.http).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
+    assert!(s.alive());
+    let (status, _) = s.http_get("/healthz");
+    assert_eq!(status, 200);
+    let r = http_request(s.http, "GET", NEW, &[]);
+    assert_eq!(r.status, 200);
+}
