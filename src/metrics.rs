@@ -57,19 +57,25 @@ pub struct HttpLabels {
 /// busy threads do not fight over counter cache lines.
 pub struct DnsTally {
     counts: Vec<u64>,
+    /// Slots counted since the last flush (so a flush touches only those).
+    touched: Vec<usize>,
     pub dropped: u64,
 }
 
 impl Default for DnsTally {
     fn default() -> Self {
-        DnsTally { counts: vec![0; 2 * (QTYPES.len() + 1) * (RCODES.len() + 1)], dropped: 0 }
+        DnsTally { counts: vec![0; 2 * (QTYPES.len() + 1) * (RCODES.len() + 1)], touched: Vec::with_capacity(64), dropped: 0 }
     }
 }
 
 impl DnsTally {
     #[inline]
     pub fn count(&mut self, tcp: bool, qtype: u16, rcode: u16) {
-        self.counts[Metrics::dns_index(tcp, qtype, rcode)] += 1;
+        let i = Metrics::dns_index(tcp, qtype, rcode);
+        if self.counts[i] == 0 {
+            self.touched.push(i);
+        }
+        self.counts[i] += 1;
     }
 }
 
@@ -185,11 +191,9 @@ impl Metrics {
 
     /// Adds a thread's local tallies to the shared counters.
     pub fn flush(&self, tally: &mut DnsTally) {
-        for (i, n) in tally.counts.iter_mut().enumerate() {
-            if *n > 0 {
-                self.dns[i].inc_by(*n);
-                *n = 0;
-            }
+        for i in tally.touched.drain(..) {
+            self.dns[i].inc_by(tally.counts[i]);
+            tally.counts[i] = 0;
         }
         if tally.dropped > 0 {
             self.dns_dropped.inc_by(tally.dropped);

@@ -149,20 +149,28 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     let mut answers = super::AnswerCache::default();
     let use_answers = shared.answer_cache;
     let mut tally = DnsTally::default();
+    // The receive headers point at buffers that never move (they live in
+    // the box); only the address lengths the kernel overwrote need resetting.
+    for i in 0..BATCH {
+        b.rx_iov[i] = libc::iovec { iov_base: b.rx[i].as_mut_ptr().cast(), iov_len: MAX_PACKET };
+        b.rx_msgs[i].msg_hdr.msg_iov = &mut b.rx_iov[i];
+        b.rx_msgs[i].msg_hdr.msg_iovlen = 1;
+        b.rx_msgs[i].msg_hdr.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
+        b.rx_msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+    }
+    let mut used = 0;
     while !stop.load(Ordering::Relaxed) {
-        for i in 0..BATCH {
-            b.rx_iov[i] = libc::iovec { iov_base: b.rx[i].as_mut_ptr().cast(), iov_len: MAX_PACKET };
-            b.rx_msgs[i].msg_hdr.msg_iov = &mut b.rx_iov[i];
-            b.rx_msgs[i].msg_hdr.msg_iovlen = 1;
-            b.rx_msgs[i].msg_hdr.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
-            b.rx_msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+        for m in &mut b.rx_msgs[..used] {
+            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
         }
         // SAFETY: the message array points at buffers that live in `b`.
         let n = unsafe { libc::recvmmsg(fd, b.rx_msgs.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
         if n <= 0 {
+            used = 0;
             continue;
         }
         let n = n as usize;
+        used = n;
         let snap = cache.load();
         let mut m = 0;
         for i in 0..n {
