@@ -30,12 +30,21 @@ pub enum AppError {
 
 fn file_source(args: &SourceArgs) -> Result<FileSource, AppError> {
     if !args.zones.is_dir() {
-        return Err(AppError::Missing(format!("{}: zones folder not found (use --zones DIR)", args.zones.display())));
+        return Err(AppError::Missing(format!(
+            "{}: zones folder not found (use --zones DIR)",
+            args.zones.display()
+        )));
     }
     if !args.state.is_file() {
-        return Err(AppError::Missing(format!("{}: state file not found (use --state FILE)", args.state.display())));
+        return Err(AppError::Missing(format!(
+            "{}: state file not found (use --state FILE)",
+            args.state.display()
+        )));
     }
-    Ok(FileSource { zones_dir: args.zones.clone(), state_file: Some(args.state.clone()) })
+    Ok(FileSource {
+        zones_dir: args.zones.clone(),
+        state_file: Some(args.state.clone()),
+    })
 }
 
 fn invalid(errors: Vec<ConfigError>) -> AppError {
@@ -55,15 +64,31 @@ pub async fn read_inputs(args: &SourceArgs) -> anyhow::Result<snapshot::Inputs> 
             let mut client = cfg.connect().await?;
             let p = crate::store::PrefixState::read(&mut client, &cfg, 0)
                 .await
-                .with_context(|| format!("reading {} from etcd at {}", cfg.dir(), cfg.endpoints.join(",")))?;
-            Ok(crate::source::etcd::inputs_from(&cfg, zones_dir(args).as_ref(), &p, snapshot::SourceKind::Etcd).map_err(invalid)?)
+                .with_context(|| {
+                    format!(
+                        "reading {} from etcd at {}",
+                        cfg.dir(),
+                        cfg.endpoints.join(",")
+                    )
+                })?;
+            Ok(crate::source::etcd::inputs_from(
+                &cfg,
+                zones_dir(args).as_ref(),
+                &p,
+                snapshot::SourceKind::Etcd,
+            )
+            .map_err(invalid)?)
         }
     }
 }
 
 /// Runs a future on a small runtime (for the one-shot commands).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
 }
 
 /// `vdh-edge check`: validates and prints a summary.
@@ -81,9 +106,13 @@ pub fn check(args: &SourceArgs) -> anyhow::Result<String> {
 
 /// Binds UDP (one SO_REUSEPORT socket per worker) and TCP on the same
 /// address; with port 0 both get one port.
-pub async fn bind_dns(addr: SocketAddr, workers: usize) -> anyhow::Result<(Vec<std::net::UdpSocket>, TcpListener)> {
+pub async fn bind_dns(
+    addr: SocketAddr,
+    workers: usize,
+) -> anyhow::Result<(Vec<std::net::UdpSocket>, TcpListener)> {
     for _ in 0..20 {
-        let udp = crate::dns::fastpath::bind(addr, workers).with_context(|| format!("binding DNS UDP on {addr}"))?;
+        let udp = crate::dns::fastpath::bind(addr, workers)
+            .with_context(|| format!("binding DNS UDP on {addr}"))?;
         let local = udp[0].local_addr()?;
         match TcpListener::bind(local).await {
             Ok(tcp) => return Ok((udp, tcp)),
@@ -103,7 +132,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(n) => info!(limit = n, "open-file limit"),
         Err(error) => warn!(%error, "could not raise the open-file limit"),
     }
-    let mut shared = Shared::with_census(Duration::from_secs(args.census_hour.max(4)), Duration::from_secs(args.census_day.max(6)));
+    let mut shared = Shared::with_census(
+        Duration::from_secs(args.census_hour.max(4)),
+        Duration::from_secs(args.census_day.max(6)),
+    );
     shared.answer_cache = !args.no_answer_cache;
     let shared = Arc::new(shared);
     let serials = SerialStore::new(args.cache_dir.clone());
@@ -130,7 +162,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         Some(cfg) => {
             let client = cfg.connect().await?;
-            let mut source = crate::source::EtcdSource { cfg: cfg.clone(), zones_dir: zones_dir(&args.source), client: client.clone() };
+            let mut source = crate::source::EtcdSource {
+                cfg: cfg.clone(),
+                zones_dir: zones_dir(&args.source),
+                client: client.clone(),
+            };
             shared.set_etcd_up(false);
             // Start from etcd when it answers with a valid state; otherwise
             // from the last-known-good cache; otherwise not ready until etcd
@@ -150,21 +186,39 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }
             };
             let from_etcd = first.as_ref().and_then(|p| {
-                let inputs = crate::source::etcd::inputs_from(cfg, source.zones_dir.as_ref(), p, snapshot::SourceKind::Etcd).ok()?;
+                let inputs = crate::source::etcd::inputs_from(
+                    cfg,
+                    source.zones_dir.as_ref(),
+                    p,
+                    snapshot::SourceKind::Etcd,
+                )
+                .ok()?;
                 reload::apply(&shared, &inputs, &serials).ok()
             });
             if from_etcd.is_none() {
                 match serials.load_prefix(&cfg.prefix) {
                     Some(cached) => {
-                        match crate::source::etcd::inputs_from(cfg, source.zones_dir.as_ref(), &cached, snapshot::SourceKind::Cache)
-                            .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())
-                            .and_then(|i| reload::apply(&shared, &i, &serials))
+                        match crate::source::etcd::inputs_from(
+                            cfg,
+                            source.zones_dir.as_ref(),
+                            &cached,
+                            snapshot::SourceKind::Cache,
+                        )
+                        .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())
+                        .and_then(|i| reload::apply(&shared, &i, &serials))
                         {
-                            Ok(s) => warn!(revision = s.revision, "serving the last-known-good state from the cache"),
-                            Err(errors) => warn!(errors = errors.len(), "the cached state is not usable"),
+                            Ok(s) => warn!(
+                                revision = s.revision,
+                                "serving the last-known-good state from the cache"
+                            ),
+                            Err(errors) => {
+                                warn!(errors = errors.len(), "the cached state is not usable")
+                            }
                         }
                     }
-                    None => warn!("no usable state yet (etcd down or invalid, no cache); not ready, retrying"),
+                    None => warn!(
+                        "no usable state yet (etcd down or invalid, no cache); not ready, retrying"
+                    ),
                 }
             }
             // A valid etcd state is already published; an invalid one is
@@ -177,12 +231,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tasks.spawn(reload::run(rx, shared.clone(), serials, shutdown.clone()));
 
-    let workers = args.udp_workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let workers = args
+        .udp_workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
     let (udp, tcp) = bind_dns(args.dns, workers).await?;
     let dns_addr = udp[0].local_addr()?;
     info!(protocol = "udp", address = %dns_addr, workers, "listening");
     info!(protocol = "tcp", address = %tcp.local_addr()?, "listening");
-    let http = TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP on {}", args.http))?;
+    let http = TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("binding HTTP on {}", args.http))?;
     let http_addr = http.local_addr()?;
     info!(protocol = "http", address = %http_addr, "listening");
     {
@@ -196,7 +255,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }
             }
             let snap = shared.snapshot();
-            info!(revision = snap.revision, source = snap.kind.as_str(), zones = snap.zones.len(), "first snapshot live");
+            info!(
+                revision = snap.revision,
+                source = snap.kind.as_str(),
+                zones = snap.zones.len(),
+                "first snapshot live"
+            );
         });
     }
     {
@@ -217,7 +281,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     if let Some((cfg, client)) = etcd_parts {
-        let edge_id = args.edge_id.clone().unwrap_or_else(|| format!("{}:{}", crate::util::hostname(), http_addr.port()));
+        let edge_id = args
+            .edge_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", crate::util::hostname(), http_addr.port()));
         tasks.spawn(crate::source::etcd::register(
             cfg,
             client,
@@ -236,13 +303,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tasks.spawn(async move {
             shutdown.cancelled().await;
             udp_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let _ = tokio::task::spawn_blocking(move || udp_threads.into_iter().for_each(|t| {
-                let _ = t.join();
-            }))
+            let _ = tokio::task::spawn_blocking(move || {
+                udp_threads.into_iter().for_each(|t| {
+                    let _ = t.join();
+                })
+            })
             .await;
         });
     }
-    tasks.spawn(crate::dns::server::run_tcp(tcp, shared.clone(), shutdown.clone()));
+    tasks.spawn(crate::dns::server::run_tcp(
+        tcp,
+        shared.clone(),
+        shutdown.clone(),
+    ));
     {
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -303,10 +376,14 @@ pub fn explain(args: &crate::cli::ExplainArgs) -> anyhow::Result<String> {
     use crate::dns::{Network, Transport, respond, types};
     let inputs = block_on(read_inputs(&args.source))?;
     let snap = snapshot::compile(&inputs, None, &Default::default()).map_err(invalid)?;
-    let sdk_version = crate::cohort::parse_version(&args.sdk_version).map_err(|m| anyhow::anyhow!("--sdk-version: {m}"))?;
+    let sdk_version = crate::cohort::parse_version(&args.sdk_version)
+        .map_err(|m| anyhow::anyhow!("--sdk-version: {m}"))?;
     let platform = match &args.platform {
         None => None,
-        Some(p) => Some(crate::routing::Platform::parse(p).ok_or_else(|| anyhow::anyhow!("--platform: use android, ios, web or other"))?),
+        Some(p) => Some(
+            crate::routing::Platform::parse(p)
+                .ok_or_else(|| anyhow::anyhow!("--platform: use android, ios, web or other"))?,
+        ),
     };
     let asker = crate::document::Asker {
         sdk_version,
@@ -316,8 +393,17 @@ pub fn explain(args: &crate::cli::ExplainArgs) -> anyhow::Result<String> {
         addr: Some(args.source_ip),
     };
     let Some(document) = crate::document::Document::build(&snap, &args.service, &asker) else {
-        let known: Vec<&str> = snap.routing.services.iter().map(|s| s.name.as_str()).collect();
-        anyhow::bail!("no service named '{}' (known: {})", args.service, known.join(", "));
+        let known: Vec<&str> = snap
+            .routing
+            .services
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        anyhow::bail!(
+            "no service named '{}' (known: {})",
+            args.service,
+            known.join(", ")
+        );
     };
     let svc = snap.routing.service(&args.service).expect("document built");
     let mut dns = Vec::new();
@@ -338,8 +424,14 @@ pub fn explain(args: &crate::cli::ExplainArgs) -> anyhow::Result<String> {
             for (rtype, t, rdata) in answer_records(&out).unwrap_or_default() {
                 ttl = Some(t);
                 match (rtype, rdata.len()) {
-                    (types::A, 4) => addrs[k].push(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(&rdata[..]).unwrap()).to_string()),
-                    (types::AAAA, 16) => addrs[k].push(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&rdata[..]).unwrap()).to_string()),
+                    (types::A, 4) => addrs[k].push(
+                        std::net::Ipv4Addr::from(<[u8; 4]>::try_from(&rdata[..]).unwrap())
+                            .to_string(),
+                    ),
+                    (types::AAAA, 16) => addrs[k].push(
+                        std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&rdata[..]).unwrap())
+                            .to_string(),
+                    ),
                     _ => {}
                 }
             }
@@ -363,9 +455,20 @@ pub fn explain(args: &crate::cli::ExplainArgs) -> anyhow::Result<String> {
     let d = &e.document;
     let mut out = String::new();
     use std::fmt::Write;
-    let from = args.source.etcd_config().map_or_else(|| args.source.state.display().to_string(), |c| c.dir());
-    let _ = writeln!(out, "service {} at revision {} ({} SDK {})", d.service, d.revision, from, args.sdk_version);
-    let _ = writeln!(out, "HTTP: rule '{}' -> environment {} ({}), realm {} epoch {}", d.rule, d.environment, d.backend_version, d.auth.realm, d.auth.epoch);
+    let from = args
+        .source
+        .etcd_config()
+        .map_or_else(|| args.source.state.display().to_string(), |c| c.dir());
+    let _ = writeln!(
+        out,
+        "service {} at revision {} ({} SDK {})",
+        d.service, d.revision, from, args.sdk_version
+    );
+    let _ = writeln!(
+        out,
+        "HTTP: rule '{}' -> environment {} ({}), realm {} epoch {}",
+        d.rule, d.environment, d.backend_version, d.auth.realm, d.auth.epoch
+    );
     let _ = writeln!(
         out,
         "      update: required={} recommended={} min={} latest={}; maintenance: {}",
@@ -390,6 +493,10 @@ pub fn explain(args: &crate::cli::ExplainArgs) -> anyhow::Result<String> {
             x.ecs_scope
         );
     }
-    let _ = writeln!(out, "document:\n{}", serde_json::to_string_pretty(d).expect("serializable"));
+    let _ = writeln!(
+        out,
+        "document:\n{}",
+        serde_json::to_string_pretty(d).expect("serializable")
+    );
     Ok(out)
 }

@@ -30,7 +30,9 @@ pub struct Hll {
 
 impl Default for Hll {
     fn default() -> Self {
-        Hll { regs: Box::new([0; REGISTERS]) }
+        Hll {
+            regs: Box::new([0; REGISTERS]),
+        }
     }
 }
 
@@ -114,7 +116,11 @@ pub enum Dimension {
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 3] = [Dimension::SdkVersion, Dimension::AppId, Dimension::Environment];
+    pub const ALL: [Dimension; 3] = [
+        Dimension::SdkVersion,
+        Dimension::AppId,
+        Dimension::Environment,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Dimension::SdkVersion => "sdk_version",
@@ -138,7 +144,12 @@ struct Ring {
 
 impl Ring {
     fn new(window: Duration, slots: usize) -> Ring {
-        Ring { slot_len: window / slots as u32, slots: (0..slots).map(|_| Default::default()).collect(), current: 0, started: Instant::now() }
+        Ring {
+            slot_len: window / slots as u32,
+            slots: (0..slots).map(|_| Default::default()).collect(),
+            current: 0,
+            started: Instant::now(),
+        }
     }
 
     /// Moves to the slot for `now`, clearing slots that aged out.
@@ -189,11 +200,19 @@ pub struct CensusExport {
 impl Census {
     /// `hour` and `day` are the window lengths (flags, so tests can use seconds).
     pub fn new(hour: Duration, day: Duration) -> Census {
-        Census { inner: Mutex::new((Ring::new(hour, 4), Ring::new(day, 6))) }
+        Census {
+            inner: Mutex::new((Ring::new(hour, 4), Ring::new(day, 6))),
+        }
     }
 
     /// Counts one request by a client.
-    pub fn record(&self, client_id: &str, sdk_version: &str, app_id: Option<&str>, environment: &str) {
+    pub fn record(
+        &self,
+        client_id: &str,
+        sdk_version: &str,
+        app_id: Option<&str>,
+        environment: &str,
+    ) {
         let h = hash_id(client_id);
         let now = Instant::now();
         let mut guard = self.inner.lock().expect("not poisoned");
@@ -201,14 +220,21 @@ impl Census {
         for ring in [&mut g.0, &mut g.1] {
             ring.advance(now);
             let slot = &mut ring.slots[ring.current];
-            for (values, value) in slot.iter_mut().zip([Some(sdk_version), app_id, Some(environment)]) {
+            for (values, value) in
+                slot.iter_mut()
+                    .zip([Some(sdk_version), app_id, Some(environment)])
+            {
                 let Some(v) = value else { continue };
                 // No allocation for a value already tracked.
                 if let Some(hll) = values.get_mut(v) {
                     hll.insert_hash(h);
                     continue;
                 }
-                let v = if values.len() < MAX_VALUES { v } else { "other" };
+                let v = if values.len() < MAX_VALUES {
+                    v
+                } else {
+                    "other"
+                };
                 values.entry(v.to_string()).or_default().insert_hash(h);
             }
         }
@@ -242,31 +268,53 @@ impl Census {
             ring.advance(now);
             let mut w: WindowSketches = HashMap::new();
             for ((d, v), h) in ring.union() {
-                w.entry(d.as_str().to_string()).or_default().insert(v, h.to_hex());
+                w.entry(d.as_str().to_string())
+                    .or_default()
+                    .insert(v, h.to_hex());
             }
             windows.insert(name.to_string(), w);
         }
-        CensusExport { precision: PRECISION, hour_s, day_s, windows }
+        CensusExport {
+            precision: PRECISION,
+            hour_s,
+            day_s,
+            windows,
+        }
     }
 }
 
 /// Unions exports from several edges: window → dimension → value → estimate.
-pub fn union_estimates(exports: &[CensusExport]) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>> {
+pub fn union_estimates(
+    exports: &[CensusExport],
+) -> std::collections::BTreeMap<
+    String,
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
+> {
     let mut merged: HashMap<(String, String, String), Hll> = HashMap::new();
     for e in exports.iter().filter(|e| e.precision == PRECISION) {
         for (w, dims) in &e.windows {
             for (d, values) in dims {
                 for (v, hex) in values {
                     if let Some(h) = Hll::from_hex(hex) {
-                        merged.entry((w.clone(), d.clone(), v.clone())).or_default().merge(&h);
+                        merged
+                            .entry((w.clone(), d.clone(), v.clone()))
+                            .or_default()
+                            .merge(&h);
                     }
                 }
             }
         }
     }
-    let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>> = Default::default();
+    let mut out: std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
+    > = Default::default();
     for ((w, d, v), h) in merged {
-        out.entry(w).or_default().entry(d).or_default().insert(v, h.estimate().round());
+        out.entry(w)
+            .or_default()
+            .entry(d)
+            .or_default()
+            .insert(v, h.estimate().round());
     }
     out
 }
@@ -309,9 +357,19 @@ mod tests {
         assert_eq!(c.estimates().iter().filter(|e| e.0 == "hour").count(), 2);
         std::thread::sleep(Duration::from_millis(260));
         c.record("b", "1.0.0", Some("demo"), "prod-v1");
-        let hour: Vec<_> = c.estimates().into_iter().filter(|e| e.0 == "hour").map(|e| e.2).collect();
+        let hour: Vec<_> = c
+            .estimates()
+            .into_iter()
+            .filter(|e| e.0 == "hour")
+            .map(|e| e.2)
+            .collect();
         assert!(!hour.contains(&"0.9.0".to_string()), "{hour:?}");
-        let day: Vec<_> = c.estimates().into_iter().filter(|e| e.0 == "day").map(|e| e.2).collect();
+        let day: Vec<_> = c
+            .estimates()
+            .into_iter()
+            .filter(|e| e.0 == "day")
+            .map(|e| e.2)
+            .collect();
         assert!(day.contains(&"0.9.0".to_string()));
     }
 }

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "vdh-edge", version, about = "Edge DNS and remote-config service for staged SDK backend cutovers")]
+#[command(
+    name = "vdh-edge",
+    version,
+    about = "Edge DNS and remote-config service for staged SDK backend cutovers"
+)]
 pub struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `info` or `vdh_edge=debug`.
     #[arg(long, global = true, env = "VDH_EDGE_LOG", default_value = "info")]
@@ -202,7 +206,12 @@ pub struct SourceArgs {
     #[arg(long, value_name = "NAME", env = "VDH_EDGE_ETCD_USER")]
     pub etcd_user: Option<String>,
     /// etcd password (prefer the environment variable).
-    #[arg(long, value_name = "PASSWORD", env = "VDH_EDGE_ETCD_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "VDH_EDGE_ETCD_PASSWORD",
+        hide_env_values = true
+    )]
     pub etcd_password: Option<String>,
     /// CA certificate (PEM) that signed etcd's server certificates; turns on TLS.
     #[arg(long, value_name = "FILE")]
@@ -224,12 +233,21 @@ impl SourceArgs {
         let endpoints = self
             .etcd
             .iter()
-            .map(|e| if e.contains("://") { e.clone() } else { format!("http://{e}") })
+            .map(|e| {
+                if e.contains("://") {
+                    e.clone()
+                } else {
+                    format!("http://{e}")
+                }
+            })
             .collect();
         Some(crate::store::EtcdConfig {
             endpoints,
             prefix: self.prefix.trim_end_matches('/').to_string(),
-            user: self.etcd_user.clone().map(|u| (u, self.etcd_password.clone().unwrap_or_default())),
+            user: self
+                .etcd_user
+                .clone()
+                .map(|u| (u, self.etcd_password.clone().unwrap_or_default())),
             ca: self.etcd_ca.clone(),
             cert: self.etcd_cert.clone(),
             key: self.etcd_key.clone(),

@@ -22,7 +22,8 @@ pub fn bucket(salt: &str, key: &[u8]) -> u16 {
 /// without going through floating point.
 pub fn parse_percent(text: &str) -> Result<u16, String> {
     let t = text.trim();
-    let bad = || format!("percent '{text}' must be a number from 0 to 100 with at most two decimals");
+    let bad =
+        || format!("percent '{text}' must be a number from 0 to 100 with at most two decimals");
     let (int, frac) = match t.split_once('.') {
         Some((i, f)) => (i, f),
         None => (t, ""),
@@ -30,11 +31,18 @@ pub fn parse_percent(text: &str) -> Result<u16, String> {
     if int.is_empty() || int.len() > 3 || !int.bytes().all(|c| c.is_ascii_digit()) {
         return Err(bad());
     }
-    if frac.len() > 2 || !frac.bytes().all(|c| c.is_ascii_digit()) || (t.contains('.') && frac.is_empty()) {
+    if frac.len() > 2
+        || !frac.bytes().all(|c| c.is_ascii_digit())
+        || (t.contains('.') && frac.is_empty())
+    {
         return Err(bad());
     }
     let i: u32 = int.parse().map_err(|_| bad())?;
-    let mut f: u32 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| bad())? };
+    let mut f: u32 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().map_err(|_| bad())?
+    };
     if frac.len() == 1 {
         f *= 10;
     }
@@ -87,14 +95,20 @@ impl VersionRange {
                 (Op::Eq, p)
             };
             let v = v.trim();
-            let dots = v.split(['-', '+']).next().unwrap_or("").matches('.').count();
+            let dots = v
+                .split(['-', '+'])
+                .next()
+                .unwrap_or("")
+                .matches('.')
+                .count();
             let (version, partial) = match dots {
                 2 => (semver::Version::parse(v), false),
                 1 => (semver::Version::parse(&format!("{v}.0")), true),
                 0 => (semver::Version::parse(&format!("{v}.0.0")), true),
                 _ => return Err(format!("'{v}' in '{text}' is not a SemVer version")),
             };
-            let mut version = version.map_err(|e| format!("'{v}' in '{text}' is not a SemVer version: {e}"))?;
+            let mut version =
+                version.map_err(|e| format!("'{v}' in '{text}' is not a SemVer version: {e}"))?;
             version.build = semver::BuildMetadata::EMPTY;
             if partial && matches!(op, Op::Le | Op::Gt | Op::Eq) {
                 // `<=1.2` is `<1.3.0-0`; `>1.2` is `>=1.3.0-0`; `=1.2` is a range.
@@ -117,7 +131,10 @@ impl VersionRange {
             }
             bounds.push((op, version));
         }
-        Ok(VersionRange { text: text.to_string(), bounds })
+        Ok(VersionRange {
+            text: text.to_string(),
+            bounds,
+        })
     }
 
     /// True when `v` satisfies every comparator.
@@ -148,7 +165,8 @@ pub fn cmp_precedence(a: &semver::Version, b: &semver::Version) -> std::cmp::Ord
 
 /// Parses a full SemVer 2.0 version (`1.0.0`, `1.0.0-rc.1+build`).
 pub fn parse_version(text: &str) -> Result<semver::Version, String> {
-    semver::Version::parse(text.trim()).map_err(|e| format!("'{text}' is not a SemVer 2.0 version: {e}"))
+    semver::Version::parse(text.trim())
+        .map_err(|e| format!("'{text}' is not a SemVer 2.0 version: {e}"))
 }
 
 #[cfg(test)]
@@ -174,7 +192,10 @@ mod tests {
         assert!(r.matches(&v("1.0.0")));
         assert!(r.matches(&v("1.9.9+build")));
         assert!(!r.matches(&v("1.0.0-rc.1")));
-        assert!(r.matches(&v("2.0.0-rc.1")), "2.0.0-rc.1 < 2.0.0 by precedence");
+        assert!(
+            r.matches(&v("2.0.0-rc.1")),
+            "2.0.0-rc.1 < 2.0.0 by precedence"
+        );
         assert!(!r.matches(&v("2.0.0")));
         let r = VersionRange::parse("<1.0.0").unwrap();
         assert!(r.matches(&v("1.0.0-rc.1")));
@@ -193,7 +214,11 @@ mod tests {
         assert!(v.len() >= 10);
         for x in v {
             let (salt, key) = (x["salt"].as_str().unwrap(), x["key"].as_str().unwrap());
-            assert_eq!(bucket(salt, key.as_bytes()) as u64, x["bucket"].as_u64().unwrap(), "{salt} {key}");
+            assert_eq!(
+                bucket(salt, key.as_bytes()) as u64,
+                x["bucket"].as_u64().unwrap(),
+                "{salt} {key}"
+            );
         }
     }
 
@@ -206,13 +231,21 @@ mod tests {
     fn cohorts_are_nested() {
         let salt = "vdh-api/canary";
         let all = ids(20_000);
-        let steps = ["0.5", "1", "5", "10", "12.5", "20", "33.33", "50", "75", "99.99", "100"];
+        let steps = [
+            "0.5", "1", "5", "10", "12.5", "20", "33.33", "50", "75", "99.99", "100",
+        ];
         let mut prev: Vec<&String> = Vec::new();
         for p in steps {
             let bp = parse_percent(p).unwrap();
-            let inside: Vec<&String> = all.iter().filter(|id| bucket(salt, id.as_bytes()) < bp).collect();
+            let inside: Vec<&String> = all
+                .iter()
+                .filter(|id| bucket(salt, id.as_bytes()) < bp)
+                .collect();
             for id in &prev {
-                assert!(bucket(salt, id.as_bytes()) < bp, "{id} left the cohort at {p}%");
+                assert!(
+                    bucket(salt, id.as_bytes()) < bp,
+                    "{id} left the cohort at {p}%"
+                );
             }
             assert!(inside.len() >= prev.len());
             prev = inside;
@@ -224,10 +257,14 @@ mod tests {
     #[test]
     fn shares_are_accurate() {
         let all = ids(100_000);
-        let buckets: Vec<u16> = all.iter().map(|id| bucket("vdh-api/canary", id.as_bytes())).collect();
+        let buckets: Vec<u16> = all
+            .iter()
+            .map(|id| bucket("vdh-api/canary", id.as_bytes()))
+            .collect();
         for p in ["1", "10", "25", "50", "90"] {
             let bp = parse_percent(p).unwrap();
-            let share = buckets.iter().filter(|&&b| b < bp).count() as f64 / all.len() as f64 * 100.0;
+            let share =
+                buckets.iter().filter(|&&b| b < bp).count() as f64 / all.len() as f64 * 100.0;
             let want: f64 = p.parse().unwrap();
             assert!((share - want).abs() <= 1.0, "{p}%: got {share:.2}%");
         }
@@ -240,7 +277,10 @@ mod tests {
         let all = ids(100_000);
         let both = all
             .iter()
-            .filter(|id| bucket("vdh-api/a", id.as_bytes()) < 5000 && bucket("vdh-api/b", id.as_bytes()) < 5000)
+            .filter(|id| {
+                bucket("vdh-api/a", id.as_bytes()) < 5000
+                    && bucket("vdh-api/b", id.as_bytes()) < 5000
+            })
             .count() as f64
             / all.len() as f64
             * 100.0;

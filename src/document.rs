@@ -103,8 +103,17 @@ pub fn effective_update(svc: &Service, rule: usize, asker: &Asker) -> UpdateFiel
         .overrides
         .iter()
         .filter(|o| o.platform.is_none_or(|p| Some(p) == asker.platform))
-        .filter(|o| o.app_id.as_ref().is_none_or(|a| Some(a) == asker.app_id.as_ref()))
-        .map(|o| (u8::from(o.platform.is_some()) + 2 * u8::from(o.app_id.is_some()), o))
+        .filter(|o| {
+            o.app_id
+                .as_ref()
+                .is_none_or(|a| Some(a) == asker.app_id.as_ref())
+        })
+        .map(|o| {
+            (
+                u8::from(o.platform.is_some()) + 2 * u8::from(o.app_id.is_some()),
+                o,
+            )
+        })
         .collect();
     matching.sort_by_key(|(specificity, _)| *specificity);
     for (_, o) in matching {
@@ -157,7 +166,9 @@ impl Document {
         let min = u.min_version.as_ref().filter(|_| min_applies);
         let required = min.is_some_and(|m| cmp_precedence(&asker.sdk_version, m).is_lt());
         let recommended = !required
-            && u.latest_version.as_ref().is_some_and(|l| cmp_precedence(&asker.sdk_version, l).is_lt());
+            && u.latest_version
+                .as_ref()
+                .is_some_and(|l| cmp_precedence(&asker.sdk_version, l).is_lt());
         Some(Document {
             schema_version: SCHEMA_VERSION,
             service: svc.name.clone(),
@@ -178,7 +189,10 @@ impl Document {
                 until: env.maintenance.as_ref().and_then(|m| m.until.clone()),
                 message: env.maintenance.as_ref().and_then(|m| m.message.clone()),
             },
-            auth: Auth { realm: format!("{}/{}", env.name, env.backend_version), epoch: env.token_epoch },
+            auth: Auth {
+                realm: format!("{}/{}", env.name, env.backend_version),
+                epoch: env.token_epoch,
+            },
             refresh_after_s: refresh_after(svc, asker.client_id.as_deref()),
             rule: rule.name.clone(),
         })
@@ -195,7 +209,11 @@ impl Document {
     pub fn encode(&self) -> (Vec<u8>, String) {
         let body = serde_json::to_vec(self).expect("document serializes");
         let marker = b"\"revision\":";
-        let at = body.windows(marker.len()).position(|w| w == marker).expect("revision field") + marker.len();
+        let at = body
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .expect("revision field")
+            + marker.len();
         let end = at + body[at..].iter().take_while(|c| c.is_ascii_digit()).count();
         let mut h = Sha256::new();
         h.update(&body[..at]);
@@ -235,12 +253,21 @@ mod tests {
     }
 
     fn asker(v: &str, id: Option<&str>) -> Asker {
-        Asker { sdk_version: semver::Version::parse(v).unwrap(), client_id: id.map(Into::into), platform: None, app_id: None, addr: None }
+        Asker {
+            sdk_version: semver::Version::parse(v).unwrap(),
+            client_id: id.map(Into::into),
+            platform: None,
+            app_id: None,
+            addr: None,
+        }
     }
 
     #[test]
     fn shipped_example_routes_old_and_new() {
-        let s = snap(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/state.yaml")).unwrap());
+        let s = snap(
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/state.yaml"))
+                .unwrap(),
+        );
         let old = Document::build(&s, "vdh-api", &asker("0.9.0", Some("c-1"))).unwrap();
         assert_eq!(old.environment, "prod");
         assert_eq!(old.auth.realm, "prod/v0");
@@ -255,22 +282,44 @@ mod tests {
 
     #[test]
     fn staged_minimum_and_jitter() {
-        let mut text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/state.yaml")).unwrap();
+        let mut text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/state.yaml"))
+                .unwrap();
         text = text.replace("      latest_version: 1.0.0\n", "      latest_version: 1.0.0\n      min_version: 1.0.0\n      min_version_percent: \"50\"\n");
         let s = snap(&text);
-        let forced = (0..1000).filter(|i| Document::build(&s, "vdh-api", &asker("0.9.0", Some(&format!("c-{i}")))).unwrap().update.required).count();
+        let forced = (0..1000)
+            .filter(|i| {
+                Document::build(&s, "vdh-api", &asker("0.9.0", Some(&format!("c-{i}"))))
+                    .unwrap()
+                    .update
+                    .required
+            })
+            .count();
         assert!((450..=550).contains(&forced), "{forced}");
         // No client id: not in a partial cohort.
-        assert!(!Document::build(&s, "vdh-api", &asker("0.9.0", None)).unwrap().update.required);
+        assert!(
+            !Document::build(&s, "vdh-api", &asker("0.9.0", None))
+                .unwrap()
+                .update
+                .required
+        );
         for i in 0..200 {
-            let d = Document::build(&s, "vdh-api", &asker("1.0.0", Some(&format!("c-{i}")))).unwrap();
-            assert!((240..=300).contains(&d.refresh_after_s), "{}", d.refresh_after_s);
+            let d =
+                Document::build(&s, "vdh-api", &asker("1.0.0", Some(&format!("c-{i}")))).unwrap();
+            assert!(
+                (240..=300).contains(&d.refresh_after_s),
+                "{}",
+                d.refresh_after_s
+            );
         }
     }
 
     #[test]
     fn etag_ignores_revision_only() {
-        let s = snap(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/state.yaml")).unwrap());
+        let s = snap(
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/state.yaml"))
+                .unwrap(),
+        );
         let mut d = Document::build(&s, "vdh-api", &asker("1.0.0", Some("c-1"))).unwrap();
         let e = d.etag();
         d.revision += 1;

@@ -42,7 +42,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/census", get(census))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(shared.clone(), limits_and_metrics))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            limits_and_metrics,
+        ))
         .with_state(shared)
 }
 
@@ -51,7 +54,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// The accept loop is ours (hyper's HTTP/1 connection, no protocol
 /// sniffing) so an idle or long-polling connection holds as little memory
 /// as hyper allows: thousands of long-polls are the normal case here.
-pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let app = router(shared);
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -100,9 +107,20 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
 }
 
 /// An error answer.
-fn error(status: StatusCode, code: &str, parameter: Option<&str>, message: impl Into<String>) -> Response {
-    let body = json!({ "error": { "code": code, "parameter": parameter, "message": message.into() } });
-    (status, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+fn error(
+    status: StatusCode,
+    code: &str,
+    parameter: Option<&str>,
+    message: impl Into<String>,
+) -> Response {
+    let body =
+        json!({ "error": { "code": code, "parameter": parameter, "message": message.into() } });
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(body),
+    )
+        .into_response()
 }
 
 fn route_label(path: &str) -> &'static str {
@@ -117,12 +135,25 @@ fn route_label(path: &str) -> &'static str {
 }
 
 /// Rejects oversize requests before routing and counts every response.
-async fn limits_and_metrics(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+async fn limits_and_metrics(
+    State(shared): State<Arc<Shared>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let path = route_label(req.uri().path());
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-    let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
     let resp = if uri_len > MAX_URI_BYTES {
-        error(StatusCode::URI_TOO_LONG, "uri_too_long", None, format!("request target longer than {MAX_URI_BYTES} bytes"))
+        error(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            None,
+            format!("request target longer than {MAX_URI_BYTES} bytes"),
+        )
     } else if header_bytes > MAX_HEADER_BYTES {
         error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -133,20 +164,41 @@ async fn limits_and_metrics(State(shared): State<Arc<Shared>>, req: Request, nex
     } else {
         next.run(req).await
     };
-    shared.metrics.http_responses.get_or_create(&HttpLabels { path, status: resp.status().as_u16() }).inc();
+    shared
+        .metrics
+        .http_responses
+        .get_or_create(&HttpLabels {
+            path,
+            status: resp.status().as_u16(),
+        })
+        .inc();
     resp
 }
 
 async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "not_found", None, "no such path; the config document is at /v1/config/{service}")
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        None,
+        "no such path; the config document is at /v1/config/{service}",
+    )
 }
 
 async fn method_not_allowed() -> Response {
-    error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None, "only GET is supported")
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        None,
+        "only GET is supported",
+    )
 }
 
 async fn healthz() -> impl IntoResponse {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}\n")
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        "{\"status\":\"ok\"}\n",
+    )
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
@@ -155,7 +207,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
     let snap = shared.snapshot();
-    let age = SystemTime::now().duration_since(snap.published).unwrap_or_default().as_secs();
+    let age = SystemTime::now()
+        .duration_since(snap.published)
+        .unwrap_or_default()
+        .as_secs();
     let body = json!({
         "revision": snap.revision,
         "source": snap.kind.as_str(),
@@ -170,7 +225,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     shared.metrics.set_census(&shared.census.estimates());
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         shared.metrics.render(),
     )
 }
@@ -188,9 +246,13 @@ struct ConfigParams {
 
 /// Parses and validates the query string. Unknown parameters are ignored;
 /// for a repeated parameter the first wins.
-fn parse_params(raw: Option<&str>, addr: Option<std::net::IpAddr>) -> Result<ConfigParams, Response> {
+fn parse_params(
+    raw: Option<&str>,
+    addr: Option<std::net::IpAddr>,
+) -> Result<ConfigParams, Response> {
     let bad = |p: &str, m: String| error(StatusCode::BAD_REQUEST, "invalid_parameter", Some(p), m);
-    let (mut sdk, mut client_id, mut platform, mut app_id, mut wait) = (None, None, None, None, None);
+    let (mut sdk, mut client_id, mut platform, mut app_id, mut wait) =
+        (None, None, None, None, None);
     for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         let slot = match k.as_ref() {
             "sdk_version" => &mut sdk,
@@ -212,30 +274,56 @@ fn parse_params(raw: Option<&str>, addr: Option<std::net::IpAddr>) -> Result<Con
             "sdk_version is required, e.g. ?sdk_version=1.0.0",
         )
     })?;
-    let sdk_version = semver::Version::parse(sdk.trim())
-        .map_err(|e| bad("sdk_version", format!("'{}' is not a SemVer 2.0 version: {e}", truncate(&sdk))))?;
+    let sdk_version = semver::Version::parse(sdk.trim()).map_err(|e| {
+        bad(
+            "sdk_version",
+            format!("'{}' is not a SemVer 2.0 version: {e}", truncate(&sdk)),
+        )
+    })?;
     for (name, v) in [("client_id", &client_id), ("app_id", &app_id)] {
         if let Some(v) = v {
             if v.is_empty() || v.len() > MAX_ID_BYTES {
-                return Err(bad(name, format!("{name} must be 1 to {MAX_ID_BYTES} bytes")));
+                return Err(bad(
+                    name,
+                    format!("{name} must be 1 to {MAX_ID_BYTES} bytes"),
+                ));
             }
         }
     }
     let platform = match platform {
         None => None,
-        Some(p) => Some(
-            Platform::parse(&p)
-                .ok_or_else(|| bad("platform", format!("unknown platform '{}': use android, ios, web or other", truncate(&p))))?,
-        ),
+        Some(p) => Some(Platform::parse(&p).ok_or_else(|| {
+            bad(
+                "platform",
+                format!(
+                    "unknown platform '{}': use android, ios, web or other",
+                    truncate(&p)
+                ),
+            )
+        })?),
     };
     let wait = match wait {
         None => None,
         Some(w) => match w.parse::<u64>() {
             Ok(n) if n <= MAX_WAIT_S => Some(n),
-            _ => return Err(bad("wait", format!("wait must be a whole number of seconds from 0 to {MAX_WAIT_S}"))),
+            _ => {
+                return Err(bad(
+                    "wait",
+                    format!("wait must be a whole number of seconds from 0 to {MAX_WAIT_S}"),
+                ));
+            }
         },
     };
-    Ok(ConfigParams { asker: Asker { sdk_version, client_id, platform, app_id, addr }, wait })
+    Ok(ConfigParams {
+        asker: Asker {
+            sdk_version,
+            client_id,
+            platform,
+            app_id,
+            addr,
+        },
+        wait,
+    })
 }
 
 fn truncate(s: &str) -> String {
@@ -244,22 +332,34 @@ fn truncate(s: &str) -> String {
 
 /// True when an If-None-Match header value matches `etag`.
 fn etag_matches(inm: &str, etag: &str) -> bool {
-    inm.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag)
+    inm.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
 }
 
 fn document_response(body: Vec<u8>, etag: &str) -> Response {
     let mut resp = Response::new(axum::body::Body::from(body));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::ETAG, HeaderValue::from_str(etag).expect("hex etag"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
     resp
 }
 
 fn not_modified(etag: &str) -> Response {
     let mut resp = StatusCode::NOT_MODIFIED.into_response();
-    resp.headers_mut().insert(header::ETAG, HeaderValue::from_str(etag).expect("hex etag"));
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    resp.headers_mut()
+        .insert(header::ETAG, HeaderValue::from_str(etag).expect("hex etag"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
     resp
 }
 
@@ -277,9 +377,17 @@ async fn config(
         Err(r) => return r,
     };
     if !shared.is_ready() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", None, "no configuration loaded yet; retry shortly");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            None,
+            "no configuration loaded yet; retry shortly",
+        );
     }
-    let inm = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let inm = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     // Nothing else of the request is needed: keep long-polls small.
     drop(headers);
     drop(query);
@@ -287,13 +395,23 @@ async fn config(
     let mut changes = shared.subscribe();
     let snap = shared.snapshot();
     let Some(doc) = Document::build(&snap, &service, &params.asker) else {
-        return error(StatusCode::NOT_FOUND, "unknown_service", None, format!("no service named '{}'", truncate(&service)));
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_service",
+            None,
+            format!("no service named '{}'", truncate(&service)),
+        );
     };
     let (body, etag) = doc.encode();
     if let Some(id) = &params.asker.client_id {
         let mut v = params.asker.sdk_version.clone();
         v.build = semver::BuildMetadata::EMPTY;
-        shared.census.record(id, &v.to_string(), params.asker.app_id.as_deref(), &doc.environment);
+        shared.census.record(
+            id,
+            &v.to_string(),
+            params.asker.app_id.as_deref(),
+            &doc.environment,
+        );
     }
     let count = |doc: &Document| {
         let labels = ConfigLabels {
@@ -323,7 +441,12 @@ async fn config(
             Ok(Ok(())) => {
                 let snap = shared.snapshot();
                 let Some(doc) = Document::build(&snap, &service, &params.asker) else {
-                    return error(StatusCode::NOT_FOUND, "unknown_service", None, format!("no service named '{}'", truncate(&service)));
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        "unknown_service",
+                        None,
+                        format!("no service named '{}'", truncate(&service)),
+                    );
                 };
                 let (body, new_etag) = doc.encode();
                 if !etag_matches(&inm, &new_etag) {

@@ -23,8 +23,8 @@
 //! - [`ops`]: `apply`, `status`, `history`, `rollback` against etcd.
 
 pub mod app;
-pub mod cli;
 pub mod census;
+pub mod cli;
 pub mod cohort;
 pub mod dns;
 pub mod document;

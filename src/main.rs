@@ -10,7 +10,9 @@ use vdh_edge::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
@@ -21,14 +23,28 @@ fn main() -> ExitCode {
             println!("{}", vdh_edge::state::json_schema());
             Ok(())
         }
-        Command::Apply(args) => app::block_on(vdh_edge::ops::apply(&args)).map(|t| print_nonempty(&t)),
-        Command::Status(args) => app::block_on(vdh_edge::ops::status(&args)).map(|t| print_nonempty(&t)),
-        Command::History(args) => app::block_on(vdh_edge::ops::history(&args)).map(|t| print_nonempty(&t)),
-        Command::Rollback(args) => app::block_on(vdh_edge::ops::rollback(&args)).map(|t| print_nonempty(&t)),
+        Command::Apply(args) => {
+            app::block_on(vdh_edge::ops::apply(&args)).map(|t| print_nonempty(&t))
+        }
+        Command::Status(args) => {
+            app::block_on(vdh_edge::ops::status(&args)).map(|t| print_nonempty(&t))
+        }
+        Command::History(args) => {
+            app::block_on(vdh_edge::ops::history(&args)).map(|t| print_nonempty(&t))
+        }
+        Command::Rollback(args) => {
+            app::block_on(vdh_edge::ops::rollback(&args)).map(|t| print_nonempty(&t))
+        }
         Command::Scheme(cmd) => match cmd {
-            vdh_edge::cli::SchemeCommand::List(a) => vdh_edge::ops::scheme_list(&a).map(|t| print_nonempty(&t)),
-            vdh_edge::cli::SchemeCommand::Show(a) => vdh_edge::ops::scheme_show(&a).map(|t| print_nonempty(&t)),
-            vdh_edge::cli::SchemeCommand::Apply(a) => app::block_on(vdh_edge::ops::scheme_apply(&a)).map(|t| print_nonempty(&t)),
+            vdh_edge::cli::SchemeCommand::List(a) => {
+                vdh_edge::ops::scheme_list(&a).map(|t| print_nonempty(&t))
+            }
+            vdh_edge::cli::SchemeCommand::Show(a) => {
+                vdh_edge::ops::scheme_show(&a).map(|t| print_nonempty(&t))
+            }
+            vdh_edge::cli::SchemeCommand::Apply(a) => {
+                app::block_on(vdh_edge::ops::scheme_apply(&a)).map(|t| print_nonempty(&t))
+            }
         },
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -13,7 +13,9 @@ use prometheus_client::registry::Registry;
 
 use crate::dns::types::{self, *};
 
-const QTYPES: &[u16] = &[A, AAAA, NS, CNAME, SOA, MX, TXT, SRV, PTR, CAA, ANY, DS, AXFR, IXFR];
+const QTYPES: &[u16] = &[
+    A, AAAA, NS, CNAME, SOA, MX, TXT, SRV, PTR, CAA, ANY, DS, AXFR, IXFR,
+];
 const RCODES: &[(u16, &str)] = &[
     (0, "NOERROR"),
     (1, "FORMERR"),
@@ -64,7 +66,11 @@ pub struct DnsTally {
 
 impl Default for DnsTally {
     fn default() -> Self {
-        DnsTally { counts: vec![0; 2 * (QTYPES.len() + 1) * (RCODES.len() + 1)], touched: Vec::with_capacity(64), dropped: 0 }
+        DnsTally {
+            counts: vec![0; 2 * (QTYPES.len() + 1) * (RCODES.len() + 1)],
+            touched: Vec::with_capacity(64),
+            dropped: 0,
+        }
     }
 }
 
@@ -110,7 +116,10 @@ fn qtype_index(q: u16) -> usize {
 }
 
 fn rcode_index(r: u16) -> usize {
-    RCODES.iter().position(|&(c, _)| c == r).unwrap_or(RCODES.len())
+    RCODES
+        .iter()
+        .position(|&(c, _)| c == r)
+        .unwrap_or(RCODES.len())
 }
 
 impl Default for Metrics {
@@ -123,14 +132,28 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("vdh_edge");
         let family = Family::<DnsLabels, Counter>::default();
-        registry.register("dns_queries", "DNS queries answered, by query type, response code and transport", family.clone());
+        registry.register(
+            "dns_queries",
+            "DNS queries answered, by query type, response code and transport",
+            family.clone(),
+        );
         let mut dns = Vec::new();
         for transport in ["udp", "tcp"] {
             for qi in 0..=QTYPES.len() {
                 for ri in 0..=RCODES.len() {
-                    let qtype = QTYPES.get(qi).map_or("other".to_string(), |&t| types::type_name(t));
+                    let qtype = QTYPES
+                        .get(qi)
+                        .map_or("other".to_string(), |&t| types::type_name(t));
                     let rcode = RCODES.get(ri).map_or("other", |r| r.1).to_string();
-                    dns.push(family.get_or_create(&DnsLabels { qtype, rcode, transport: transport.into() }).clone());
+                    dns.push(
+                        family
+                            .get_or_create(&DnsLabels {
+                                qtype,
+                                rcode,
+                                transport: transport.into(),
+                            })
+                            .clone(),
+                    );
                 }
             }
         }
@@ -153,26 +176,66 @@ impl Metrics {
         };
         let mut m = m;
         let r = &mut m.registry;
-        r.register("snapshot_revision", "Revision of the snapshot being served", m.snapshot_revision.clone());
-        r.register("snapshot_age_seconds", "Seconds since the served snapshot was published", m.snapshot_age_seconds.clone());
-        r.register("snapshot_swaps", "Snapshots published", m.snapshot_swaps.clone());
-        r.register("rejected_changes", "Candidate configurations rejected as invalid", m.rejected_changes.clone());
-        r.register("dns_dropped", "DNS packets dropped without an answer", m.dns_dropped.clone());
-        r.register("dns_tcp_connections", "Open DNS TCP connections", m.tcp_connections.clone());
+        r.register(
+            "snapshot_revision",
+            "Revision of the snapshot being served",
+            m.snapshot_revision.clone(),
+        );
+        r.register(
+            "snapshot_age_seconds",
+            "Seconds since the served snapshot was published",
+            m.snapshot_age_seconds.clone(),
+        );
+        r.register(
+            "snapshot_swaps",
+            "Snapshots published",
+            m.snapshot_swaps.clone(),
+        );
+        r.register(
+            "rejected_changes",
+            "Candidate configurations rejected as invalid",
+            m.rejected_changes.clone(),
+        );
+        r.register(
+            "dns_dropped",
+            "DNS packets dropped without an answer",
+            m.dns_dropped.clone(),
+        );
+        r.register(
+            "dns_tcp_connections",
+            "Open DNS TCP connections",
+            m.tcp_connections.clone(),
+        );
         r.register(
             "config_requests",
             "Config documents served, by service, environment, rule and SDK major version",
             m.config_requests.clone(),
         );
-        r.register("http_responses", "HTTP responses by route and status", m.http_responses.clone());
-        r.register("config_long_polls", "Long-polls waiting for a change", m.long_polls.clone());
-        r.register("etcd_up", "1 while the etcd watch is healthy (etcd mode)", m.etcd_up.clone());
+        r.register(
+            "http_responses",
+            "HTTP responses by route and status",
+            m.http_responses.clone(),
+        );
+        r.register(
+            "config_long_polls",
+            "Long-polls waiting for a change",
+            m.long_polls.clone(),
+        );
+        r.register(
+            "etcd_up",
+            "1 while the etcd watch is healthy (etcd mode)",
+            m.etcd_up.clone(),
+        );
         r.register(
             "census_clients",
             "Distinct clients seen in the window, by SDK version, app id or environment (HyperLogLog estimate)",
             m.census_clients.clone(),
         );
-        r.register("serving_from_cache", "1 while serving the last-known-good state from the cache folder", m.serving_from_cache.clone());
+        r.register(
+            "serving_from_cache",
+            "1 while serving the last-known-good state from the cache folder",
+            m.serving_from_cache.clone(),
+        );
         m
     }
 
@@ -186,7 +249,9 @@ impl Metrics {
     #[inline]
     pub fn dns_index(tcp: bool, qtype: u16, rcode: u16) -> usize {
         let per_transport = (QTYPES.len() + 1) * (RCODES.len() + 1);
-        usize::from(tcp) * per_transport + qtype_index(qtype) * (RCODES.len() + 1) + rcode_index(rcode)
+        usize::from(tcp) * per_transport
+            + qtype_index(qtype) * (RCODES.len() + 1)
+            + rcode_index(rcode)
     }
 
     /// Adds a thread's local tallies to the shared counters.
@@ -205,7 +270,10 @@ impl Metrics {
     pub fn published(&self, revision: u64) {
         self.snapshot_revision.set(revision as i64);
         self.snapshot_swaps.inc();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         self.published_unix.store(now, Ordering::Relaxed);
     }
 
@@ -214,7 +282,11 @@ impl Metrics {
         self.census_clients.clear();
         for (window, dim, value, est) in estimates {
             self.census_clients
-                .get_or_create(&CensusLabels { window, dimension: dim.as_str(), value: value.clone() })
+                .get_or_create(&CensusLabels {
+                    window,
+                    dimension: dim.as_str(),
+                    value: value.clone(),
+                })
                 .set(est.round() as i64);
         }
     }
@@ -223,11 +295,16 @@ impl Metrics {
     pub fn render(&self) -> String {
         let published = self.published_unix.load(Ordering::Relaxed);
         if published > 0 {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-            self.snapshot_age_seconds.set(now.saturating_sub(published) as i64);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            self.snapshot_age_seconds
+                .set(now.saturating_sub(published) as i64);
         }
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
         out
     }
 }

@@ -11,7 +11,9 @@ use serde::Serialize;
 use crate::cli::{ApplyArgs, HistoryArgs, RollbackArgs, SourceArgs, StatusArgs, WriteArgs};
 use crate::snapshot::{self, Inputs, SourceKind};
 use crate::source::etcd::EdgeRecord;
-use crate::store::{ChangeRecord, EtcdConfig, Entry, Plan, PrefixState, StoreError, entries_from_raw, plan};
+use crate::store::{
+    ChangeRecord, Entry, EtcdConfig, Plan, PrefixState, StoreError, entries_from_raw, plan,
+};
 
 /// A usage problem (exit status 2).
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +21,12 @@ use crate::store::{ChangeRecord, EtcdConfig, Entry, Plan, PrefixState, StoreErro
 pub struct UsageError(pub String);
 
 fn etcd(args: &SourceArgs, command: &str) -> anyhow::Result<EtcdConfig> {
-    args.etcd_config().ok_or_else(|| UsageError(format!("{command} needs --etcd URLS (and --prefix if not /vdh-edge)")).into())
+    args.etcd_config().ok_or_else(|| {
+        UsageError(format!(
+            "{command} needs --etcd URLS (and --prefix if not /vdh-edge)"
+        ))
+        .into()
+    })
 }
 
 /// Asks on the terminal, or requires `--yes` without one.
@@ -38,9 +45,18 @@ pub fn confirm(write: &WriteArgs, question: &str) -> anyhow::Result<bool> {
 }
 
 /// Compiles a (would-be) prefix content with the same compiler the edges use.
-fn compile_entries(cfg: &EtcdConfig, zones_dir: Option<&std::path::PathBuf>, entries: BTreeMap<String, Entry>) -> anyhow::Result<snapshot::Snapshot> {
-    let p = PrefixState { revision: 0, cluster_id: 0, entries };
-    let inputs: Inputs = crate::source::etcd::inputs_from(cfg, zones_dir, &p, SourceKind::Etcd).map_err(|e| invalid(&e))?;
+fn compile_entries(
+    cfg: &EtcdConfig,
+    zones_dir: Option<&std::path::PathBuf>,
+    entries: BTreeMap<String, Entry>,
+) -> anyhow::Result<snapshot::Snapshot> {
+    let p = PrefixState {
+        revision: 0,
+        cluster_id: 0,
+        entries,
+    };
+    let inputs: Inputs = crate::source::etcd::inputs_from(cfg, zones_dir, &p, SourceKind::Etcd)
+        .map_err(|e| invalid(&e))?;
     snapshot::compile(&inputs, None, &Default::default()).map_err(|e| invalid(&e))
 }
 
@@ -49,8 +65,12 @@ fn compile_entries(cfg: &EtcdConfig, zones_dir: Option<&std::path::PathBuf>, ent
 pub fn static_addrs(snap: &snapshot::Snapshot, name: &crate::dns::name::Name) -> Vec<String> {
     use crate::dns::types::{A, AAAA};
     let lower = name.to_lower();
-    let Some(zone) = crate::dns::answer::find_zone(&snap.zones, lower.wire(), A) else { return vec![] };
-    let Some(node) = zone.lookup(lower.wire()) else { return vec![] };
+    let Some(zone) = crate::dns::answer::find_zone(&snap.zones, lower.wire(), A) else {
+        return vec![];
+    };
+    let Some(node) = zone.lookup(lower.wire()) else {
+        return vec![];
+    };
     let mut out = Vec::new();
     for t in [A, AAAA] {
         for rd in node.get(t).map(|s| s.rdatas.clone()).unwrap_or_default() {
@@ -102,7 +122,12 @@ struct Prepared {
 
 /// Compiles the state before and after, and works out DNS changes, TTL
 /// lowerings and the drain.
-fn prepare(cfg: &EtcdConfig, zones_dir: Option<&std::path::PathBuf>, current: &PrefixState, p: &Plan) -> anyhow::Result<Prepared> {
+fn prepare(
+    cfg: &EtcdConfig,
+    zones_dir: Option<&std::path::PathBuf>,
+    current: &PrefixState,
+    p: &Plan,
+) -> anyhow::Result<Prepared> {
     let after_entries = after(current, p);
     let after_snap = compile_entries(cfg, zones_dir, after_entries)?;
     // The live state may itself be invalid (that is why one writes); then
@@ -112,17 +137,32 @@ fn prepare(cfg: &EtcdConfig, zones_dir: Option<&std::path::PathBuf>, current: &P
     let mut extra = Vec::new();
     let mut refusal = None;
     let now = std::time::SystemTime::now();
-    let lowered: BTreeMap<String, TtlLowering> =
-        current.entries.get("meta/ttl").and_then(|e| serde_json::from_str(&e.value).ok()).unwrap_or_default();
+    let lowered: BTreeMap<String, TtlLowering> = current
+        .entries
+        .get("meta/ttl")
+        .and_then(|e| serde_json::from_str(&e.value).ok())
+        .unwrap_or_default();
     let mut new_lowered = lowered.clone();
     let mut drained = Vec::new();
     let mut max_ttl = 0u32;
     if let Some(before) = &before_snap {
         for svc in &after_snap.routing.services {
-            let Some(old_svc) = before.routing.service(&svc.name) else { continue };
+            let Some(old_svc) = before.routing.service(&svc.name) else {
+                continue;
+            };
             if svc.ttl < old_svc.ttl {
-                new_lowered.insert(svc.name.clone(), TtlLowering { old_ttl: old_svc.ttl, new_ttl: svc.ttl, lowered_at: crate::util::rfc3339(now) });
-                lines.push(format!("DNS TTL of {} lowered {} s → {} s", svc.name, old_svc.ttl, svc.ttl));
+                new_lowered.insert(
+                    svc.name.clone(),
+                    TtlLowering {
+                        old_ttl: old_svc.ttl,
+                        new_ttl: svc.ttl,
+                        lowered_at: crate::util::rfc3339(now),
+                    },
+                );
+                lines.push(format!(
+                    "DNS TTL of {} lowered {} s → {} s",
+                    svc.name, old_svc.ttl, svc.ttl
+                ));
             }
             for h in &svc.hostnames {
                 let (a, b) = (static_addrs(before, h), static_addrs(&after_snap, h));
@@ -133,7 +173,8 @@ fn prepare(cfg: &EtcdConfig, zones_dir: Option<&std::path::PathBuf>, current: &P
                 drained.push(h.to_string());
                 let mut ttl = old_svc.ttl.max(svc.ttl);
                 if let Some(l) = lowered.get(&svc.name) {
-                    let held_until = crate::util::parse_rfc3339(&l.lowered_at).map(|t| t + std::time::Duration::from_secs(u64::from(l.old_ttl)));
+                    let held_until = crate::util::parse_rfc3339(&l.lowered_at)
+                        .map(|t| t + std::time::Duration::from_secs(u64::from(l.old_ttl)));
                     if held_until.is_some_and(|u| u > now) {
                         ttl = ttl.max(l.old_ttl);
                         refusal = Some(format!(
@@ -151,24 +192,47 @@ fn prepare(cfg: &EtcdConfig, zones_dir: Option<&std::path::PathBuf>, current: &P
             for n in &env.names {
                 let (a, b) = (static_addrs(before, n), static_addrs(&after_snap, n));
                 if a != b {
-                    lines.push(format!("DNS {n}: {} → {}", if a.is_empty() { "-".into() } else { a.join(", ") }, b.join(", ")));
+                    lines.push(format!(
+                        "DNS {n}: {} → {}",
+                        if a.is_empty() {
+                            "-".into()
+                        } else {
+                            a.join(", ")
+                        },
+                        b.join(", ")
+                    ));
                 }
             }
         }
     }
     if new_lowered != lowered {
-        extra.push(("meta/ttl".to_string(), serde_json::to_string(&new_lowered).expect("serializable")));
+        extra.push((
+            "meta/ttl".to_string(),
+            serde_json::to_string(&new_lowered).expect("serializable"),
+        ));
     }
     if !drained.is_empty() {
         let until = now + std::time::Duration::from_secs(u64::from(max_ttl));
-        let d = Drain { names: drained, changed_at: crate::util::rfc3339(now), max_ttl, until: crate::util::rfc3339(until) };
+        let d = Drain {
+            names: drained,
+            changed_at: crate::util::rfc3339(now),
+            max_ttl,
+            until: crate::util::rfc3339(until),
+        };
         lines.push(format!(
             "drain: resolvers move to the new answer by {} at the earliest (TTL {} s; resolvers with TTL floors and long-lived connections can hold longer)",
             d.until, d.max_ttl
         ));
-        extra.push(("meta/drain".to_string(), serde_json::to_string(&d).expect("serializable")));
+        extra.push((
+            "meta/drain".to_string(),
+            serde_json::to_string(&d).expect("serializable"),
+        ));
     }
-    Ok(Prepared { lines, extra, refusal })
+    Ok(Prepared {
+        lines,
+        extra,
+        refusal,
+    })
 }
 
 fn invalid(errors: &[snapshot::ConfigError]) -> anyhow::Error {
@@ -185,7 +249,13 @@ fn after(current: &PrefixState, p: &Plan) -> BTreeMap<String, Entry> {
     for op in &p.ops {
         match op {
             crate::store::Op::Put { key, value } => {
-                e.insert(key.clone(), Entry { value: value.clone(), mod_revision: current.revision + 1 });
+                e.insert(
+                    key.clone(),
+                    Entry {
+                        value: value.clone(),
+                        mod_revision: current.revision + 1,
+                    },
+                );
             }
             crate::store::Op::Delete { key } => {
                 e.remove(key);
@@ -209,7 +279,12 @@ async fn write_plan(
     summary: String,
 ) -> anyhow::Result<Option<i64>> {
     let lines = p.summary_lines(current);
-    eprintln!("{} at revision {}: {} key(s) change", cfg.dir(), current.revision, lines.len());
+    eprintln!(
+        "{} at revision {}: {} key(s) change",
+        cfg.dir(),
+        current.revision,
+        lines.len()
+    );
     for l in lines.iter().chain(prepared.lines.iter()) {
         eprintln!("  {l}");
     }
@@ -223,7 +298,10 @@ async fn write_plan(
         return Ok(None);
     }
     let change = ChangeRecord::now(command, summary);
-    match p.commit_with_retry(client, cfg, &change, &prepared.extra, write.force).await {
+    match p
+        .commit_with_retry(client, cfg, &change, &prepared.extra, write.force)
+        .await
+    {
         Ok(rev) => Ok(Some(rev)),
         Err(StoreError::Conflict) => Err(anyhow!(
             "refused: etcd changed since revision {} (another writer, or a key read was changed or deleted); nothing was written. Run again to apply on top of the new state, or add --force",
@@ -234,25 +312,41 @@ async fn write_plan(
 }
 
 fn command_line() -> String {
-    std::env::args().skip(1).filter(|a| !a.contains("password")).collect::<Vec<_>>().join(" ")
+    std::env::args()
+        .skip(1)
+        .filter(|a| !a.contains("password"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `vdh-edge apply FILE`.
 pub async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
     let cfg = etcd(&args.source, "apply")?;
-    let text = std::fs::read_to_string(&args.file).with_context(|| format!("{}: cannot read", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("{}: cannot read", args.file.display()))?;
     let raw = crate::state::from_yaml(&text).map_err(|e| {
         let at = e.line.map_or(String::new(), |l| format!(":{l}"));
         crate::app::AppError::Invalid(vec![format!("{}{at}: {}", args.file.display(), e.message)])
     })?;
     let mut client = cfg.connect().await?;
-    let current = crate::store::read_with_retry(&mut client, &cfg, args.base_revision.unwrap_or(0)).await?;
+    let current =
+        crate::store::read_with_retry(&mut client, &cfg, args.base_revision.unwrap_or(0)).await?;
     let mut desired = entries_from_raw(&raw);
     let mut owned = vec!["environments/", "services/", "meta/allow_empty"];
     let zdir = zones_dir(&args.source);
     if args.upload_zones {
-        let dir = zdir.clone().ok_or_else(|| UsageError(format!("--upload-zones: {} is not a folder", args.source.zones.display())))?;
-        let files = crate::source::FileSource { zones_dir: dir, state_file: None }.read(0).map_err(|e| invalid(&e))?;
+        let dir = zdir.clone().ok_or_else(|| {
+            UsageError(format!(
+                "--upload-zones: {} is not a folder",
+                args.source.zones.display()
+            ))
+        })?;
+        let files = crate::source::FileSource {
+            zones_dir: dir,
+            state_file: None,
+        }
+        .read(0)
+        .map_err(|e| invalid(&e))?;
         for z in files.zones {
             desired.insert(format!("zones/{}", z.origin.to_lower()), z.text);
         }
@@ -264,7 +358,14 @@ pub async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
     if let Err(e) = &prepared {
         // Re-run the file-based validation for line numbers when possible.
         let inputs = Inputs {
-            zones: crate::source::etcd::inputs_from(&cfg, zdir.as_ref(), &current, SourceKind::Etcd).map(|i| i.zones).unwrap_or_default(),
+            zones: crate::source::etcd::inputs_from(
+                &cfg,
+                zdir.as_ref(),
+                &current,
+                SourceKind::Etcd,
+            )
+            .map(|i| i.zones)
+            .unwrap_or_default(),
             state_source: args.file.display().to_string(),
             state_text: text.clone(),
             etcd: None,
@@ -278,16 +379,39 @@ pub async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
     }
     let prepared = prepared?;
     if p.ops.is_empty() {
-        return Ok(format!("nothing to change: {} already holds this state (revision {})", cfg.dir(), current.revision));
+        return Ok(format!(
+            "nothing to change: {} already holds this state (revision {})",
+            cfg.dir(),
+            current.revision
+        ));
     }
     if args.dry_run {
         let mut lines = p.summary_lines(&current);
         let n = lines.len();
         lines.extend(prepared.lines.iter().cloned());
-        return Ok(format!("dry run: {n} key(s) would change at revision {}\n  {}", current.revision, lines.join("\n  ")));
+        return Ok(format!(
+            "dry run: {n} key(s) would change at revision {}\n  {}",
+            current.revision,
+            lines.join("\n  ")
+        ));
     }
-    let summary = format!("apply {}: {}", args.file.display(), p.summary_lines(&current).join(", "));
-    match write_plan(&mut client, &cfg, &current, &p, &prepared, &args.write, &command_line(), summary).await? {
+    let summary = format!(
+        "apply {}: {}",
+        args.file.display(),
+        p.summary_lines(&current).join(", ")
+    );
+    match write_plan(
+        &mut client,
+        &cfg,
+        &current,
+        &p,
+        &prepared,
+        &args.write,
+        &command_line(),
+        summary,
+    )
+    .await?
+    {
         Some(rev) => Ok(format!("applied: revision {rev}")),
         None => Ok(String::new()),
     }
@@ -305,9 +429,19 @@ pub async fn rollback(args: &RollbackArgs) -> anyhow::Result<String> {
     })?;
     let current = crate::store::read_with_retry(&mut client, &cfg, 0).await?;
     if args.to_revision > current.revision {
-        return Err(UsageError(format!("revision {} is in the future (latest is {})", args.to_revision, current.revision)).into());
+        return Err(UsageError(format!(
+            "revision {} is in the future (latest is {})",
+            args.to_revision, current.revision
+        ))
+        .into());
     }
-    let owned = ["environments/", "services/", "zones/", "meta/allow_empty", "meta/scheme"];
+    let owned = [
+        "environments/",
+        "services/",
+        "zones/",
+        "meta/allow_empty",
+        "meta/scheme",
+    ];
     let desired: BTreeMap<String, String> = old
         .entries
         .iter()
@@ -317,11 +451,32 @@ pub async fn rollback(args: &RollbackArgs) -> anyhow::Result<String> {
     let p = plan(&current, &desired, &owned);
     let prepared = prepare(&cfg, zones_dir(&args.source).as_ref(), &current, &p)?;
     if p.ops.is_empty() {
-        return Ok(format!("nothing to change: the live state already equals revision {}", args.to_revision));
+        return Ok(format!(
+            "nothing to change: the live state already equals revision {}",
+            args.to_revision
+        ));
     }
-    let summary = format!("rollback to revision {}: {}", args.to_revision, p.summary_lines(&current).join(", "));
-    match write_plan(&mut client, &cfg, &current, &p, &prepared, &args.write, &command_line(), summary).await? {
-        Some(rev) => Ok(format!("rolled back to the state of revision {}: new revision {rev}", args.to_revision)),
+    let summary = format!(
+        "rollback to revision {}: {}",
+        args.to_revision,
+        p.summary_lines(&current).join(", ")
+    );
+    match write_plan(
+        &mut client,
+        &cfg,
+        &current,
+        &p,
+        &prepared,
+        &args.write,
+        &command_line(),
+        summary,
+    )
+    .await?
+    {
+        Some(rev) => Ok(format!(
+            "rolled back to the state of revision {}: new revision {rev}",
+            args.to_revision
+        )),
         None => Ok(String::new()),
     }
 }
@@ -335,7 +490,11 @@ pub struct HistoryEntry {
 }
 
 /// Reads the versions of `meta/change`, newest first.
-pub async fn read_history(client: &mut etcd_client::Client, cfg: &EtcdConfig, limit: usize) -> anyhow::Result<(Vec<HistoryEntry>, bool)> {
+pub async fn read_history(
+    client: &mut etcd_client::Client,
+    cfg: &EtcdConfig,
+    limit: usize,
+) -> anyhow::Result<(Vec<HistoryEntry>, bool)> {
     let mut out = Vec::new();
     let key = cfg.key("meta/change");
     let mut at = 0i64;
@@ -353,7 +512,10 @@ pub async fn read_history(client: &mut etcd_client::Client, cfg: &EtcdConfig, li
         let Some(kv) = resp.kvs().first() else { break };
         let rev = kv.mod_revision();
         if let Ok(change) = serde_json::from_slice::<ChangeRecord>(kv.value()) {
-            out.push(HistoryEntry { revision: rev, change });
+            out.push(HistoryEntry {
+                revision: rev,
+                change,
+            });
         }
         if rev <= 1 {
             break;
@@ -378,7 +540,10 @@ pub async fn history(args: &HistoryArgs) -> anyhow::Result<String> {
         out.push('\n');
     }
     for e in &entries {
-        out.push_str(&format!("{:>8}  {}  {}@{}  {}\n", e.revision, e.change.time, e.change.user, e.change.host, e.change.summary));
+        out.push_str(&format!(
+            "{:>8}  {}  {}@{}  {}\n",
+            e.revision, e.change.time, e.change.user, e.change.host, e.change.summary
+        ));
     }
     if truncated {
         out.push_str("(older changes were compacted)\n");
@@ -417,18 +582,28 @@ async fn http_get(addr: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.ok()?;
         let text = String::from_utf8(buf).ok()?;
         let (head, body) = text.split_once("\r\n\r\n")?;
         head.starts_with("HTTP/1.1 200").then(|| body.to_string())
     };
-    tokio::time::timeout(std::time::Duration::from_secs(3), fut).await.ok().flatten()
+    tokio::time::timeout(std::time::Duration::from_secs(3), fut)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Reads everything `status` shows.
-pub async fn read_status(client: &mut etcd_client::Client, cfg: &EtcdConfig) -> anyhow::Result<Status> {
+pub async fn read_status(
+    client: &mut etcd_client::Client,
+    cfg: &EtcdConfig,
+) -> anyhow::Result<Status> {
     let current = crate::store::read_with_retry(client, cfg, 0).await?;
     let (hist, _) = read_history(client, cfg, 1).await?;
     let last_change = hist.into_iter().next();
@@ -437,16 +612,31 @@ pub async fn read_status(client: &mut etcd_client::Client, cfg: &EtcdConfig) -> 
         .and_then(|h| crate::util::parse_rfc3339(&h.change.time))
         .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
         .map(|d| d.as_secs());
-    let scheme = current.entries.get("meta/scheme").and_then(|e| serde_json::from_str(&e.value).ok());
-    let resp = client.get(cfg.edges_dir(), Some(etcd_client::GetOptions::new().with_prefix())).await?;
-    let mut edges: Vec<EdgeRecord> = resp.kvs().iter().filter_map(|kv| serde_json::from_slice(kv.value()).ok()).collect();
+    let scheme = current
+        .entries
+        .get("meta/scheme")
+        .and_then(|e| serde_json::from_str(&e.value).ok());
+    let resp = client
+        .get(
+            cfg.edges_dir(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await?;
+    let mut edges: Vec<EdgeRecord> = resp
+        .kvs()
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+        .collect();
     edges.sort_by(|a, b| a.edge.cmp(&b.edge));
     let last_rejection = edges
         .iter()
         .filter_map(|e| e.last_rejection.clone().map(|r| (e.edge.clone(), r)))
         .max_by(|a, b| a.1.at.cmp(&b.1.at));
     let oldest_revision = crate::store::oldest_revision(client, cfg).await?;
-    let drain: Option<Drain> = current.entries.get("meta/drain").and_then(|e| serde_json::from_str(&e.value).ok());
+    let drain: Option<Drain> = current
+        .entries
+        .get("meta/drain")
+        .and_then(|e| serde_json::from_str(&e.value).ok());
     let drain_remaining_s = drain.as_ref().map_or(0, Drain::remaining_s);
     let mut exports = Vec::new();
     for e in &edges {
@@ -457,7 +647,12 @@ pub async fn read_status(client: &mut etcd_client::Client, cfg: &EtcdConfig) -> 
         }
     }
     let census = crate::census::union_estimates(&exports);
-    let prefix_revision = current.entries.values().map(|e| e.mod_revision).max().unwrap_or(0);
+    let prefix_revision = current
+        .entries
+        .values()
+        .map(|e| e.mod_revision)
+        .max()
+        .unwrap_or(0);
     Ok(Status {
         prefix: cfg.dir(),
         revision: current.revision,
@@ -484,7 +679,10 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<String> {
         return Ok(serde_json::to_string_pretty(&s).expect("serializable"));
     }
     let mut out = String::new();
-    out.push_str(&format!("prefix {}  live revision {} (etcd at {})\n", s.prefix, s.prefix_revision, s.revision));
+    out.push_str(&format!(
+        "prefix {}  live revision {} (etcd at {})\n",
+        s.prefix, s.prefix_revision, s.revision
+    ));
     match &s.last_change {
         Some(h) => out.push_str(&format!(
             "last change: revision {} at {} ({} s ago) by {}@{}: {}\n",
@@ -502,7 +700,10 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<String> {
     }
     out.push_str(&format!("edges: {}\n", s.edges.len()));
     for e in &s.edges {
-        let rejected_newer = e.last_rejection.as_ref().is_some_and(|r| r.revision as i64 >= s.prefix_revision);
+        let rejected_newer = e
+            .last_rejection
+            .as_ref()
+            .is_some_and(|r| r.revision as i64 >= s.prefix_revision);
         let lag = if e.revision as i64 >= s.prefix_revision {
             String::new()
         } else if rejected_newer {
@@ -510,18 +711,27 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<String> {
         } else {
             format!("  (behind: live is {})", s.prefix_revision)
         };
-        out.push_str(&format!("  {}  http {}  dns {}  revision {}  source {}  updated {}{lag}\n", e.edge, e.http, e.dns, e.revision, e.source, e.updated));
+        out.push_str(&format!(
+            "  {}  http {}  dns {}  revision {}  source {}  updated {}{lag}\n",
+            e.edge, e.http, e.dns, e.revision, e.source, e.updated
+        ));
     }
     match &s.last_rejection {
         Some((edge, r)) => {
-            out.push_str(&format!("last rejected change: revision {} at {} (reported by {edge}):\n", r.revision, r.at));
+            out.push_str(&format!(
+                "last rejected change: revision {} at {} (reported by {edge}):\n",
+                r.revision, r.at
+            ));
             for e in &r.errors {
                 out.push_str(&format!("  {e}\n"));
             }
         }
         None => out.push_str("last rejected change: none\n"),
     }
-    out.push_str(&format!("oldest revision for rollback: {}\n", s.oldest_revision));
+    out.push_str(&format!(
+        "oldest revision for rollback: {}\n",
+        s.oldest_revision
+    ));
     if let Some(d) = &s.drain {
         if s.drain_remaining_s > 0 {
             out.push_str(&format!(
@@ -533,14 +743,26 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<String> {
                 d.max_ttl
             ));
         } else {
-            out.push_str(&format!("drain: {} repointed at {}; drained since {} (lower bound)\n", d.names.join(", "), d.changed_at, d.until));
+            out.push_str(&format!(
+                "drain: {} repointed at {}; drained since {} (lower bound)\n",
+                d.names.join(", "),
+                d.changed_at,
+                d.until
+            ));
         }
     }
-    out.push_str(&format!("census (distinct clients, {} of {} edges answered):\n", s.census_edges, s.edges.len()));
+    out.push_str(&format!(
+        "census (distinct clients, {} of {} edges answered):\n",
+        s.census_edges,
+        s.edges.len()
+    ));
     for (window, dims) in &s.census {
         for (dim, values) in dims {
             let v: Vec<String> = values.iter().map(|(k, n)| format!("{k}={n:.0}")).collect();
-            out.push_str(&format!("  last {window:<4} by {dim:<12} {}\n", v.join("  ")));
+            out.push_str(&format!(
+                "  last {window:<4} by {dim:<12} {}\n",
+                v.join("  ")
+            ));
         }
     }
     Ok(out)
@@ -548,19 +770,41 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<String> {
 
 /// How a client of `version` fares in `snap`, field by field. A staged
 /// minimum is shown as the share of client ids it applies to.
-fn doc_facts(snap: &snapshot::Snapshot, service: &str, version: &semver::Version) -> BTreeMap<&'static str, String> {
+fn doc_facts(
+    snap: &snapshot::Snapshot,
+    service: &str,
+    version: &semver::Version,
+) -> BTreeMap<&'static str, String> {
     let mut out = BTreeMap::new();
-    let asker = |id: Option<String>| crate::document::Asker { sdk_version: version.clone(), client_id: id, platform: None, app_id: None, addr: None };
-    let Some(d) = crate::document::Document::build(snap, service, &asker(Some("preview".into()))) else { return out };
-    out.insert("environment", format!("{} ({})", d.environment, d.backend_version));
+    let asker = |id: Option<String>| crate::document::Asker {
+        sdk_version: version.clone(),
+        client_id: id,
+        platform: None,
+        app_id: None,
+        addr: None,
+    };
+    let Some(d) = crate::document::Document::build(snap, service, &asker(Some("preview".into())))
+    else {
+        return out;
+    };
+    out.insert(
+        "environment",
+        format!("{} ({})", d.environment, d.backend_version),
+    );
     out.insert("api_base_url", d.api_base_url.clone());
-    out.insert("auth.realm", format!("{} epoch {}", d.auth.realm, d.auth.epoch));
+    out.insert(
+        "auth.realm",
+        format!("{} epoch {}", d.auth.realm, d.auth.epoch),
+    );
     out.insert("maintenance.active", d.maintenance.active.to_string());
     out.insert("update.recommended", d.update.recommended.to_string());
     // The share of clients an update is required for (staged minimums).
     let n = 2000;
     let required = (0..n)
-        .filter(|i| crate::document::Document::build(snap, service, &asker(Some(format!("preview-{i}")))).is_some_and(|d| d.update.required))
+        .filter(|i| {
+            crate::document::Document::build(snap, service, &asker(Some(format!("preview-{i}"))))
+                .is_some_and(|d| d.update.required)
+        })
         .count();
     out.insert(
         "update.required",
@@ -574,14 +818,30 @@ fn doc_facts(snap: &snapshot::Snapshot, service: &str, version: &semver::Version
 }
 
 /// `NEW 1.0.0: environment test-v1 (v1) → prod (v1); ...` lines.
-fn doc_preview(before: Option<&snapshot::Snapshot>, after: &snapshot::Snapshot, service: &str, new_version: &str) -> Vec<String> {
-    let Some(svc) = after.routing.service(service) else { return vec![] };
+fn doc_preview(
+    before: Option<&snapshot::Snapshot>,
+    after: &snapshot::Snapshot,
+    service: &str,
+    new_version: &str,
+) -> Vec<String> {
+    let Some(svc) = after.routing.service(service) else {
+        return vec![];
+    };
     let mut lines = Vec::new();
-    let versions = [("NEW", crate::cohort::parse_version(new_version).ok()), ("OLD", Some(svc.legacy_sdk_version.clone()))];
+    let versions = [
+        ("NEW", crate::cohort::parse_version(new_version).ok()),
+        ("OLD", Some(svc.legacy_sdk_version.clone())),
+    ];
     for (label, v) in versions {
         let Some(v) = v else { continue };
-        let a = after.routing.service(service).map(|_| doc_facts(after, service, &v)).unwrap_or_default();
-        let b = before.map(|s| doc_facts(s, service, &v)).unwrap_or_default();
+        let a = after
+            .routing
+            .service(service)
+            .map(|_| doc_facts(after, service, &v))
+            .unwrap_or_default();
+        let b = before
+            .map(|s| doc_facts(s, service, &v))
+            .unwrap_or_default();
         let mut parts = Vec::new();
         for (k, now) in &a {
             match b.get(k) {
@@ -601,10 +861,19 @@ pub fn scheme_list(args: &crate::cli::SchemeListArgs) -> anyhow::Result<String> 
     let all = crate::schemes::load(args.schemes.as_deref())?;
     let mut out = String::new();
     for s in &all {
-        out.push_str(&format!("{:<11} {} ({} phases)\n", s.name, s.title, s.phases.len()));
+        out.push_str(&format!(
+            "{:<11} {} ({} phases)\n",
+            s.name,
+            s.title,
+            s.phases.len()
+        ));
         for p in &s.phases {
             let params = s.params(&[], Some("P"))?;
-            out.push_str(&format!("            {}. {}\n", p.phase, crate::schemes::subst_str(&p.title, &params)?));
+            out.push_str(&format!(
+                "            {}. {}\n",
+                p.phase,
+                crate::schemes::subst_str(&p.title, &params)?
+            ));
         }
     }
     Ok(out)
@@ -623,13 +892,26 @@ pub async fn scheme_apply(args: &crate::cli::SchemeApplyArgs) -> anyhow::Result<
     let all = crate::schemes::load(args.schemes.as_deref())?;
     let s = crate::schemes::find(&all, &args.name)?;
     if args.phase.is_none() && args.lower_ttl.is_none() && args.bump_auth_epoch.is_empty() {
-        return Err(UsageError("give --phase N (or --lower-ttl SECONDS / --bump-auth-epoch ENV)".into()).into());
+        return Err(UsageError(
+            "give --phase N (or --lower-ttl SECONDS / --bump-auth-epoch ENV)".into(),
+        )
+        .into());
     }
     if let Some(n) = args.phase {
         let ph = s.phase(n)?;
         match (&args.percent, ph.percent) {
-            (None, true) => return Err(UsageError(format!("phase {n} of {} is staged: give --percent P (e.g. 10, then 50, then 100)", s.name)).into()),
-            (Some(_), false) => return Err(UsageError(format!("phase {n} of {} takes no --percent", s.name)).into()),
+            (None, true) => {
+                return Err(UsageError(format!(
+                    "phase {n} of {} is staged: give --percent P (e.g. 10, then 50, then 100)",
+                    s.name
+                ))
+                .into());
+            }
+            (Some(_), false) => {
+                return Err(
+                    UsageError(format!("phase {n} of {} takes no --percent", s.name)).into(),
+                );
+            }
             (Some(p), true) => {
                 crate::cohort::parse_percent(p).map_err(UsageError)?;
             }
@@ -644,14 +926,24 @@ pub async fn scheme_apply(args: &crate::cli::SchemeApplyArgs) -> anyhow::Result<
             None => raw.clone(),
         };
         if let Some(ttl) = args.lower_ttl {
-            let svc = new.services.get_mut(&service).ok_or_else(|| anyhow!("service '{service}' is not in the live state"))?;
+            let svc = new
+                .services
+                .get_mut(&service)
+                .ok_or_else(|| anyhow!("service '{service}' is not in the live state"))?;
             if ttl >= svc.ttl {
-                return Err(UsageError(format!("--lower-ttl {ttl} is not lower than the current TTL {} of {service}", svc.ttl)).into());
+                return Err(UsageError(format!(
+                    "--lower-ttl {ttl} is not lower than the current TTL {} of {service}",
+                    svc.ttl
+                ))
+                .into());
             }
             svc.ttl = ttl;
         }
         for env in &args.bump_auth_epoch {
-            let e = new.environments.get_mut(env).ok_or_else(|| anyhow!("--bump-auth-epoch: no environment '{env}'"))?;
+            let e = new
+                .environments
+                .get_mut(env)
+                .ok_or_else(|| anyhow!("--bump-auth-epoch: no environment '{env}'"))?;
             e.token_epoch += 1;
         }
         Ok(new)
@@ -662,9 +954,19 @@ pub async fn scheme_apply(args: &crate::cli::SchemeApplyArgs) -> anyhow::Result<
     let mut client = cfg.connect().await?;
     let current = crate::store::read_with_retry(&mut client, &cfg, 0).await?;
     let raw = crate::store::raw_from_entries(&cfg.prefix, &current.entries).map_err(|e| {
-        anyhow!("the live state under {} is invalid; fix it before applying a scheme:\n{}", cfg.dir(), e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        anyhow!(
+            "the live state under {} is invalid; fix it before applying a scheme:\n{}",
+            cfg.dir(),
+            e.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     })?;
-    let record: Option<SchemeRecord> = current.entries.get("meta/scheme").and_then(|e| serde_json::from_str(&e.value).ok());
+    let record: Option<SchemeRecord> = current
+        .entries
+        .get("meta/scheme")
+        .and_then(|e| serde_json::from_str(&e.value).ok());
     if let Some(n) = args.phase
         && let Err(why) = check_order(record.as_ref(), s, n, args.percent.as_deref())
         && !args.write.force
@@ -672,12 +974,21 @@ pub async fn scheme_apply(args: &crate::cli::SchemeApplyArgs) -> anyhow::Result<
         return Err(anyhow!("refused: {why} (or add --force)"));
     }
     let new_raw = transform(&raw)?;
-    let p = plan(&current, &entries_from_raw(&new_raw), &["environments/", "services/", "meta/allow_empty"]);
+    let p = plan(
+        &current,
+        &entries_from_raw(&new_raw),
+        &["environments/", "services/", "meta/allow_empty"],
+    );
     let zdir = zones_dir(&args.source);
     let mut prepared = prepare(&cfg, zdir.as_ref(), &current, &p)?;
     let before = compile_entries(&cfg, zdir.as_ref(), current.entries.clone()).ok();
     let after_snap = compile_entries(&cfg, zdir.as_ref(), after(&current, &p))?;
-    let mut preview = doc_preview(before.as_ref(), &after_snap, &service, params.get("new_version").map_or("1.0.0", |v| v.as_str()));
+    let mut preview = doc_preview(
+        before.as_ref(),
+        &after_snap,
+        &service,
+        params.get("new_version").map_or("1.0.0", |v| v.as_str()),
+    );
     preview.extend(prepared.lines.drain(..));
     prepared.lines = preview;
     if let Some(n) = args.phase {
@@ -693,15 +1004,29 @@ pub async fn scheme_apply(args: &crate::cli::SchemeApplyArgs) -> anyhow::Result<
             time: crate::util::rfc3339_now(),
             user: crate::util::username(),
         };
-        prepared.extra.push(("meta/scheme".into(), serde_json::to_string(&rec).expect("serializable")));
+        prepared.extra.push((
+            "meta/scheme".into(),
+            serde_json::to_string(&rec).expect("serializable"),
+        ));
     }
     let what = match args.phase {
-        Some(n) => format!("scheme {} phase {n}{}: {}", s.name, args.percent.as_ref().map_or(String::new(), |p| format!(" ({p}%)")), s.phase(n)?.title),
+        Some(n) => format!(
+            "scheme {} phase {n}{}: {}",
+            s.name,
+            args.percent
+                .as_ref()
+                .map_or(String::new(), |p| format!(" ({p}%)")),
+            s.phase(n)?.title
+        ),
         None => format!("scheme {} preparation", s.name),
     };
     if args.dry_run {
         let mut out = format!("dry run: {what}\n");
-        for l in p.summary_lines(&current).iter().chain(prepared.lines.iter()) {
+        for l in p
+            .summary_lines(&current)
+            .iter()
+            .chain(prepared.lines.iter())
+        {
             out.push_str(&format!("  {l}\n"));
         }
         if let Some(r) = &prepared.refusal {
@@ -710,10 +1035,23 @@ pub async fn scheme_apply(args: &crate::cli::SchemeApplyArgs) -> anyhow::Result<
         return Ok(out);
     }
     if p.ops.is_empty() && prepared.extra.is_empty() {
-        return Ok(format!("nothing to change: the live state already is {what}"));
+        return Ok(format!(
+            "nothing to change: the live state already is {what}"
+        ));
     }
     let summary = format!("{what}: {}", p.summary_lines(&current).join(", "));
-    match write_plan(&mut client, &cfg, &current, &p, &prepared, &args.write, &command_line(), summary).await? {
+    match write_plan(
+        &mut client,
+        &cfg,
+        &current,
+        &p,
+        &prepared,
+        &args.write,
+        &command_line(),
+        summary,
+    )
+    .await?
+    {
         Some(rev) => Ok(format!("applied {what}: revision {rev}")),
         None => Ok(String::new()),
     }
@@ -730,10 +1068,14 @@ fn scheme_apply_file(
 ) -> anyhow::Result<String> {
     use crate::schemes::{SchemeRecord, check_order};
     let state_path = &args.source.state;
-    let text = std::fs::read_to_string(state_path).with_context(|| format!("{}: cannot read", state_path.display()))?;
-    let raw = crate::state::from_yaml(&text).map_err(|e| anyhow!("{}: {}", state_path.display(), e.message))?;
+    let text = std::fs::read_to_string(state_path)
+        .with_context(|| format!("{}: cannot read", state_path.display()))?;
+    let raw = crate::state::from_yaml(&text)
+        .map_err(|e| anyhow!("{}: {}", state_path.display(), e.message))?;
     let progress_path = state_path.with_extension("scheme.json");
-    let record: Option<SchemeRecord> = std::fs::read(&progress_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let record: Option<SchemeRecord> = std::fs::read(&progress_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
     if let Some(n) = args.phase
         && let Err(why) = check_order(record.as_ref(), s, n, args.percent.as_deref())
         && !args.write.force
@@ -744,18 +1086,31 @@ fn scheme_apply_file(
     let new_text = format!(
         "# Written by `vdh-edge scheme apply {}`; progress in {}.\n{}",
         s.name,
-        progress_path.file_name().and_then(|n| n.to_str()).unwrap_or(""),
+        progress_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(""),
         serde_norway::to_string(&new_raw)?
     );
     let compile = |t: &str| {
-        let mut inputs = crate::source::FileSource { zones_dir: args.source.zones.clone(), state_file: Some(state_path.clone()) }.read(1).map_err(|e| invalid(&e))?;
+        let mut inputs = crate::source::FileSource {
+            zones_dir: args.source.zones.clone(),
+            state_file: Some(state_path.clone()),
+        }
+        .read(1)
+        .map_err(|e| invalid(&e))?;
         inputs.state_text = t.to_string();
         snapshot::compile(&inputs, None, &Default::default()).map_err(|e| invalid(&e))
     };
     let before = compile(&text).ok();
     let after_snap = compile(&new_text)?;
     let mut out = String::new();
-    for l in doc_preview(before.as_ref(), &after_snap, service, params.get("new_version").map_or("1.0.0", |v| v.as_str())) {
+    for l in doc_preview(
+        before.as_ref(),
+        &after_snap,
+        service,
+        params.get("new_version").map_or("1.0.0", |v| v.as_str()),
+    ) {
         out.push_str(&format!("  {l}\n"));
     }
     if args.dry_run {

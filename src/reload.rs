@@ -22,7 +22,10 @@ pub enum StateEvent {
     /// New inputs to compile and, if valid, publish.
     Candidate(Inputs),
     /// The source changed but could not be read.
-    Unreadable { revision: u64, errors: Vec<ConfigError> },
+    Unreadable {
+        revision: u64,
+        errors: Vec<ConfigError>,
+    },
 }
 
 /// The cache folder (`--cache-dir`): the last serial served per zone, so
@@ -57,10 +60,16 @@ impl SerialStore {
     }
 
     fn save_prefix(&self, inputs: &Inputs) -> std::io::Result<()> {
-        let (Some(p), Some(et)) = (&self.prefix_path, &inputs.etcd) else { return Ok(()) };
+        let (Some(p), Some(et)) = (&self.prefix_path, &inputs.etcd) else {
+            return Ok(());
+        };
         let c = CachedPrefix {
             prefix: et.prefix.clone(),
-            state: crate::store::PrefixState { revision: inputs.revision as i64, cluster_id: 0, entries: et.entries.clone() },
+            state: crate::store::PrefixState {
+                revision: inputs.revision as i64,
+                cluster_id: 0,
+                entries: et.entries.clone(),
+            },
         };
         crate::util::write_atomic(p, &serde_json::to_vec(&c).expect("serializable"))
     }
@@ -77,16 +86,24 @@ impl SerialStore {
     /// Saves serials atomically (temp file, fsync, rename).
     pub fn save(&self, serials: &BTreeMap<String, (u32, u64)>) -> std::io::Result<()> {
         let Some(p) = &self.path else { return Ok(()) };
-        crate::util::write_atomic(p, &serde_json::to_vec_pretty(serials).expect("serializable"))
+        crate::util::write_atomic(
+            p,
+            &serde_json::to_vec_pretty(serials).expect("serializable"),
+        )
     }
 }
 
 /// Compiles `inputs` against the live snapshot and publishes or rejects.
 /// Returns true when published.
-pub fn apply(shared: &Shared, inputs: &Inputs, serials: &SerialStore) -> Result<Arc<Snapshot>, Vec<String>> {
+pub fn apply(
+    shared: &Shared,
+    inputs: &Inputs,
+    serials: &SerialStore,
+) -> Result<Arc<Snapshot>, Vec<String>> {
     let prev = shared.is_ready().then(|| shared.snapshot());
     let floor = serials.load();
-    let result = snapshot::compile(inputs, prev.as_deref(), &floor).map_err(|es| es.iter().map(ToString::to_string).collect::<Vec<_>>());
+    let result = snapshot::compile(inputs, prev.as_deref(), &floor)
+        .map_err(|es| es.iter().map(ToString::to_string).collect::<Vec<_>>());
     let mut snap = match result {
         Ok(s) => s,
         Err(errors) => {
@@ -98,10 +115,16 @@ pub fn apply(shared: &Shared, inputs: &Inputs, serials: &SerialStore) -> Result<
         let mut refused = Vec::new();
         if !snap.routing.allow_empty {
             if !p.routing.services.is_empty() && snap.routing.services.is_empty() {
-                refused.push(format!("{}: the change removes every service; set allow_empty: true to allow it", inputs.state_source));
+                refused.push(format!(
+                    "{}: the change removes every service; set allow_empty: true to allow it",
+                    inputs.state_source
+                ));
             }
             if !p.zones.is_empty() && snap.zones.is_empty() {
-                refused.push("the change removes every zone; set allow_empty: true in the state to allow it".to_string());
+                refused.push(
+                    "the change removes every zone; set allow_empty: true in the state to allow it"
+                        .to_string(),
+                );
             }
         }
         if !refused.is_empty() {
@@ -118,7 +141,10 @@ pub fn apply(shared: &Shared, inputs: &Inputs, serials: &SerialStore) -> Result<
     if let Err(error) = serials.save(&snap.serials()) {
         warn!(%error, "could not save zone serials");
     }
-    shared.metrics.serving_from_cache.set(i64::from(snap.kind == crate::snapshot::SourceKind::Cache));
+    shared
+        .metrics
+        .serving_from_cache
+        .set(i64::from(snap.kind == crate::snapshot::SourceKind::Cache));
     if snap.kind == crate::snapshot::SourceKind::Etcd
         && let Err(error) = serials.save_prefix(inputs)
     {
@@ -131,12 +157,25 @@ fn reject(shared: &Shared, revision: u64, errors: Vec<String>) {
     for e in &errors {
         warn!(revision, error = %e, "change rejected");
     }
-    warn!(revision, errors = errors.len(), "change rejected; still serving the previous snapshot");
-    shared.reject(Rejection { at: SystemTime::now(), revision, errors });
+    warn!(
+        revision,
+        errors = errors.len(),
+        "change rejected; still serving the previous snapshot"
+    );
+    shared.reject(Rejection {
+        at: SystemTime::now(),
+        revision,
+        errors,
+    });
 }
 
 /// Runs the reload loop until the channel closes or `shutdown`.
-pub async fn run(mut rx: mpsc::Receiver<StateEvent>, shared: Arc<Shared>, serials: SerialStore, shutdown: CancellationToken) {
+pub async fn run(
+    mut rx: mpsc::Receiver<StateEvent>,
+    shared: Arc<Shared>,
+    serials: SerialStore,
+    shutdown: CancellationToken,
+) {
     let mut last: Option<Inputs> = None;
     loop {
         let ev = tokio::select! {
@@ -145,20 +184,34 @@ pub async fn run(mut rx: mpsc::Receiver<StateEvent>, shared: Arc<Shared>, serial
         };
         match ev {
             StateEvent::Unreadable { revision, errors } => {
-                reject(shared.as_ref(), revision, errors.iter().map(ToString::to_string).collect());
+                reject(
+                    shared.as_ref(),
+                    revision,
+                    errors.iter().map(ToString::to_string).collect(),
+                );
             }
             StateEvent::Candidate(inputs) => {
-                if last.as_ref().is_some_and(|l| l.kind == inputs.kind && l.zones == inputs.zones && l.state_text == inputs.state_text && l.etcd == inputs.etcd) {
+                if last.as_ref().is_some_and(|l| {
+                    l.kind == inputs.kind
+                        && l.zones == inputs.zones
+                        && l.state_text == inputs.state_text
+                        && l.etcd == inputs.etcd
+                }) {
                     continue;
                 }
                 let shared2 = shared.clone();
                 let serials2 = serials.clone();
                 let inputs2 = inputs.clone();
                 // Compiling a large zone takes a while: keep it off the async workers.
-                let res = tokio::task::spawn_blocking(move || apply(&shared2, &inputs2, &serials2)).await;
+                let res =
+                    tokio::task::spawn_blocking(move || apply(&shared2, &inputs2, &serials2)).await;
                 match res {
                     Ok(Ok(snap)) => {
-                        let serials: Vec<String> = snap.serials().iter().map(|(z, (s, _))| format!("{z}={s}")).collect();
+                        let serials: Vec<String> = snap
+                            .serials()
+                            .iter()
+                            .map(|(z, (s, _))| format!("{z}={s}"))
+                            .collect();
                         info!(revision = snap.revision, serials = %serials.join(","), "snapshot published");
                         last = Some(inputs);
                     }

@@ -94,7 +94,10 @@ impl Service {
     /// True when the DNS answer can depend on the client network: a rule
     /// that DNS evaluates, before the default, has a CIDR or percent matcher.
     pub fn dns_depends_on_network(&self) -> bool {
-        self.rules.iter().filter(|r| !r.needs_client_facts()).any(|r| !r.networks.is_empty() || r.percent.is_some())
+        self.rules
+            .iter()
+            .filter(|r| !r.needs_client_facts())
+            .any(|r| !r.networks.is_empty() || r.percent.is_some())
     }
 }
 
@@ -104,7 +107,10 @@ impl Rule {
         !self.platforms.is_empty() || !self.app_ids.is_empty() || !self.client_ids.is_empty()
     }
     pub fn is_match_all(&self) -> bool {
-        self.sdk_version.is_none() && !self.needs_client_facts() && self.networks.is_empty() && self.percent.is_none()
+        self.sdk_version.is_none()
+            && !self.needs_client_facts()
+            && self.networks.is_empty()
+            && self.percent.is_none()
     }
 }
 
@@ -148,8 +154,14 @@ pub const ENV_NAME_TTL: u32 = 60;
 
 fn name_of(text: &str) -> Result<Name, String> {
     let t = text.trim();
-    let abs = if t.ends_with('.') { t.to_string() } else { format!("{t}.") };
-    Name::parse(&abs, None).map(|n| n.to_lower()).map_err(|e| e.to_string())
+    let abs = if t.ends_with('.') {
+        t.to_string()
+    } else {
+        format!("{t}.")
+    };
+    Name::parse(&abs, None)
+        .map(|n| n.to_lower())
+        .map_err(|e| e.to_string())
 }
 
 fn looks_like_rfc3339(s: &str) -> bool {
@@ -162,12 +174,23 @@ fn looks_like_rfc3339(s: &str) -> bool {
     if !(digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10)) {
         return false;
     }
-    if !(matches!(b[10], b'T' | b't' | b' ') && digits(11..13) && b[13] == b':' && digits(14..16) && b[16] == b':' && digits(17..19)) {
+    if !(matches!(b[10], b'T' | b't' | b' ')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19))
+    {
         return false;
     }
     let (mo, d, h, mi, se) = (&s[5..7], &s[8..10], &s[11..13], &s[14..16], &s[17..19]);
     let num = |x: &str| x.parse::<u32>().unwrap_or(99);
-    if !(1..=12).contains(&num(mo)) || !(1..=31).contains(&num(d)) || num(h) > 23 || num(mi) > 59 || num(se) > 60 {
+    if !(1..=12).contains(&num(mo))
+        || !(1..=31).contains(&num(d))
+        || num(h) > 23
+        || num(mi) > 59
+        || num(se) > 60
+    {
         return false;
     }
     let mut i = 19;
@@ -185,13 +208,21 @@ fn looks_like_rfc3339(s: &str) -> bool {
         "Z" | "z" => true,
         tz => {
             let t = tz.as_bytes();
-            t.len() == 6 && matches!(t[0], b'+' | b'-') && t[1..3].iter().all(u8::is_ascii_digit) && t[3] == b':' && t[4..6].iter().all(u8::is_ascii_digit)
+            t.len() == 6
+                && matches!(t[0], b'+' | b'-')
+                && t[1..3].iter().all(u8::is_ascii_digit)
+                && t[3] == b':'
+                && t[4..6].iter().all(u8::is_ascii_digit)
         }
     }
 }
 
 fn compile_update(f: &RawUpdateFields, path: &str, errors: &mut Vec<StateError>) -> UpdateFields {
-    let mut out = UpdateFields { url: f.url.clone(), message: f.message.clone(), ..Default::default() };
+    let mut out = UpdateFields {
+        url: f.url.clone(),
+        message: f.message.clone(),
+        ..Default::default()
+    };
     let mut version = |v: &Option<String>, key: &str| {
         v.as_ref().and_then(|t| match cohort::parse_version(t) {
             Ok(v) => Some(v),
@@ -224,29 +255,51 @@ impl Routing {
         for (ename, e) in &raw.environments {
             let p = format!("environments.{ename}");
             if !valid_key(ename) {
-                errors.push(StateError::new(&p, "environment names may use only letters, digits, '-', '_' and '.'"));
+                errors.push(StateError::new(
+                    &p,
+                    "environment names may use only letters, digits, '-', '_' and '.'",
+                ));
             }
             if e.backend_version.trim().is_empty() {
-                errors.push(StateError::new(format!("{p}.backend_version"), "must not be empty"));
+                errors.push(StateError::new(
+                    format!("{p}.backend_version"),
+                    "must not be empty",
+                ));
             }
-            let names = dns_names(&e.names, &format!("{p}.names"), &p, zone_origins, &mut names_seen, &mut errors);
+            let names = dns_names(
+                &e.names,
+                &format!("{p}.names"),
+                &p,
+                zone_origins,
+                &mut names_seen,
+                &mut errors,
+            );
             let (mut v4, mut v6) = (Vec::new(), Vec::new());
             for (i, a) in e.addresses.iter().enumerate() {
                 match a.trim().parse::<IpAddr>() {
                     Ok(IpAddr::V4(x)) => v4.push(x),
                     Ok(IpAddr::V6(x)) => v6.push(x),
-                    Err(_) => errors.push(StateError::new(format!("{p}.addresses[{i}]"), format!("'{a}' is not an IP address"))),
+                    Err(_) => errors.push(StateError::new(
+                        format!("{p}.addresses[{i}]"),
+                        format!("'{a}' is not an IP address"),
+                    )),
                 }
             }
             if e.addresses.is_empty() {
-                errors.push(StateError::new(format!("{p}.addresses"), "an environment needs at least one address"));
+                errors.push(StateError::new(
+                    format!("{p}.addresses"),
+                    "an environment needs at least one address",
+                ));
             }
             match url_host(&e.api_base_url) {
                 Some(host) => match name_of(host) {
                     Ok(h) if names.contains(&h) => {}
                     _ => errors.push(StateError::new(
                         format!("{p}.api_base_url"),
-                        format!("host '{host}' must be one of this environment's names ({})", e.names.join(", ")),
+                        format!(
+                            "host '{host}' must be one of this environment's names ({})",
+                            e.names.join(", ")
+                        ),
                     )),
                 },
                 None => errors.push(StateError::new(
@@ -257,14 +310,26 @@ impl Routing {
             let maintenance = match e.status {
                 RawStatus::Serving => None,
                 RawStatus::Maintenance => {
-                    let m = e.maintenance.clone().unwrap_or(crate::state::RawMaintenance { until: None, message: None });
-                    Some(Maintenance { until: m.until, message: m.message })
+                    let m = e
+                        .maintenance
+                        .clone()
+                        .unwrap_or(crate::state::RawMaintenance {
+                            until: None,
+                            message: None,
+                        });
+                    Some(Maintenance {
+                        until: m.until,
+                        message: m.message,
+                    })
                 }
             };
             if let Some(until) = e.maintenance.as_ref().and_then(|m| m.until.as_ref())
                 && !looks_like_rfc3339(until)
             {
-                errors.push(StateError::new(format!("{p}.maintenance.until"), format!("'{until}' is not an RFC 3339 time such as 2026-12-01T06:00:00Z")));
+                errors.push(StateError::new(
+                    format!("{p}.maintenance.until"),
+                    format!("'{until}' is not an RFC 3339 time such as 2026-12-01T06:00:00Z"),
+                ));
             }
             env_index.insert(ename, environments.len());
             environments.push(Environment {
@@ -285,11 +350,24 @@ impl Routing {
         for (sname, s) in &raw.services {
             let p = format!("services.{sname}");
             if !valid_key(sname) {
-                errors.push(StateError::new(&p, "service names may use only letters, digits, '-', '_' and '.'"));
+                errors.push(StateError::new(
+                    &p,
+                    "service names may use only letters, digits, '-', '_' and '.'",
+                ));
             }
-            let hostnames = dns_names(&s.hostnames, &format!("{p}.hostnames"), &p, zone_origins, &mut names_seen, &mut errors);
+            let hostnames = dns_names(
+                &s.hostnames,
+                &format!("{p}.hostnames"),
+                &p,
+                zone_origins,
+                &mut names_seen,
+                &mut errors,
+            );
             if s.hostnames.is_empty() {
-                errors.push(StateError::new(format!("{p}.hostnames"), "a service needs at least one hostname"));
+                errors.push(StateError::new(
+                    format!("{p}.hostnames"),
+                    "a service needs at least one hostname",
+                ));
             }
             let legacy = match cohort::parse_version(&s.legacy_sdk_version) {
                 Ok(v) => v,
@@ -299,23 +377,32 @@ impl Routing {
                 }
             };
             if s.refresh_s == 0 {
-                errors.push(StateError::new(format!("{p}.refresh_s"), "must be at least 1 second"));
+                errors.push(StateError::new(
+                    format!("{p}.refresh_s"),
+                    "must be at least 1 second",
+                ));
             }
             let mut rules = Vec::new();
             let mut rule_names = BTreeSet::new();
             for (i, r) in s.rules.iter().enumerate() {
                 let rp = format!("{p}.rules[{i}]");
                 if !rule_names.insert(r.name.clone()) {
-                    errors.push(StateError::new(format!("{rp}.name"), format!("rule name '{}' is used twice in {sname}", r.name)));
+                    errors.push(StateError::new(
+                        format!("{rp}.name"),
+                        format!("rule name '{}' is used twice in {sname}", r.name),
+                    ));
                 }
                 let m = &r.matcher;
-                let sdk_version = m.sdk_version.as_ref().and_then(|t| match VersionRange::parse(t) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        errors.push(StateError::new(format!("{rp}.match.sdk_version"), e));
-                        None
-                    }
-                });
+                let sdk_version =
+                    m.sdk_version
+                        .as_ref()
+                        .and_then(|t| match VersionRange::parse(t) {
+                            Ok(v) => Some(v),
+                            Err(e) => {
+                                errors.push(StateError::new(format!("{rp}.match.sdk_version"), e));
+                                None
+                            }
+                        });
                 let mut platforms = Vec::new();
                 for (j, pl) in m.platforms.iter().enumerate() {
                     match Platform::parse(pl) {
@@ -334,27 +421,42 @@ impl Routing {
                             format!("{rp}.match.networks[{j}]"),
                             format!("'{n}' has host bits set; did you mean {}?", net.trunc()),
                         )),
-                        Err(_) => errors.push(StateError::new(format!("{rp}.match.networks[{j}]"), format!("'{n}' is not a CIDR network"))),
+                        Err(_) => errors.push(StateError::new(
+                            format!("{rp}.match.networks[{j}]"),
+                            format!("'{n}' is not a CIDR network"),
+                        )),
                     }
                 }
-                let percent = m.percent.as_ref().and_then(|t| match cohort::parse_percent(t) {
-                    Ok(bp) => Some(bp),
-                    Err(e) => {
-                        errors.push(StateError::new(format!("{rp}.match.percent"), e));
-                        None
-                    }
-                });
+                let percent = m
+                    .percent
+                    .as_ref()
+                    .and_then(|t| match cohort::parse_percent(t) {
+                        Ok(bp) => Some(bp),
+                        Err(e) => {
+                            errors.push(StateError::new(format!("{rp}.match.percent"), e));
+                            None
+                        }
+                    });
                 let environment = match env_index.get(r.environment.as_str()) {
                     Some(&i) => i,
                     None => {
-                        errors.push(StateError::new(format!("{rp}.environment"), format!("unknown environment '{}'", r.environment)));
+                        errors.push(StateError::new(
+                            format!("{rp}.environment"),
+                            format!("unknown environment '{}'", r.environment),
+                        ));
                         0
                     }
                 };
-                let update = r.update.as_ref().map(|u| compile_update(u, &format!("{rp}.update"), &mut errors));
+                let update = r
+                    .update
+                    .as_ref()
+                    .map(|u| compile_update(u, &format!("{rp}.update"), &mut errors));
                 rules.push(Rule {
                     name: r.name.clone(),
-                    salt: r.salt.clone().unwrap_or_else(|| format!("{sname}/{}", r.name)),
+                    salt: r
+                        .salt
+                        .clone()
+                        .unwrap_or_else(|| format!("{sname}/{}", r.name)),
                     sdk_version,
                     platforms,
                     app_ids: m.app_ids.clone(),
@@ -372,7 +474,10 @@ impl Routing {
                 )),
                 Some(i) if i + 1 < rules.len() => errors.push(StateError::new(
                     format!("{p}.rules[{}]", i + 1),
-                    format!("unreachable: rule '{}' before it matches every client", rules[i].name),
+                    format!(
+                        "unreachable: rule '{}' before it matches every client",
+                        rules[i].name
+                    ),
                 )),
                 _ => {}
             }
@@ -380,17 +485,30 @@ impl Routing {
             let mut overrides = Vec::new();
             for (i, o) in s.update.overrides.iter().enumerate() {
                 let op = format!("{p}.update.overrides[{i}]");
-                let platform = o.platform.as_ref().and_then(|pl| match Platform::parse(pl) {
-                    Some(x) => Some(x),
-                    None => {
-                        errors.push(StateError::new(format!("{op}.platform"), format!("unknown platform '{pl}'")));
-                        None
-                    }
-                });
+                let platform = o
+                    .platform
+                    .as_ref()
+                    .and_then(|pl| match Platform::parse(pl) {
+                        Some(x) => Some(x),
+                        None => {
+                            errors.push(StateError::new(
+                                format!("{op}.platform"),
+                                format!("unknown platform '{pl}'"),
+                            ));
+                            None
+                        }
+                    });
                 if o.platform.is_none() && o.app_id.is_none() {
-                    errors.push(StateError::new(&op, "an override needs a platform, an app_id or both"));
+                    errors.push(StateError::new(
+                        &op,
+                        "an override needs a platform, an app_id or both",
+                    ));
                 }
-                overrides.push(UpdateOverride { platform, app_id: o.app_id.clone(), fields: compile_update(&o.fields, &op, &mut errors) });
+                overrides.push(UpdateOverride {
+                    platform,
+                    app_id: o.app_id.clone(),
+                    fields: compile_update(&o.fields, &op, &mut errors),
+                });
             }
             service_index.insert(sname.clone(), services.len());
             services.push(Service {
@@ -405,7 +523,12 @@ impl Routing {
             });
         }
         if errors.is_empty() {
-            Ok(Routing { allow_empty: raw.allow_empty, environments, services, service_index })
+            Ok(Routing {
+                allow_empty: raw.allow_empty,
+                environments,
+                services,
+                service_index,
+            })
         } else {
             Err(errors)
         }
@@ -432,10 +555,16 @@ fn dns_names(
         match name_of(n) {
             Ok(name) => {
                 if !zone_origins.iter().any(|z| name.is_subdomain_of(z)) {
-                    errors.push(StateError::new(&at, format!("{name} is outside every served zone")));
+                    errors.push(StateError::new(
+                        &at,
+                        format!("{name} is outside every served zone"),
+                    ));
                 }
                 if let Some(prev) = seen.insert(name.clone(), owner.to_string()) {
-                    errors.push(StateError::new(&at, format!("{name} is already used by {prev}")));
+                    errors.push(StateError::new(
+                        &at,
+                        format!("{name} is already used by {prev}"),
+                    ));
                 }
                 out.push(name);
             }
@@ -446,12 +575,16 @@ fn dns_names(
 }
 
 fn valid_key(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 /// The host of an `http://` or `https://` URL.
 pub fn url_host(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let hostport = &rest[..end];
     let host = match hostport.rsplit_once(':') {
@@ -475,7 +608,11 @@ impl Service {
     /// Evaluates the rules in order for `client`. `dns` skips rules that need
     /// platform, app id or client id. Falls back to the last rule.
     pub fn decide(&self, client: &Client, dns: bool) -> Decision {
-        let mut d = Decision { rule: self.rules.len() - 1, longest_cidr: 0, percent_evaluated: false };
+        let mut d = Decision {
+            rule: self.rules.len() - 1,
+            longest_cidr: 0,
+            percent_evaluated: false,
+        };
         for (i, r) in self.rules.iter().enumerate() {
             if dns && r.needs_client_facts() {
                 continue;
@@ -486,25 +623,39 @@ impl Service {
                     _ => continue,
                 }
             }
-            if !r.platforms.is_empty() && !client.platform.is_some_and(|p| r.platforms.contains(&p)) {
+            if !r.platforms.is_empty() && !client.platform.is_some_and(|p| r.platforms.contains(&p))
+            {
                 continue;
             }
-            if !r.app_ids.is_empty() && !client.app_id.is_some_and(|a| r.app_ids.iter().any(|x| x == a)) {
+            if !r.app_ids.is_empty()
+                && !client
+                    .app_id
+                    .is_some_and(|a| r.app_ids.iter().any(|x| x == a))
+            {
                 continue;
             }
-            if !r.client_ids.is_empty() && !client.client_id.is_some_and(|c| r.client_ids.contains(c)) {
+            if !r.client_ids.is_empty()
+                && !client.client_id.is_some_and(|c| r.client_ids.contains(c))
+            {
                 continue;
             }
             if !r.networks.is_empty() {
                 let longest = r.networks.iter().map(IpNet::prefix_len).max().unwrap_or(0);
                 d.longest_cidr = d.longest_cidr.max(longest);
-                if !client.addr.is_some_and(|a| r.networks.iter().any(|n| n.contains(&a))) {
+                if !client
+                    .addr
+                    .is_some_and(|a| r.networks.iter().any(|n| n.contains(&a)))
+                {
                     continue;
                 }
             }
             if let Some(bp) = r.percent {
                 d.percent_evaluated = true;
-                let key: Option<&[u8]> = if dns { client.network_key } else { client.client_id.map(str::as_bytes) };
+                let key: Option<&[u8]> = if dns {
+                    client.network_key
+                } else {
+                    client.client_id.map(str::as_bytes)
+                };
                 let inside = bp >= 10_000 || key.is_some_and(|k| cohort::bucket(&r.salt, k) < bp);
                 if !inside {
                     continue;

@@ -61,7 +61,10 @@ pub struct PhaseSet {
 
 const BUILTIN: [(&str, &str); 4] = [
     ("force", include_str!("../deploy/schemes/force.yaml")),
-    ("transition", include_str!("../deploy/schemes/transition.yaml")),
+    (
+        "transition",
+        include_str!("../deploy/schemes/transition.yaml"),
+    ),
     ("sync", include_str!("../deploy/schemes/sync.yaml")),
     ("new-env", include_str!("../deploy/schemes/new-env.yaml")),
 ];
@@ -70,9 +73,17 @@ const BUILTIN: [(&str, &str); 4] = [
 pub fn load(dir: Option<&Path>) -> anyhow::Result<Vec<Scheme>> {
     let mut texts: Vec<(String, String)> = Vec::new();
     match dir {
-        None => texts.extend(BUILTIN.iter().map(|(n, t)| (format!("{n}.yaml (built in)"), t.to_string()))),
+        None => texts.extend(
+            BUILTIN
+                .iter()
+                .map(|(n, t)| (format!("{n}.yaml (built in)"), t.to_string())),
+        ),
         Some(d) => {
-            let mut paths: Vec<_> = std::fs::read_dir(d)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect();
+            let mut paths: Vec<_> = std::fs::read_dir(d)?
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+                .collect();
             paths.sort();
             for p in paths {
                 texts.push((p.display().to_string(), std::fs::read_to_string(&p)?));
@@ -95,7 +106,14 @@ pub fn load(dir: Option<&Path>) -> anyhow::Result<Vec<Scheme>> {
 /// Finds a scheme by name.
 pub fn find<'a>(schemes: &'a [Scheme], name: &str) -> anyhow::Result<&'a Scheme> {
     schemes.iter().find(|s| s.name == name).ok_or_else(|| {
-        anyhow::anyhow!("no scheme named '{name}' (known: {})", schemes.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "))
+        anyhow::anyhow!(
+            "no scheme named '{name}' (known: {})",
+            schemes
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     })
 }
 
@@ -103,7 +121,11 @@ pub fn find<'a>(schemes: &'a [Scheme], name: &str) -> anyhow::Result<&'a Scheme>
 fn substitute(v: &Value, params: &BTreeMap<String, String>) -> anyhow::Result<Value> {
     Ok(match v {
         Value::String(s) => Value::String(subst_str(s, params)?),
-        Value::Array(a) => Value::Array(a.iter().map(|x| substitute(x, params)).collect::<anyhow::Result<_>>()?),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| substitute(x, params))
+                .collect::<anyhow::Result<_>>()?,
+        ),
         Value::Object(m) => {
             let mut o = Map::new();
             for (k, x) in m {
@@ -127,7 +149,12 @@ pub fn subst_str(s: &str, params: &BTreeMap<String, String>) -> anyhow::Result<S
             return Ok(out);
         };
         let key = &after[..end];
-        let v = params.get(key).ok_or_else(|| anyhow::anyhow!("unknown parameter {{{key}}} (have: {})", params.keys().cloned().collect::<Vec<_>>().join(", ")))?;
+        let v = params.get(key).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown parameter {{{key}}} (have: {})",
+                params.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
         out.push_str(v);
         rest = &after[end + 1..];
     }
@@ -137,12 +164,22 @@ pub fn subst_str(s: &str, params: &BTreeMap<String, String>) -> anyhow::Result<S
 
 impl Scheme {
     /// The parameters with `overrides` (KEY=VALUE) and `percent` applied.
-    pub fn params(&self, overrides: &[String], percent: Option<&str>) -> anyhow::Result<BTreeMap<String, String>> {
+    pub fn params(
+        &self,
+        overrides: &[String],
+        percent: Option<&str>,
+    ) -> anyhow::Result<BTreeMap<String, String>> {
         let mut p = self.params.clone();
         for o in overrides {
-            let (k, v) = o.split_once('=').ok_or_else(|| anyhow::anyhow!("--set expects KEY=VALUE, got '{o}'"))?;
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--set expects KEY=VALUE, got '{o}'"))?;
             if !p.contains_key(k) {
-                anyhow::bail!("scheme {} has no parameter '{k}' (has: {})", self.name, p.keys().cloned().collect::<Vec<_>>().join(", "));
+                anyhow::bail!(
+                    "scheme {} has no parameter '{k}' (has: {})",
+                    self.name,
+                    p.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
             }
             p.insert(k.to_string(), v.to_string());
         }
@@ -151,26 +188,44 @@ impl Scheme {
     }
 
     pub fn phase(&self, n: u32) -> anyhow::Result<&Phase> {
-        self.phases
-            .iter()
-            .find(|p| p.phase == n)
-            .ok_or_else(|| anyhow::anyhow!("scheme {} has phases 1 to {}; phase 0 is the state before it", self.name, self.phases.len()))
+        self.phases.iter().find(|p| p.phase == n).ok_or_else(|| {
+            anyhow::anyhow!(
+                "scheme {} has phases 1 to {}; phase 0 is the state before it",
+                self.name,
+                self.phases.len()
+            )
+        })
     }
 
     /// Applies phase `n` to a state.
-    pub fn transform(&self, raw: &RawState, n: u32, params: &BTreeMap<String, String>) -> anyhow::Result<RawState> {
+    pub fn transform(
+        &self,
+        raw: &RawState,
+        n: u32,
+        params: &BTreeMap<String, String>,
+    ) -> anyhow::Result<RawState> {
         let phase = self.phase(n)?;
-        let service = params.get("service").ok_or_else(|| anyhow::anyhow!("scheme {} has no 'service' parameter", self.name))?;
+        let service = params
+            .get("service")
+            .ok_or_else(|| anyhow::anyhow!("scheme {} has no 'service' parameter", self.name))?;
         let mut doc = serde_json::to_value(raw)?;
         let svc = doc
             .get_mut("services")
             .and_then(|s| s.get_mut(service.as_str()))
-            .ok_or_else(|| anyhow::anyhow!("service '{service}' is not in the live state; set it with --set service=NAME"))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "service '{service}' is not in the live state; set it with --set service=NAME"
+                )
+            })?;
         if let Some(rules) = &phase.set.rules {
             svc["rules"] = substitute(&Value::Array(rules.clone()), params)?;
         }
         if let Some(update) = &phase.set.update {
-            let u = svc.as_object_mut().expect("a service is an object").entry("update").or_insert_with(|| Value::Object(Map::new()));
+            let u = svc
+                .as_object_mut()
+                .expect("a service is an object")
+                .entry("update")
+                .or_insert_with(|| Value::Object(Map::new()));
             for (k, v) in update {
                 let v = substitute(v, params)?;
                 let um = u.as_object_mut().expect("update is an object");
@@ -199,7 +254,8 @@ impl Scheme {
                 }
             }
         }
-        serde_json::from_value(doc).map_err(|e| anyhow::anyhow!("phase {n} of {} gives an invalid state: {e}", self.name))
+        serde_json::from_value(doc)
+            .map_err(|e| anyhow::anyhow!("phase {n} of {} gives an invalid state: {e}", self.name))
     }
 }
 
@@ -217,12 +273,22 @@ pub struct SchemeRecord {
 }
 
 /// Why a phase may not be applied now (unless `--force`).
-pub fn check_order(record: Option<&SchemeRecord>, scheme: &Scheme, phase: u32, percent: Option<&str>) -> Result<(), String> {
+pub fn check_order(
+    record: Option<&SchemeRecord>,
+    scheme: &Scheme,
+    phase: u32,
+    percent: Option<&str>,
+) -> Result<(), String> {
     let last = scheme.phases.len() as u32;
     match record {
         Some(r) if r.scheme == scheme.name => {
             if phase > r.phase + 1 {
-                return Err(format!("{} is at phase {}; apply phase {} first (phases go in order)", r.scheme, r.phase, r.phase + 1));
+                return Err(format!(
+                    "{} is at phase {}; apply phase {} first (phases go in order)",
+                    r.scheme,
+                    r.phase,
+                    r.phase + 1
+                ));
             }
             if phase < r.phase {
                 return Err(format!(
@@ -232,8 +298,13 @@ pub fn check_order(record: Option<&SchemeRecord>, scheme: &Scheme, phase: u32, p
             }
             if phase == r.phase {
                 let (old, new) = (
-                    r.percent.as_deref().and_then(|p| crate::cohort::parse_percent(p).ok()).unwrap_or(10_000),
-                    percent.and_then(|p| crate::cohort::parse_percent(p).ok()).unwrap_or(10_000),
+                    r.percent
+                        .as_deref()
+                        .and_then(|p| crate::cohort::parse_percent(p).ok())
+                        .unwrap_or(10_000),
+                    percent
+                        .and_then(|p| crate::cohort::parse_percent(p).ok())
+                        .unwrap_or(10_000),
                 );
                 if new < old {
                     return Err(format!(
@@ -246,9 +317,13 @@ pub fn check_order(record: Option<&SchemeRecord>, scheme: &Scheme, phase: u32, p
             Ok(())
         }
         Some(r) => {
-            let other_last = r.phase >= 1 && r.phase == crate::schemes::phase_count(&r.scheme).unwrap_or(r.phase);
+            let other_last = r.phase >= 1
+                && r.phase == crate::schemes::phase_count(&r.scheme).unwrap_or(r.phase);
             if !other_last {
-                return Err(format!("scheme {} is in progress (phase {}); finish or roll it back first", r.scheme, r.phase));
+                return Err(format!(
+                    "scheme {} is in progress (phase {}); finish or roll it back first",
+                    r.scheme, r.phase
+                ));
             }
             if phase != 1 {
                 return Err(format!("{} starts at phase 1", scheme.name));
@@ -263,27 +338,52 @@ pub fn check_order(record: Option<&SchemeRecord>, scheme: &Scheme, phase: u32, p
 
 /// Number of phases of a built-in scheme.
 pub fn phase_count(name: &str) -> Option<u32> {
-    load(None).ok()?.into_iter().find(|s| s.name == name).map(|s| s.phases.len() as u32)
+    load(None)
+        .ok()?
+        .into_iter()
+        .find(|s| s.name == name)
+        .map(|s| s.phases.len() as u32)
 }
 
 /// `scheme show`: each phase, what it changes, what OLD and NEW SDKs see.
 pub fn show(s: &Scheme, params: &BTreeMap<String, String>) -> anyhow::Result<String> {
-    let mut out = format!("{} — {}\n{}\n\nparameters:", s.name, s.title, s.description.trim());
+    let mut out = format!(
+        "{} — {}\n{}\n\nparameters:",
+        s.name,
+        s.title,
+        s.description.trim()
+    );
     for (k, v) in params.iter().filter(|(k, _)| *k != "percent") {
         out.push_str(&format!(" {k}={v}"));
     }
     out.push_str("\n\nphase 0: the state before the scheme (rolling back phase 1 returns to it)\n");
     for p in &s.phases {
-        out.push_str(&format!("\nphase {}: {}{}\n", p.phase, subst_str(&p.title, params)?, if p.percent { " [takes --percent]" } else { "" }));
-        out.push_str(&format!("  NEW SDKs ({}): {}\n", params.get("new_sdk").map_or("", |v| v), subst_str(&p.new, params)?));
+        out.push_str(&format!(
+            "\nphase {}: {}{}\n",
+            p.phase,
+            subst_str(&p.title, params)?,
+            if p.percent { " [takes --percent]" } else { "" }
+        ));
+        out.push_str(&format!(
+            "  NEW SDKs ({}): {}\n",
+            params.get("new_sdk").map_or("", |v| v),
+            subst_str(&p.new, params)?
+        ));
         out.push_str(&format!("  OLD SDKs: {}\n", subst_str(&p.old, params)?));
         if let Some(r) = &p.set.rules {
             let rules: Vec<String> = r
                 .iter()
                 .map(|v| {
                     let v = substitute(v, params).unwrap_or_default();
-                    let m = v.get("match").map(|m| format!(" if {m}")).unwrap_or_default();
-                    format!("{} → {}{m}", v["name"].as_str().unwrap_or("?"), v["environment"].as_str().unwrap_or("?"))
+                    let m = v
+                        .get("match")
+                        .map(|m| format!(" if {m}"))
+                        .unwrap_or_default();
+                    format!(
+                        "{} → {}{m}",
+                        v["name"].as_str().unwrap_or("?"),
+                        v["environment"].as_str().unwrap_or("?")
+                    )
                 })
                 .collect();
             out.push_str(&format!("  rules: {}\n", rules.join("; ")));
@@ -295,7 +395,10 @@ pub fn show(s: &Scheme, params: &BTreeMap<String, String>) -> anyhow::Result<Str
         if let Some(e) = &p.set.environments {
             for (name, f) in e {
                 let f = substitute(&Value::Object(f.clone()), params)?;
-                out.push_str(&format!("  environment {}: {f}\n", subst_str(name, params)?));
+                out.push_str(&format!(
+                    "  environment {}: {f}\n",
+                    subst_str(name, params)?
+                ));
             }
         }
     }
@@ -311,19 +414,32 @@ mod tests {
         let all = load(None).unwrap();
         let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["force", "transition", "sync", "new-env"]);
-        let base = crate::state::from_yaml(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/state.yaml")).unwrap()).unwrap();
+        let base = crate::state::from_yaml(
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/state.yaml"))
+                .unwrap(),
+        )
+        .unwrap();
         for s in &all {
             let mut raw = base.clone();
             for p in &s.phases {
                 let params = s.params(&[], Some("25")).unwrap();
                 raw = s.transform(&raw, p.phase, &params).unwrap();
             }
-            assert!(show(s, &s.params(&[], None).unwrap()).unwrap().contains("phase 1:"));
+            assert!(
+                show(s, &s.params(&[], None).unwrap())
+                    .unwrap()
+                    .contains("phase 1:")
+            );
         }
         let f = find(&all, "force").unwrap();
-        let raw = f.transform(&base, 1, &f.params(&[], None).unwrap()).unwrap();
+        let raw = f
+            .transform(&base, 1, &f.params(&[], None).unwrap())
+            .unwrap();
         assert_eq!(raw.environments["prod"].backend_version, "v1");
-        assert_eq!(raw.services["vdh-api"].update.fields.min_version.as_deref(), Some("1.0.0"));
+        assert_eq!(
+            raw.services["vdh-api"].update.fields.min_version.as_deref(),
+            Some("1.0.0")
+        );
         assert!(f.params(&["nope=1".into()], None).is_err());
     }
 

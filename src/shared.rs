@@ -43,7 +43,10 @@ impl Default for Shared {
 
 impl Shared {
     pub fn new() -> Shared {
-        Self::with_census(std::time::Duration::from_secs(3600), std::time::Duration::from_secs(86_400))
+        Self::with_census(
+            std::time::Duration::from_secs(3600),
+            std::time::Duration::from_secs(86_400),
+        )
     }
 
     /// With census windows of the given lengths.

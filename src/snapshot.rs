@@ -82,7 +82,10 @@ impl EtcdInputs {
             if let Some(rest) = path.strip_prefix(&format!("{group}.")) {
                 let end = rest.find(['.', '[']).unwrap_or(rest.len());
                 let inner = rest[end..].trim_start_matches('.');
-                return (self.key(&format!("{group}/{}", &rest[..end])), inner.to_string());
+                return (
+                    self.key(&format!("{group}/{}", &rest[..end])),
+                    inner.to_string(),
+                );
             }
         }
         (self.key(""), path.to_string())
@@ -90,7 +93,8 @@ impl EtcdInputs {
 
     /// Highest mod revision among `rels` that exist.
     fn max_revision<'a>(&self, rels: impl Iterator<Item = &'a str>) -> Option<i64> {
-        rels.filter_map(|r| self.entries.get(r).map(|e| e.mod_revision)).max()
+        rels.filter_map(|r| self.entries.get(r).map(|e| e.mod_revision))
+            .max()
     }
 }
 
@@ -141,7 +145,10 @@ impl Snapshot {
 
     /// Serial served and content hash of each zone, by origin text.
     pub fn serials(&self) -> BTreeMap<String, (u32, u64)> {
-        self.zones.values().map(|z| (z.origin.to_string(), (z.serial, z.content_hash))).collect()
+        self.zones
+            .values()
+            .map(|z| (z.origin.to_string(), (z.serial, z.content_hash)))
+            .collect()
     }
 }
 
@@ -153,15 +160,33 @@ pub fn serial_gt(a: u32, b: u32) -> bool {
 /// Derived records per zone origin, from the routing state.
 fn derived_records(routing: &Routing, origins: &[Name]) -> HashMap<Name, Vec<ZoneRecord>> {
     let mut out: HashMap<Name, Vec<ZoneRecord>> = HashMap::new();
-    let zone_of = |n: &Name| origins.iter().filter(|o| n.is_subdomain_of(o)).max_by_key(|o| o.label_count()).cloned();
+    let zone_of = |n: &Name| {
+        origins
+            .iter()
+            .filter(|o| n.is_subdomain_of(o))
+            .max_by_key(|o| o.label_count())
+            .cloned()
+    };
     let mut push = |name: &Name, ttl: u32, env: &crate::routing::Environment| {
         let Some(z) = zone_of(name) else { return };
         let v = out.entry(z).or_default();
         for a in &env.v4 {
-            v.push(ZoneRecord { owner: name.clone(), rtype: A, ttl, rdata: a.octets().to_vec(), line: 0 });
+            v.push(ZoneRecord {
+                owner: name.clone(),
+                rtype: A,
+                ttl,
+                rdata: a.octets().to_vec(),
+                line: 0,
+            });
         }
         for a in &env.v6 {
-            v.push(ZoneRecord { owner: name.clone(), rtype: AAAA, ttl, rdata: a.octets().to_vec(), line: 0 });
+            v.push(ZoneRecord {
+                owner: name.clone(),
+                rtype: AAAA,
+                ttl,
+                rdata: a.octets().to_vec(),
+                line: 0,
+            });
         }
     };
     for env in &routing.environments {
@@ -170,7 +195,10 @@ fn derived_records(routing: &Routing, origins: &[Name]) -> HashMap<Name, Vec<Zon
         }
     }
     for svc in &routing.services {
-        let client = Client { sdk_version: Some(&svc.legacy_sdk_version), ..Default::default() };
+        let client = Client {
+            sdk_version: Some(&svc.legacy_sdk_version),
+            ..Default::default()
+        };
         let d = svc.decide(&client, true);
         let env = &routing.environments[svc.rules[d.rule].environment];
         for h in &svc.hostnames {
@@ -182,14 +210,29 @@ fn derived_records(routing: &Routing, origins: &[Name]) -> HashMap<Name, Vec<Zon
 
 /// In etcd mode: the file's serial plus the newest revision of the keys
 /// that feed the zone (`None` in file mode).
-fn etcd_serial(inputs: &Inputs, routing: Option<&Routing>, origin: &Name, source: &str, file_serial: u32) -> Option<u32> {
+fn etcd_serial(
+    inputs: &Inputs,
+    routing: Option<&Routing>,
+    origin: &Name,
+    source: &str,
+    file_serial: u32,
+) -> Option<u32> {
     let (et, r) = (inputs.etcd.as_ref()?, routing?);
-    let rev = et.max_revision(feeding_keys(r, origin, source, et).iter().map(String::as_str))?;
+    let rev = et.max_revision(
+        feeding_keys(r, origin, source, et)
+            .iter()
+            .map(String::as_str),
+    )?;
     Some(file_serial.wrapping_add(rev as u32))
 }
 
 /// A hash of everything a zone is built from.
-fn fingerprint(zt: &ZoneText, derived: Option<&Vec<ZoneRecord>>, dynamic: &rustc_hash::FxHashMap<Box<[u8]>, usize>, origin: &Name) -> u64 {
+fn fingerprint(
+    zt: &ZoneText,
+    derived: Option<&Vec<ZoneRecord>>,
+    dynamic: &rustc_hash::FxHashMap<Box<[u8]>, usize>,
+    origin: &Name,
+) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = rustc_hash::FxHasher::default();
     zt.text.hash(&mut h);
@@ -197,7 +240,11 @@ fn fingerprint(zt: &ZoneText, derived: Option<&Vec<ZoneRecord>>, dynamic: &rustc
     for d in derived.into_iter().flatten() {
         (d.owner.wire(), d.rtype, d.ttl, &d.rdata).hash(&mut h);
     }
-    let mut names: Vec<&[u8]> = dynamic.keys().map(|k| &k[..]).filter(|k| crate::dns::name::is_subdomain(k, origin.wire())).collect();
+    let mut names: Vec<&[u8]> = dynamic
+        .keys()
+        .map(|k| &k[..])
+        .filter(|k| crate::dns::name::is_subdomain(k, origin.wire()))
+        .collect();
     names.sort();
     names.hash(&mut h);
     h.finish()
@@ -206,7 +253,12 @@ fn fingerprint(zt: &ZoneText, derived: Option<&Vec<ZoneRecord>>, dynamic: &rustc
 /// The etcd keys (relative) whose values feed a zone: its own text, the
 /// environments named in it, and the services with hostnames in it together
 /// with the environments their rules use.
-fn feeding_keys(routing: &Routing, origin: &Name, zone_source: &str, et: &EtcdInputs) -> Vec<String> {
+fn feeding_keys(
+    routing: &Routing,
+    origin: &Name,
+    zone_source: &str,
+    et: &EtcdInputs,
+) -> Vec<String> {
     let mut keys = Vec::new();
     if zone_source == et.key(&format!("zones/{origin}")) {
         keys.push(format!("zones/{origin}"));
@@ -220,7 +272,10 @@ fn feeding_keys(routing: &Routing, origin: &Name, zone_source: &str, et: &EtcdIn
         if svc.hostnames.iter().any(|n| n.is_subdomain_of(origin)) {
             keys.push(format!("services/{}", svc.name));
             for r in &svc.rules {
-                keys.push(format!("environments/{}", routing.environments[r.environment].name));
+                keys.push(format!(
+                    "environments/{}",
+                    routing.environments[r.environment].name
+                ));
             }
         }
     }
@@ -230,14 +285,22 @@ fn feeding_keys(routing: &Routing, origin: &Name, zone_source: &str, et: &EtcdIn
 /// Compiles inputs into a snapshot. `prev` (the live snapshot) carries SOA
 /// serials forward; `serial_floor` holds the last serial served per zone
 /// before a restart (from the cache), so serials never go backwards.
-pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap<String, (u32, u64)>) -> Result<Snapshot, Vec<ConfigError>> {
+pub fn compile(
+    inputs: &Inputs,
+    prev: Option<&Snapshot>,
+    serial_floor: &BTreeMap<String, (u32, u64)>,
+) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let raw = match &inputs.etcd {
         Some(e) => crate::store::raw_from_entries(&e.prefix, &e.entries)?,
         None => match crate::state::from_yaml(&inputs.state_text) {
             Ok(r) => r,
             Err(e) => {
-                errors.push(ConfigError { source: inputs.state_source.clone(), line: e.line, message: e.message });
+                errors.push(ConfigError {
+                    source: inputs.state_source.clone(),
+                    line: e.line,
+                    message: e.message,
+                });
                 return Err(errors);
             }
         },
@@ -250,7 +313,11 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
     for zt in &inputs.zones {
         let origin = zt.origin.to_lower();
         if let Some(prev_src) = seen.insert(origin.clone(), zt.source.clone()) {
-            errors.push(ConfigError { source: zt.source.clone(), line: None, message: format!("zone {origin} is also defined by {prev_src}") });
+            errors.push(ConfigError {
+                source: zt.source.clone(),
+                line: None,
+                message: format!("zone {origin} is also defined by {prev_src}"),
+            });
             continue;
         }
         unique.push(zt);
@@ -263,8 +330,16 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
                 Some(et) => {
                     for e in es {
                         let (key, inner) = et.locate(&e.path);
-                        let message = if inner.is_empty() { e.message } else { format!("{inner}: {}", e.message) };
-                        errors.push(ConfigError { source: key, line: None, message });
+                        let message = if inner.is_empty() {
+                            e.message
+                        } else {
+                            format!("{inner}: {}", e.message)
+                        };
+                        errors.push(ConfigError {
+                            source: key,
+                            line: None,
+                            message,
+                        });
                     }
                 }
                 None => {
@@ -280,7 +355,10 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
             None
         }
     };
-    let derived = routing.as_ref().map(|r| derived_records(r, &origins)).unwrap_or_default();
+    let derived = routing
+        .as_ref()
+        .map(|r| derived_records(r, &origins))
+        .unwrap_or_default();
     let mut services_by_name: rustc_hash::FxHashMap<Box<[u8]>, usize> = Default::default();
     if let Some(r) = &routing {
         for (i, svc) in r.services.iter().enumerate() {
@@ -304,7 +382,13 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
         {
             // In etcd mode a feeding key may have moved on without changing
             // the zone: follow the revision so every edge agrees.
-            match etcd_serial(inputs, routing.as_ref(), &origin, &zt.source, old.file_serial) {
+            match etcd_serial(
+                inputs,
+                routing.as_ref(),
+                &origin,
+                &zt.source,
+                old.file_serial,
+            ) {
                 Some(c) if serial_gt(c, old.serial) => {
                     let mut z = (**old).clone();
                     z.set_serial(c);
@@ -320,10 +404,16 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
     }
     for zt in unique {
         let origin = zt.origin.to_lower();
-        let Some(&fp) = fingerprints.get(&origin) else { continue };
+        let Some(&fp) = fingerprints.get(&origin) else {
+            continue;
+        };
         let p = zone::parse_zone(&zt.text, &zt.origin);
         for e in p.errors {
-            errors.push(ConfigError { source: zt.source.clone(), line: Some(e.line), message: e.message });
+            errors.push(ConfigError {
+                source: zt.source.clone(),
+                line: Some(e.line),
+                message: e.message,
+            });
         }
         parsed.push((zt, p.records, fp));
     }
@@ -333,11 +423,20 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
         if let Some(extra) = derived.get(&origin) {
             // Derived names own their node: the zone file must not hold records there.
             for d in extra {
-                let clash = all.iter().find(|r| r.line > 0 && r.owner.to_lower() == d.owner);
+                let clash = all
+                    .iter()
+                    .find(|r| r.line > 0 && r.owner.to_lower() == d.owner);
                 if let Some(c) = clash {
-                    let msg = format!("{} is a derived name of the routing state and cannot also have records in the zone file", d.owner);
+                    let msg = format!(
+                        "{} is a derived name of the routing state and cannot also have records in the zone file",
+                        d.owner
+                    );
                     if !errors.iter().any(|e| e.message == msg) {
-                        errors.push(ConfigError { source: zt.source.clone(), line: Some(c.line), message: msg });
+                        errors.push(ConfigError {
+                            source: zt.source.clone(),
+                            line: Some(c.line),
+                            message: msg,
+                        });
                     }
                 }
             }
@@ -357,7 +456,11 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
             Ok(z) => z,
             Err(issues) => {
                 for i in issues {
-                    errors.push(ConfigError { source: zt.source.clone(), line: Some(i.line), message: i.message });
+                    errors.push(ConfigError {
+                        source: zt.source.clone(),
+                        line: Some(i.line),
+                        message: i.message,
+                    });
                 }
                 continue;
             }
@@ -369,16 +472,24 @@ pub fn compile(inputs: &Inputs, prev: Option<&Snapshot>, serial_floor: &BTreeMap
         // In etcd mode the serial after a change is the file's serial plus
         // the newest revision of the keys that feed the zone, so every edge
         // reading the same revision computes the same serial.
-        let candidate = etcd_serial(inputs, routing.as_ref(), &origin, &zt.source, file_serial).unwrap_or(file_serial);
+        let candidate = etcd_serial(inputs, routing.as_ref(), &origin, &zt.source, file_serial)
+            .unwrap_or(file_serial);
         let serial = match old {
             // Unchanged content keeps its serial (and its built zone),
             // unless etcd's revision says otherwise (see above).
-            Some(o) if o.content_hash == built.content_hash && !(inputs.etcd.is_some() && serial_gt(candidate, o.serial)) => {
+            Some(o)
+                if o.content_hash == built.content_hash
+                    && !(inputs.etcd.is_some() && serial_gt(candidate, o.serial)) =>
+            {
                 zones.insert(key, o.clone());
                 continue;
             }
             Some(o) => {
-                if serial_gt(candidate, o.serial) { candidate } else { o.serial.wrapping_add(1) }
+                if serial_gt(candidate, o.serial) {
+                    candidate
+                } else {
+                    o.serial.wrapping_add(1)
+                }
             }
             // After a restart: the last serial served and its content.
             None => match floor {

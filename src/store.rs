@@ -45,7 +45,9 @@ pub enum StoreError {
     Config(String),
     #[error("revision {wanted} is no longer in etcd (compacted); the oldest available is {oldest}")]
     Compacted { wanted: i64, oldest: i64 },
-    #[error("etcd changed since the state was read (a key was written or deleted concurrently); read again, or use --force")]
+    #[error(
+        "etcd changed since the state was read (a key was written or deleted concurrently); read again, or use --force"
+    )]
     Conflict,
     #[error("{0}")]
     Limit(String),
@@ -82,17 +84,24 @@ impl EtcdConfig {
         if self.ca.is_some() || self.cert.is_some() {
             let mut tls = etcd_client::TlsOptions::new();
             if let Some(ca) = &self.ca {
-                let pem = std::fs::read(ca).map_err(|e| StoreError::Config(format!("{}: {e}", ca.display())))?;
+                let pem = std::fs::read(ca)
+                    .map_err(|e| StoreError::Config(format!("{}: {e}", ca.display())))?;
                 tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
             }
             match (&self.cert, &self.key) {
                 (Some(c), Some(k)) => {
-                    let cert = std::fs::read(c).map_err(|e| StoreError::Config(format!("{}: {e}", c.display())))?;
-                    let key = std::fs::read(k).map_err(|e| StoreError::Config(format!("{}: {e}", k.display())))?;
+                    let cert = std::fs::read(c)
+                        .map_err(|e| StoreError::Config(format!("{}: {e}", c.display())))?;
+                    let key = std::fs::read(k)
+                        .map_err(|e| StoreError::Config(format!("{}: {e}", k.display())))?;
                     tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
                 }
                 (None, None) => {}
-                _ => return Err(StoreError::Config("--etcd-cert and --etcd-key go together".into())),
+                _ => {
+                    return Err(StoreError::Config(
+                        "--etcd-cert and --etcd-key go together".into(),
+                    ));
+                }
             }
             opts = opts.with_tls(tls);
         }
@@ -118,7 +127,11 @@ pub struct PrefixState {
 
 impl PrefixState {
     /// Reads `<prefix>/` at `revision` (0: the latest).
-    pub async fn read(client: &mut Client, cfg: &EtcdConfig, revision: i64) -> Result<PrefixState, StoreError> {
+    pub async fn read(
+        client: &mut Client,
+        cfg: &EtcdConfig,
+        revision: i64,
+    ) -> Result<PrefixState, StoreError> {
         let mut opts = GetOptions::new().with_prefix();
         if revision > 0 {
             opts = opts.with_revision(revision);
@@ -126,27 +139,47 @@ impl PrefixState {
         let resp = match client.get(cfg.dir(), Some(opts)).await {
             Ok(r) => r,
             Err(e) if e.to_string().contains("compacted") => {
-                return Err(StoreError::Compacted { wanted: revision, oldest: oldest_revision(client, cfg).await.unwrap_or(0) });
+                return Err(StoreError::Compacted {
+                    wanted: revision,
+                    oldest: oldest_revision(client, cfg).await.unwrap_or(0),
+                });
             }
             Err(e) => return Err(e.into()),
         };
-        let header = resp.header().ok_or_else(|| StoreError::Config("etcd answered without a header".into()))?;
+        let header = resp
+            .header()
+            .ok_or_else(|| StoreError::Config("etcd answered without a header".into()))?;
         let dir = cfg.dir();
         let mut entries = BTreeMap::new();
         for kv in resp.kvs() {
             let Ok(key) = kv.key_str() else { continue };
-            let Some(rel) = key.strip_prefix(&dir) else { continue };
+            let Some(rel) = key.strip_prefix(&dir) else {
+                continue;
+            };
             entries.insert(
                 rel.to_string(),
-                Entry { value: String::from_utf8_lossy(kv.value()).into_owned(), mod_revision: kv.mod_revision() },
+                Entry {
+                    value: String::from_utf8_lossy(kv.value()).into_owned(),
+                    mod_revision: kv.mod_revision(),
+                },
             );
         }
-        Ok(PrefixState { revision: if revision > 0 { revision } else { header.revision() }, cluster_id: header.cluster_id(), entries })
+        Ok(PrefixState {
+            revision: if revision > 0 {
+                revision
+            } else {
+                header.revision()
+            },
+            cluster_id: header.cluster_id(),
+            entries,
+        })
     }
 
     /// Zone texts stored in etcd, by origin.
     pub fn zones(&self) -> impl Iterator<Item = (&str, &Entry)> {
-        self.entries.iter().filter_map(|(k, e)| k.strip_prefix("zones/").map(|o| (o, e)))
+        self.entries
+            .iter()
+            .filter_map(|(k, e)| k.strip_prefix("zones/").map(|o| (o, e)))
     }
 }
 
@@ -155,10 +188,14 @@ impl PrefixState {
 pub fn is_transient(e: &StoreError) -> bool {
     match e {
         StoreError::Etcd(etcd_client::Error::GRpcStatus(s)) => {
-            matches!(s.code(), tonic_code::Unavailable | tonic_code::DeadlineExceeded | tonic_code::Unknown)
-                || s.message().contains("leader")
+            matches!(
+                s.code(),
+                tonic_code::Unavailable | tonic_code::DeadlineExceeded | tonic_code::Unknown
+            ) || s.message().contains("leader")
         }
-        StoreError::Etcd(etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_)) => true,
+        StoreError::Etcd(
+            etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_),
+        ) => true,
         _ => false,
     }
 }
@@ -174,7 +211,10 @@ struct Retry {
 
 impl Retry {
     fn new() -> Retry {
-        Retry { deadline: std::time::Instant::now() + Duration::from_secs(15), delay: Duration::from_millis(100) }
+        Retry {
+            deadline: std::time::Instant::now() + Duration::from_secs(15),
+            delay: Duration::from_millis(100),
+        }
     }
 
     /// Waits before the next try; false when `e` is final or time is up.
@@ -190,7 +230,11 @@ impl Retry {
 
 /// Reads the prefix, retrying transient errors for up to 15 s (an election
 /// takes a second or two).
-pub async fn read_with_retry(client: &mut Client, cfg: &EtcdConfig, revision: i64) -> Result<PrefixState, StoreError> {
+pub async fn read_with_retry(
+    client: &mut Client,
+    cfg: &EtcdConfig,
+    revision: i64,
+) -> Result<PrefixState, StoreError> {
     let mut retry = Retry::new();
     loop {
         match PrefixState::read(client, cfg, revision).await {
@@ -204,7 +248,9 @@ pub async fn read_with_retry(client: &mut Client, cfg: &EtcdConfig, revision: i6
 pub async fn oldest_revision(client: &mut Client, cfg: &EtcdConfig) -> Result<i64, StoreError> {
     // Watching from revision 1 is canceled with the compaction point when
     // history was compacted; otherwise it is created and stays open.
-    let opts = etcd_client::WatchOptions::new().with_start_revision(1).with_prefix();
+    let opts = etcd_client::WatchOptions::new()
+        .with_start_revision(1)
+        .with_prefix();
     let mut stream = client.watch(cfg.dir(), Some(opts)).await?;
     let mut oldest = 1;
     // First comes `created`; a compacted start then gets `canceled`.
@@ -246,12 +292,19 @@ impl ChangeRecord {
 }
 
 /// Reads a state from etcd entries. Errors name the key.
-pub fn raw_from_entries(cfg_prefix: &str, entries: &BTreeMap<String, Entry>) -> Result<RawState, Vec<ConfigError>> {
+pub fn raw_from_entries(
+    cfg_prefix: &str,
+    entries: &BTreeMap<String, Entry>,
+) -> Result<RawState, Vec<ConfigError>> {
     let mut raw = RawState::default();
     let mut errors = Vec::new();
     let key = |rel: &str| format!("{}/{rel}", cfg_prefix.trim_end_matches('/'));
     for (rel, e) in entries {
-        let err = |m: String| ConfigError { source: key(rel), line: None, message: m };
+        let err = |m: String| ConfigError {
+            source: key(rel),
+            line: None,
+            message: m,
+        };
         if let Some(name) = rel.strip_prefix("environments/") {
             match serde_json::from_str::<RawEnvironment>(&e.value) {
                 Ok(v) => {
@@ -273,7 +326,11 @@ pub fn raw_from_entries(cfg_prefix: &str, entries: &BTreeMap<String, Entry>) -> 
             }
         }
     }
-    if errors.is_empty() { Ok(raw) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(raw)
+    } else {
+        Err(errors)
+    }
 }
 
 /// The keys (relative) and JSON values that represent `raw`'s
@@ -281,10 +338,16 @@ pub fn raw_from_entries(cfg_prefix: &str, entries: &BTreeMap<String, Entry>) -> 
 pub fn entries_from_raw(raw: &RawState) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (n, e) in &raw.environments {
-        out.insert(format!("environments/{n}"), serde_json::to_string(e).expect("serializable"));
+        out.insert(
+            format!("environments/{n}"),
+            serde_json::to_string(e).expect("serializable"),
+        );
     }
     for (n, s) in &raw.services {
-        out.insert(format!("services/{n}"), serde_json::to_string(s).expect("serializable"));
+        out.insert(
+            format!("services/{n}"),
+            serde_json::to_string(s).expect("serializable"),
+        );
     }
     if raw.allow_empty {
         out.insert("meta/allow_empty".into(), "true".into());
@@ -310,7 +373,10 @@ pub struct Plan {
 /// True when two values mean the same (JSON compared as values, so
 /// formatting done by hand with etcdctl does not count as a change).
 fn same_value(a: &str, b: &str) -> bool {
-    match (serde_json::from_str::<serde_json::Value>(a), serde_json::from_str::<serde_json::Value>(b)) {
+    match (
+        serde_json::from_str::<serde_json::Value>(a),
+        serde_json::from_str::<serde_json::Value>(b),
+    ) {
         (Ok(x), Ok(y)) => x == y,
         _ => a == b,
     }
@@ -332,10 +398,16 @@ pub fn plan(current: &PrefixState, desired: &BTreeMap<String, String>, owned: &[
     for (k, v) in desired.iter().filter(|(k, _)| is_owned(k)) {
         match current.entries.get(k) {
             Some(e) if same_value(&e.value, v) => {}
-            Some(_) => p.ops.push(Op::Put { key: k.clone(), value: v.clone() }),
+            Some(_) => p.ops.push(Op::Put {
+                key: k.clone(),
+                value: v.clone(),
+            }),
             None => {
                 p.compares.insert(k.clone(), 0);
-                p.ops.push(Op::Put { key: k.clone(), value: v.clone() });
+                p.ops.push(Op::Put {
+                    key: k.clone(),
+                    value: v.clone(),
+                });
             }
         }
     }
@@ -419,7 +491,10 @@ impl Plan {
         let compares: Vec<Compare> = if force {
             Vec::new()
         } else {
-            self.compares.iter().map(|(k, rev)| Compare::mod_revision(cfg.key(k), CompareOp::Equal, *rev)).collect()
+            self.compares
+                .iter()
+                .map(|(k, rev)| Compare::mod_revision(cfg.key(k), CompareOp::Equal, *rev))
+                .collect()
         };
         bytes += compares.len() * (cfg.dir().len() + 48);
         if ops.len() > MAX_TXN_OPS {
@@ -457,30 +532,87 @@ mod tests {
         PrefixState {
             revision: 10,
             cluster_id: 1,
-            entries: entries.iter().map(|(k, v, r)| (k.to_string(), Entry { value: v.to_string(), mod_revision: *r })).collect(),
+            entries: entries
+                .iter()
+                .map(|(k, v, r)| {
+                    (
+                        k.to_string(),
+                        Entry {
+                            value: v.to_string(),
+                            mod_revision: *r,
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 
     #[test]
     fn plans_only_what_changed() {
-        let cur = state(&[("environments/a", "{\"x\": 1}", 3), ("environments/b", "{}", 4), ("zones/z.", "text", 5)]);
+        let cur = state(&[
+            ("environments/a", "{\"x\": 1}", 3),
+            ("environments/b", "{}", 4),
+            ("zones/z.", "text", 5),
+        ]);
         let desired: BTreeMap<String, String> =
-            [("environments/a", "{\"x\":1}"), ("services/s", "{}")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            [("environments/a", "{\"x\":1}"), ("services/s", "{}")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         let p = plan(&cur, &desired, &["environments/", "services/"]);
-        assert_eq!(p.ops, vec![Op::Delete { key: "environments/b".into() }, Op::Put { key: "services/s".into(), value: "{}".into() }]);
-        let want: BTreeMap<String, i64> = [("environments/a", 3), ("environments/b", 4), ("services/s", 0)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
-        assert_eq!(p.compares, want, "every key read is compared, zones are not owned");
+        assert_eq!(
+            p.ops,
+            vec![
+                Op::Delete {
+                    key: "environments/b".into()
+                },
+                Op::Put {
+                    key: "services/s".into(),
+                    value: "{}".into()
+                }
+            ]
+        );
+        let want: BTreeMap<String, i64> = [
+            ("environments/a", 3),
+            ("environments/b", 4),
+            ("services/s", 0),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+        assert_eq!(
+            p.compares, want,
+            "every key read is compared, zones are not owned"
+        );
     }
 
     #[test]
     fn round_trips_a_state() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/state.yaml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/state.yaml"))
+                .unwrap();
         let raw = crate::state::from_yaml(&text).unwrap();
-        let entries: BTreeMap<String, Entry> =
-            entries_from_raw(&raw).into_iter().map(|(k, v)| (k, Entry { value: v, mod_revision: 1 })).collect();
+        let entries: BTreeMap<String, Entry> = entries_from_raw(&raw)
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    Entry {
+                        value: v,
+                        mod_revision: 1,
+                    },
+                )
+            })
+            .collect();
         assert_eq!(raw_from_entries("/p", &entries).unwrap(), raw);
         let mut bad = entries.clone();
-        bad.insert("environments/x".into(), Entry { value: "{bad".into(), mod_revision: 2 });
+        bad.insert(
+            "environments/x".into(),
+            Entry {
+                value: "{bad".into(),
+                mod_revision: 2,
+            },
+        );
         let e = raw_from_entries("/p", &bad).unwrap_err();
         assert_eq!(e[0].source, "/p/environments/x");
     }

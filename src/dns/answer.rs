@@ -5,11 +5,11 @@
 //! It reads only compiled structures ([`crate::zone::Zone`]) and writes
 //! straight into the response buffer: no parsing and no allocation per query.
 
+use super::Network;
 use super::name::suffix_offsets;
 use super::types::*;
-use super::wire::{Section, Writer};
-use super::Network;
 use super::wire::ClientSubnet;
+use super::wire::{Section, Writer};
 use crate::routing::{Client, Decision, Environment, Service};
 use crate::snapshot::Snapshot;
 use crate::zone::{Node, Target, Zone};
@@ -22,10 +22,19 @@ pub const MAX_CNAME_CHAIN: usize = 5;
 ///
 /// A DS RRset lives on the parent side of a zone cut, so a DS question for
 /// the apex of a served zone goes to the parent zone when that is served too.
-pub fn find_zone<'z>(zones: &'z crate::snapshot::Zones, qname_lower: &[u8], qtype: u16) -> Option<&'z Zone> {
+pub fn find_zone<'z>(
+    zones: &'z crate::snapshot::Zones,
+    qname_lower: &[u8],
+    qtype: u16,
+) -> Option<&'z Zone> {
     let mut offs = [0u8; 128];
     let n = suffix_offsets(qname_lower, &mut offs);
-    let skip = usize::from(qtype == DS && n > 0 && zones.contains_key(qname_lower) && has_parent_zone(zones, &qname_lower[1 + qname_lower[0] as usize..]));
+    let skip = usize::from(
+        qtype == DS
+            && n > 0
+            && zones.contains_key(qname_lower)
+            && has_parent_zone(zones, &qname_lower[1 + qname_lower[0] as usize..]),
+    );
     for &o in &offs[skip..n] {
         if let Some(z) = zones.get(&qname_lower[o as usize..]) {
             return Some(z);
@@ -37,7 +46,10 @@ pub fn find_zone<'z>(zones: &'z crate::snapshot::Zones, qname_lower: &[u8], qtyp
 fn has_parent_zone(zones: &crate::snapshot::Zones, name: &[u8]) -> bool {
     let mut offs = [0u8; 128];
     let n = suffix_offsets(name, &mut offs);
-    offs[..n].iter().any(|&o| zones.contains_key(&name[o as usize..])) || zones.contains_key(&[0u8][..])
+    offs[..n]
+        .iter()
+        .any(|&o| zones.contains_key(&name[o as usize..]))
+        || zones.contains_key(&[0u8][..])
 }
 
 enum Found<'z> {
@@ -77,14 +89,20 @@ fn find<'z>(zone: &'z Zone, name: &[u8], qtype: u16) -> Found<'z> {
 /// For each target, A then AAAA; when A does not fit, that target's AAAA is
 /// skipped and the next target is tried (as Knot does). Returns false when
 /// a target below `required_below` (mandatory glue of a referral) did not fit.
-fn additional(w: &mut Writer, zone: &Zone, targets: &[Target], required_below: Option<&[u8]>) -> bool {
+fn additional(
+    w: &mut Writer,
+    zone: &Zone,
+    targets: &[Target],
+    required_below: Option<&[u8]>,
+) -> bool {
     let mut ok = true;
     for t in targets {
         let node = zone.node(t.node);
         let owner = t.owner.as_deref().or(node.owner.as_ref().map(|o| o.wire()));
         for rtype in [A, AAAA] {
             if let Some(set) = node.get(rtype)
-                && w.rrset(Section::Additional, owner, rtype, set.ttl, set.rdata_iter()).is_err()
+                && w.rrset(Section::Additional, owner, rtype, set.ttl, set.rdata_iter())
+                    .is_err()
             {
                 if let (Some(cut), Some(o)) = (required_below, owner)
                     && crate::dns::name::is_subdomain(o, cut)
@@ -115,7 +133,13 @@ fn wildcard_of<'z>(zone: &'z Zone, encloser: &Node) -> Option<&'z Node> {
 /// The SOA of a negative answer; left out silently when it does not fit.
 fn negative(w: &mut Writer, zone: &Zone) {
     let soa = zone.soa();
-    let _ = w.rrset(Section::Authority, Some(zone.origin.wire()), SOA, zone.negative_ttl, soa.rdata_iter());
+    let _ = w.rrset(
+        Section::Authority,
+        Some(zone.origin.wire()),
+        SOA,
+        zone.negative_ttl,
+        soa.rdata_iter(),
+    );
 }
 
 /// The rule DNS picks for a service hostname asked from `net` (as a client
@@ -154,7 +178,13 @@ pub struct Dynamic<'a> {
 
 impl<'a> Dynamic<'a> {
     pub fn new(snap: &'a Snapshot, src: std::net::IpAddr, ecs: Option<ClientSubnet>) -> Self {
-        Dynamic { snap, src, ecs, net: None, scope: 0 }
+        Dynamic {
+            snap,
+            src,
+            ecs,
+            net: None,
+            scope: 0,
+        }
     }
 
     /// True once the answer looked at the client network.
@@ -165,7 +195,8 @@ impl<'a> Dynamic<'a> {
     /// The client network (computed once).
     pub fn network(&mut self) -> &Network {
         let (src, ecs) = (self.src, self.ecs);
-        self.net.get_or_insert_with(|| Network::new(src, ecs.as_ref()))
+        self.net
+            .get_or_insert_with(|| Network::new(src, ecs.as_ref()))
     }
 
     /// The environment a service hostname resolves to for this network,
@@ -176,13 +207,22 @@ impl<'a> Dynamic<'a> {
         let svc = &snap.routing.services[i];
         let (d, scope) = decide_for_network(svc, self.network());
         self.scope = self.scope.max(scope);
-        Some((&snap.routing.environments[svc.rules[d.rule].environment], svc.ttl))
+        Some((
+            &snap.routing.environments[svc.rules[d.rule].environment],
+            svc.ttl,
+        ))
     }
 }
 
 /// Answers a question that falls in `zone`. The writer already holds the
 /// question. Returns the rcode; sets AA and TC on the writer as due.
-pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u16, dynamic: &mut Dynamic) -> u8 {
+pub fn answer_in_zone(
+    w: &mut Writer,
+    zone: &Zone,
+    qname_lower: &[u8],
+    qtype: u16,
+    dynamic: &mut Dynamic,
+) -> u8 {
     // `sname` is the name being resolved: first the question, then CNAME
     // targets. `owner` is how to write it (None: pointer to the question).
     let mut sname_buf = [0u8; 255];
@@ -198,7 +238,11 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
     w.set_aa();
     loop {
         let sname = &sname_buf[..sname_len];
-        let owner = if chain == 0 { None } else { Some(&owner_buf[..owner_len]) };
+        let owner = if chain == 0 {
+            None
+        } else {
+            Some(&owner_buf[..owner_len])
+        };
         let (node, synthesized) = match find(zone, sname, qtype) {
             Found::Cut(cut) => {
                 if chain == 0 {
@@ -206,7 +250,9 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
                 }
                 let ns = cut.get(NS).expect("a cut has NS");
                 let cut_owner = cut.owner.as_ref().map(|o| o.wire());
-                if w.rrset(Section::Authority, cut_owner, NS, ns.ttl, ns.rdata_iter()).is_err() {
+                if w.rrset(Section::Authority, cut_owner, NS, ns.ttl, ns.rdata_iter())
+                    .is_err()
+                {
                     w.set_tc();
                     return RCODE_NOERROR;
                 }
@@ -217,15 +263,13 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
                 return RCODE_NOERROR;
             }
             Found::Exact(node) => (node, false),
-            Found::Missing(encloser) => {
-                match wildcard_of(zone, encloser) {
-                    Some(node) => (node, true),
-                    None => {
-                        negative(w, zone);
-                        return RCODE_NXDOMAIN;
-                    }
+            Found::Missing(encloser) => match wildcard_of(zone, encloser) {
+                Some(node) => (node, true),
+                None => {
+                    negative(w, zone);
+                    return RCODE_NXDOMAIN;
                 }
-            }
+            },
         };
         // CNAME is not followed for ANY (minimal answer) nor for the types
         // that may sit beside a CNAME (RRSIG, NSEC).
@@ -236,7 +280,9 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
             if chain >= MAX_CNAME_CHAIN || (!synthesized && written[..chain].contains(&ptr)) {
                 return RCODE_NOERROR;
             }
-            if w.rrset(Section::Answer, owner, CNAME, cname.ttl, cname.rdata_iter()).is_err() {
+            if w.rrset(Section::Answer, owner, CNAME, cname.ttl, cname.rdata_iter())
+                .is_err()
+            {
                 w.set_tc();
                 return RCODE_NOERROR;
             }
@@ -267,9 +313,15 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
             let v4 = env.v4_rdata.iter().map(|a| &a[..]);
             let v6 = env.v6_rdata.iter().map(|a| &a[..]);
             let wrote = match qtype {
-                AAAA if !env.v6_rdata.is_empty() => Some(w.rrset(Section::Answer, owner, AAAA, ttl, v6)),
-                A | ANY if !env.v4_rdata.is_empty() => Some(w.rrset(Section::Answer, owner, A, ttl, v4)),
-                ANY if !env.v6_rdata.is_empty() => Some(w.rrset(Section::Answer, owner, AAAA, ttl, v6)),
+                AAAA if !env.v6_rdata.is_empty() => {
+                    Some(w.rrset(Section::Answer, owner, AAAA, ttl, v6))
+                }
+                A | ANY if !env.v4_rdata.is_empty() => {
+                    Some(w.rrset(Section::Answer, owner, A, ttl, v4))
+                }
+                ANY if !env.v6_rdata.is_empty() => {
+                    Some(w.rrset(Section::Answer, owner, AAAA, ttl, v6))
+                }
                 _ => None,
             };
             match wrote {
@@ -283,7 +335,9 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
             // RFC 8482: one RRset suffices; take the lowest type.
             match node.rrsets.first() {
                 Some(set) => {
-                    if w.rrset(Section::Answer, owner, set.rtype, set.ttl, set.rdata_iter()).is_err() {
+                    if w.rrset(Section::Answer, owner, set.rtype, set.ttl, set.rdata_iter())
+                        .is_err()
+                    {
                         w.set_tc();
                     } else {
                         additional(w, zone, &set.targets, None);
@@ -295,7 +349,9 @@ pub fn answer_in_zone(w: &mut Writer, zone: &Zone, qname_lower: &[u8], qtype: u1
         }
         match node.get(qtype) {
             Some(set) => {
-                if w.rrset(Section::Answer, owner, set.rtype, set.ttl, set.rdata_iter()).is_err() {
+                if w.rrset(Section::Answer, owner, set.rtype, set.ttl, set.rdata_iter())
+                    .is_err()
+                {
                     w.set_tc();
                     return RCODE_NOERROR;
                 }

@@ -22,7 +22,11 @@ const MAX_PACKET: usize = 4096;
 
 /// Opens a UDP socket with `SO_REUSEPORT` bound to `addr`.
 pub fn reuseport_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain socket calls; the fd is owned by the UdpSocket below.
     unsafe {
         let fd = libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
@@ -31,12 +35,25 @@ pub fn reuseport_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
         }
         let sock = UdpSocket::from_raw_fd(fd);
         let one: libc::c_int = 1;
-        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, (&one as *const libc::c_int).cast(), size_of::<libc::c_int>() as u32) != 0 {
+        if libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            (&one as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as u32,
+        ) != 0
+        {
             return Err(io::Error::last_os_error());
         }
         // A larger receive buffer absorbs bursts.
         let size: libc::c_int = 4 << 20;
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&size as *const libc::c_int).cast(), size_of::<libc::c_int>() as u32);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as u32,
+        );
         let (storage, len) = to_sockaddr(addr);
         if libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) != 0 {
             return Err(io::Error::last_os_error());
@@ -53,7 +70,9 @@ fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_in fits in sockaddr_storage.
@@ -65,7 +84,9 @@ fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin6_family: libc::AF_INET6 as u16,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
                 sin6_scope_id: a.scope_id(),
             };
             // SAFETY: sockaddr_in6 fits in sockaddr_storage.
@@ -104,12 +125,20 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
 
 /// Starts one answering thread per socket. They stop within ~100 ms of
 /// `stop` being set.
-pub fn spawn(socks: Vec<UdpSocket>, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> io::Result<Vec<JoinHandle<()>>> {
+pub fn spawn(
+    socks: Vec<UdpSocket>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::new();
     for (i, sock) in socks.into_iter().enumerate() {
         sock.set_read_timeout(Some(std::time::Duration::from_millis(100)))?;
         let (shared, stop) = (shared.clone(), stop.clone());
-        handles.push(std::thread::Builder::new().name(format!("dns-udp-{i}")).spawn(move || worker(sock, shared, stop))?);
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("dns-udp-{i}"))
+                .spawn(move || worker(sock, shared, stop))?,
+        );
     }
     Ok(handles)
 }
@@ -133,10 +162,20 @@ impl Buffers {
         Box::new(Buffers {
             rx: vec![[0u8; MAX_PACKET]; BATCH],
             addrs: (0..BATCH).map(|_| z()).collect(),
-            rx_iov: (0..BATCH).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect(),
+            rx_iov: (0..BATCH)
+                .map(|_| libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                })
+                .collect(),
             rx_msgs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
             tx: (0..BATCH).map(|_| Vec::with_capacity(1232)).collect(),
-            tx_iov: (0..BATCH).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect(),
+            tx_iov: (0..BATCH)
+                .map(|_| libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                })
+                .collect(),
             tx_msgs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
         })
     }
@@ -152,7 +191,10 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     // The receive headers point at buffers that never move (they live in
     // the box); only the address lengths the kernel overwrote need resetting.
     for i in 0..BATCH {
-        b.rx_iov[i] = libc::iovec { iov_base: b.rx[i].as_mut_ptr().cast(), iov_len: MAX_PACKET };
+        b.rx_iov[i] = libc::iovec {
+            iov_base: b.rx[i].as_mut_ptr().cast(),
+            iov_len: MAX_PACKET,
+        };
         b.rx_msgs[i].msg_hdr.msg_iov = &mut b.rx_iov[i];
         b.rx_msgs[i].msg_hdr.msg_iovlen = 1;
         b.rx_msgs[i].msg_hdr.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
@@ -168,9 +210,21 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
         // non-blocking attempt after it is pure cost: ask for one then,
         // but every 16th time ask for a batch to notice a backlog.
         probe = probe.wrapping_add(1);
-        let want = if used <= 1 && probe % 16 != 0 { 1 } else { BATCH as u32 };
+        let want = if used <= 1 && probe % 16 != 0 {
+            1
+        } else {
+            BATCH as u32
+        };
         // SAFETY: the message array points at buffers that live in `b`.
-        let n = unsafe { libc::recvmmsg(fd, b.rx_msgs.as_mut_ptr(), want, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                b.rx_msgs.as_mut_ptr(),
+                want,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
         if n <= 0 {
             used = 0;
             continue;
@@ -181,7 +235,9 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
         let mut m = 0;
         for i in 0..n {
             let len = b.rx_msgs[i].msg_len as usize;
-            let Some(src) = source_ip(&b.addrs[i]) else { continue };
+            let Some(src) = source_ip(&b.addrs[i]) else {
+                continue;
+            };
             let mut out = std::mem::take(&mut b.tx[m]);
             let outcome = if use_answers {
                 answers.respond(snap, &b.rx[i][..len], src, &mut out)
@@ -192,10 +248,14 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
                 Some(o) => {
                     tally.count(false, o.qtype, o.rcode);
                     b.tx[m] = out;
-                    b.tx_iov[m] = libc::iovec { iov_base: b.tx[m].as_mut_ptr().cast(), iov_len: b.tx[m].len() };
+                    b.tx_iov[m] = libc::iovec {
+                        iov_base: b.tx[m].as_mut_ptr().cast(),
+                        iov_len: b.tx[m].len(),
+                    };
                     b.tx_msgs[m].msg_hdr.msg_iov = &mut b.tx_iov[m];
                     b.tx_msgs[m].msg_hdr.msg_iovlen = 1;
-                    b.tx_msgs[m].msg_hdr.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
+                    b.tx_msgs[m].msg_hdr.msg_name =
+                        (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
                     b.tx_msgs[m].msg_hdr.msg_namelen = b.rx_msgs[i].msg_hdr.msg_namelen;
                     m += 1;
                 }
@@ -214,7 +274,8 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
         }
         while sent < m {
             // SAFETY: the messages point at buffers that live in `b`.
-            let r = unsafe { libc::sendmmsg(fd, b.tx_msgs[sent..].as_mut_ptr(), (m - sent) as u32, 0) };
+            let r =
+                unsafe { libc::sendmmsg(fd, b.tx_msgs[sent..].as_mut_ptr(), (m - sent) as u32, 0) };
             if r <= 0 {
                 // A full socket buffer or an unreachable peer: drop the rest.
                 break;

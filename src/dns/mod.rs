@@ -56,7 +56,11 @@ const ANSWER_CACHE_ENTRIES: usize = 16_384;
 
 impl Default for AnswerCache {
     fn default() -> Self {
-        AnswerCache { map: Default::default(), snapshot: std::ptr::null(), key: Vec::with_capacity(300) }
+        AnswerCache {
+            map: Default::default(),
+            snapshot: std::ptr::null(),
+            key: Vec::with_capacity(300),
+        }
     }
 }
 
@@ -66,7 +70,12 @@ impl AnswerCache {
     fn key_of(&mut self, p: &[u8]) -> Option<usize> {
         // Header: QUERY opcode, QR clear, one question, nothing in answer or
         // authority, at most the OPT in additional.
-        if p.len() < 17 || p[2] & 0xf8 != 0 || p[4..10] != [0, 1, 0, 0, 0, 0] || p[10] != 0 || p[11] > 1 {
+        if p.len() < 17
+            || p[2] & 0xf8 != 0
+            || p[4..10] != [0, 1, 0, 0, 0, 0]
+            || p[10] != 0
+            || p[11] > 1
+        {
             return None;
         }
         self.key.clear();
@@ -77,7 +86,8 @@ impl AnswerCache {
                 return None;
             }
             self.key.push(len as u8);
-            self.key.extend(p[i + 1..i + 1 + len].iter().map(u8::to_ascii_lowercase));
+            self.key
+                .extend(p[i + 1..i + 1 + len].iter().map(u8::to_ascii_lowercase));
             i += 1 + len;
             if len == 0 {
                 break;
@@ -93,7 +103,13 @@ impl AnswerCache {
             (512, 0)
         } else {
             let opt = p.get(qend..)?;
-            if opt.len() != 11 || opt[0] != 0 || opt[1..3] != [0, 41] || opt[5] != 0 || opt[6] != 0 || opt[9..11] != [0, 0] {
+            if opt.len() != 11
+                || opt[0] != 0
+                || opt[1..3] != [0, 41]
+                || opt[5] != 0
+                || opt[6] != 0
+                || opt[9..11] != [0, 0]
+            {
                 return None;
             }
             let size = u16::from_be_bytes([opt[3], opt[4]]).clamp(512, MAX_UDP_PAYLOAD);
@@ -106,7 +122,13 @@ impl AnswerCache {
 
     /// Answers from the cache, or with [`respond`] (storing what may be
     /// reused). UDP only.
-    pub fn respond(&mut self, snap: &Snapshot, packet: &[u8], src: IpAddr, out: &mut Vec<u8>) -> Option<Outcome> {
+    pub fn respond(
+        &mut self,
+        snap: &Snapshot,
+        packet: &[u8],
+        src: IpAddr,
+        out: &mut Vec<u8>,
+    ) -> Option<Outcome> {
         if !std::ptr::eq(self.snapshot, snap) {
             self.map.clear();
             self.snapshot = snap;
@@ -123,14 +145,20 @@ impl AnswerCache {
             let qtype = u16::from_be_bytes([packet[qend - 4], packet[qend - 3]]);
             // Cached answers are never BADVERS (version 0 only), so the
             // header holds the whole rcode.
-            return Some(Outcome { qtype, rcode: (out[3] & 0xf) as u16, close: false, cacheable: true });
+            return Some(Outcome {
+                qtype,
+                rcode: (out[3] & 0xf) as u16,
+                close: false,
+                cacheable: true,
+            });
         }
         let o = respond(snap, packet, src, Transport::Udp, out)?;
         if o.cacheable {
             if self.map.len() >= ANSWER_CACHE_ENTRIES {
                 self.map.clear();
             }
-            self.map.insert(self.key.as_slice().into(), out.as_slice().into());
+            self.map
+                .insert(self.key.as_slice().into(), out.as_slice().into());
         }
         Some(o)
     }
@@ -171,8 +199,16 @@ impl Network {
         };
         let cap = if addr.is_ipv4() { 24 } else { 56 };
         let prefix = source.min(cap);
-        let net = ipnet::IpNet::new(addr, prefix).expect("prefix within family").trunc();
-        let mut n = Network { addr: net.addr(), prefix, zero_scope, key: [0; 48], key_len: 0 };
+        let net = ipnet::IpNet::new(addr, prefix)
+            .expect("prefix within family")
+            .trunc();
+        let mut n = Network {
+            addr: net.addr(),
+            prefix,
+            zero_scope,
+            key: [0; 48],
+            key_len: 0,
+        };
         let mut cur = std::io::Cursor::new(&mut n.key[..]);
         let _ = std::io::Write::write_fmt(&mut cur, format_args!("{}/{}", net.addr(), prefix));
         n.key_len = cur.position() as usize;
@@ -188,11 +224,20 @@ impl Network {
 
 /// Answers one query packet into `out`. Returns `None` when nothing is to be
 /// sent (runt packets, responses, a broken question).
-pub fn respond(snap: &Snapshot, packet: &[u8], src: IpAddr, transport: Transport, out: &mut Vec<u8>) -> Option<Outcome> {
+pub fn respond(
+    snap: &Snapshot,
+    packet: &[u8],
+    src: IpAddr,
+    transport: Transport,
+    out: &mut Vec<u8>,
+) -> Option<Outcome> {
     let req = match Request::parse(packet) {
         Ok(r) => r,
         Err(ParseOutcome::Drop) => return None,
-        Err(ParseOutcome::Error { rcode, question_end }) => {
+        Err(ParseOutcome::Error {
+            rcode,
+            question_end,
+        }) => {
             // FORMERR with the header and question echoed, no OPT.
             let id = u16::from_be_bytes([packet[0], packet[1]]);
             let opcode = (packet[2] >> 3) & 0xf;
@@ -201,7 +246,12 @@ pub fn respond(snap: &Snapshot, packet: &[u8], src: IpAddr, transport: Transport
                 w.raw_question(&packet[12..end]);
             }
             w.set_rcode(rcode);
-            return Some(Outcome { qtype: 0, rcode: rcode as u16, close: true, cacheable: false });
+            return Some(Outcome {
+                qtype: 0,
+                rcode: rcode as u16,
+                close: true,
+                cacheable: false,
+            });
         }
     };
     let limit = match (transport, &req.edns) {
@@ -213,7 +263,10 @@ pub fn respond(snap: &Snapshot, packet: &[u8], src: IpAddr, transport: Transport
     if req.has_question() {
         w.question(req.qname(), req.qtype, req.qclass);
     }
-    let opt_len = req.edns.as_ref().map_or(0, |e| Writer::opt_len(e.ecs.as_ref()));
+    let opt_len = req
+        .edns
+        .as_ref()
+        .map_or(0, |e| Writer::opt_len(e.ecs.as_ref()));
     w.reserve(opt_len);
     let mut ede = None;
     let ecs = req.edns.as_ref().and_then(|e| e.ecs);
@@ -233,17 +286,37 @@ pub fn respond(snap: &Snapshot, packet: &[u8], src: IpAddr, transport: Transport
     w.unreserve(opt_len);
     if let Some(e) = &req.edns {
         // ECS is echoed with the scope the answer depended on (RFC 7871 §7.2.1).
-        w.opt(MAX_UDP_PAYLOAD, (rcode >> 4) as u8, e.dnssec_ok, ecs.map(|cs| (cs, dynamic.scope)), ede);
+        w.opt(
+            MAX_UDP_PAYLOAD,
+            (rcode >> 4) as u8,
+            e.dnssec_ok,
+            ecs.map(|cs| (cs, dynamic.scope)),
+            ede,
+        );
     }
-    let cacheable = req.opcode == OPCODE_QUERY && req.has_question() && ecs.is_none() && !dynamic.used_network();
-    Some(Outcome { qtype: req.qtype, rcode, close: false, cacheable })
+    let cacheable = req.opcode == OPCODE_QUERY
+        && req.has_question()
+        && ecs.is_none()
+        && !dynamic.used_network();
+    Some(Outcome {
+        qtype: req.qtype,
+        rcode,
+        close: false,
+        cacheable,
+    })
 }
 
 /// REFUSED because no served zone holds the name (gets an EDE option).
 const RCODE_REFUSED_NO_ZONE: u8 = 0x80 | RCODE_REFUSED;
 
 /// Class and opcode checks, then the answer (Knot's order).
-fn dispatch(snap: &Snapshot, req: &Request, transport: Transport, w: &mut Writer, dynamic: &mut answer::Dynamic) -> u8 {
+fn dispatch(
+    snap: &Snapshot,
+    req: &Request,
+    transport: Transport,
+    w: &mut Writer,
+    dynamic: &mut answer::Dynamic,
+) -> u8 {
     if req.has_question() && !matches!(req.qclass, CLASS_IN | CLASS_CH | CLASS_ANY) {
         return RCODE_REFUSED;
     }
@@ -261,7 +334,13 @@ fn dispatch(snap: &Snapshot, req: &Request, transport: Transport, w: &mut Writer
 /// The text of `version.bind`/`version.server` in class CH.
 const VERSION_TXT: &[u8] = concat!("vdh-edge ", env!("CARGO_PKG_VERSION")).as_bytes();
 
-fn answer(snap: &Snapshot, req: &Request, transport: Transport, w: &mut Writer, dynamic: &mut answer::Dynamic) -> u8 {
+fn answer(
+    snap: &Snapshot,
+    req: &Request,
+    transport: Transport,
+    w: &mut Writer,
+    dynamic: &mut answer::Dynamic,
+) -> u8 {
     match req.qtype {
         // Zone transfers are not offered: not over UDP at all, and refused
         // as not authorized over TCP (as Knot does without an ACL).
@@ -289,7 +368,14 @@ fn chaos(req: &Request, w: &mut Writer) -> u8 {
     let mut rdata = [0u8; 64];
     rdata[0] = VERSION_TXT.len() as u8;
     rdata[1..1 + VERSION_TXT.len()].copy_from_slice(VERSION_TXT);
-    let _ = w.rrset_class(wire::Section::Answer, None, TXT, CLASS_CH, 0, [&rdata[..1 + VERSION_TXT.len()]]);
+    let _ = w.rrset_class(
+        wire::Section::Answer,
+        None,
+        TXT,
+        CLASS_CH,
+        0,
+        [&rdata[..1 + VERSION_TXT.len()]],
+    );
     RCODE_NOERROR
 }
 
@@ -302,7 +388,11 @@ mod tests {
     fn answer_cache_reuses_and_patches() {
         let zone = "$TTL 300\n@ SOA ns h 1 1 1 1 60\n@ NS ns\nns A 192.0.2.1\nwww A 192.0.2.2\n";
         let inputs = Inputs {
-            zones: vec![ZoneText { source: "z".into(), origin: name::Name::parse("example.com.", None).unwrap(), text: zone.into() }],
+            zones: vec![ZoneText {
+                source: "z".into(),
+                origin: name::Name::parse("example.com.", None).unwrap(),
+                text: zone.into(),
+            }],
             state_source: "s".into(),
             state_text: String::new(),
             etcd: None,
@@ -320,7 +410,14 @@ mod tests {
         let src: IpAddr = "127.0.0.1".parse().unwrap();
         let mut cache = AnswerCache::default();
         let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
-        cache.respond(&snap, &q(1, b"\x03www\x07example\x03com\x00", false), src, &mut a).unwrap();
+        cache
+            .respond(
+                &snap,
+                &q(1, b"\x03www\x07example\x03com\x00", false),
+                src,
+                &mut a,
+            )
+            .unwrap();
         assert_eq!(cache.map.len(), 1);
         let second = q(2, b"\x03WwW\x07ExAmPle\x03cOm\x00", true);
         cache.respond(&snap, &second, src, &mut b).unwrap();

@@ -72,7 +72,8 @@ impl Name {
                     i += 1;
                 }
                 b'\\' => {
-                    let (v, used) = decode_escape(&bytes[i + 1..]).ok_or_else(|| NameError::BadEscape(bad()))?;
+                    let (v, used) = decode_escape(&bytes[i + 1..])
+                        .ok_or_else(|| NameError::BadEscape(bad()))?;
                     label.push(v);
                     i += 1 + used;
                 }
@@ -149,7 +150,8 @@ impl Name {
 /// Returns the byte and how many bytes of `rest` it used.
 pub fn decode_escape(rest: &[u8]) -> Option<(u8, usize)> {
     if rest.len() >= 3 && rest[..3].iter().all(u8::is_ascii_digit) {
-        let v = (rest[0] - b'0') as u32 * 100 + (rest[1] - b'0') as u32 * 10 + (rest[2] - b'0') as u32;
+        let v =
+            (rest[0] - b'0') as u32 * 100 + (rest[1] - b'0') as u32 * 10 + (rest[2] - b'0') as u32;
         u8::try_from(v).ok().map(|b| (b, 3))
     } else {
         rest.first().map(|&c| (c, 1))
@@ -282,7 +284,11 @@ mod tests {
         assert!(n.is_subdomain_of(&o));
         assert!(o.is_subdomain_of(&o));
         assert!(!o.is_subdomain_of(&n));
-        assert!(!Name::parse("xexample.com.", None).unwrap().is_subdomain_of(&o));
+        assert!(
+            !Name::parse("xexample.com.", None)
+                .unwrap()
+                .is_subdomain_of(&o)
+        );
         assert_eq!(n.parent().unwrap().to_lower(), o);
         assert_eq!(n.label_count(), 3);
         assert!(o.wildcard_child().unwrap().is_wildcard());

@@ -54,7 +54,11 @@ pub async fn run_tcp(listener: TcpListener, shared: Arc<Shared>, shutdown: Cance
     }
 }
 
-async fn serve_tcp(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> std::io::Result<()> {
+async fn serve_tcp(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);

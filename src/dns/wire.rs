@@ -64,7 +64,10 @@ pub enum ParseOutcome {
     /// Too short for a header, or a response: no answer at all.
     Drop,
     /// Answer with just the header (and question when it parsed) and this rcode.
-    Error { rcode: u8, question_end: Option<usize> },
+    Error {
+        rcode: u8,
+        question_end: Option<usize>,
+    },
 }
 
 impl Request {
@@ -117,7 +120,9 @@ impl Request {
             // The question name: plain labels only; a pointer cannot point
             // anywhere valid this early in the message.
             loop {
-                let Some(&len) = p.get(i) else { return Err(ParseOutcome::Drop) };
+                let Some(&len) = p.get(i) else {
+                    return Err(ParseOutcome::Drop);
+                };
                 if len & 0xc0 != 0 {
                     return Err(ParseOutcome::Drop);
                 }
@@ -143,7 +148,10 @@ impl Request {
             lower_in_place(&mut req.qname_lower[..req.qname_len]);
         }
         let question_end = (qdcount == 1).then_some(i);
-        let formerr = ParseOutcome::Error { rcode: RCODE_FORMERR, question_end };
+        let formerr = ParseOutcome::Error {
+            rcode: RCODE_FORMERR,
+            question_end,
+        };
         // Answer and authority records are skipped (they carry nothing for a
         // query) but must be well formed; an OPT may only be in additional.
         for _ in 0..(ancount as u32 + nscount as u32) {
@@ -230,7 +238,12 @@ fn parse_opt(rr: &[u8]) -> Option<Edns> {
         }
         j += 4 + len;
     }
-    Some(Edns { payload, version, dnssec_ok, ecs })
+    Some(Edns {
+        payload,
+        version,
+        dnssec_ok,
+        ecs,
+    })
 }
 
 /// Validates an ECS option body (RFC 7871 §6): known family, prefix within
@@ -264,7 +277,12 @@ fn parse_ecs(b: &[u8]) -> Option<ClientSubnet> {
             return None;
         }
     }
-    Some(ClientSubnet { family, source_prefix, scope_prefix, addr })
+    Some(ClientSubnet {
+        family,
+        source_prefix,
+        scope_prefix,
+        addr,
+    })
 }
 
 /// Section a record goes in.
@@ -306,7 +324,13 @@ impl<'b> Writer<'b> {
             f1 |= 1;
         }
         buf.extend_from_slice(&[f1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        Writer { buf, limit, counts: [0; 3], ptrs: [0; 64], nptrs: 0 }
+        Writer {
+            buf,
+            limit,
+            counts: [0; 3],
+            ptrs: [0; 64],
+            nptrs: 0,
+        }
     }
 
     /// Writes the question section with the name exactly as asked.
@@ -504,11 +528,19 @@ impl<'b> Writer<'b> {
 
     /// Appends the OPT record (never refused: room was reserved for it).
     /// `ede` adds an Extended DNS Error option (RFC 8914) with that info code.
-    pub fn opt(&mut self, payload: u16, ext_rcode: u8, dnssec_ok: bool, ecs: Option<(ClientSubnet, u8)>, ede: Option<u16>) {
+    pub fn opt(
+        &mut self,
+        payload: u16,
+        ext_rcode: u8,
+        dnssec_ok: bool,
+        ecs: Option<(ClientSubnet, u8)>,
+        ede: Option<u16>,
+    ) {
         self.buf.push(0);
         self.buf.extend_from_slice(&OPT.to_be_bytes());
         self.buf.extend_from_slice(&payload.to_be_bytes());
-        self.buf.extend_from_slice(&[ext_rcode, 0, if dnssec_ok { 0x80 } else { 0 }, 0]);
+        self.buf
+            .extend_from_slice(&[ext_rcode, 0, if dnssec_ok { 0x80 } else { 0 }, 0]);
         let rdlen_at = self.buf.len();
         self.buf.extend_from_slice(&[0, 0]);
         if let Some(code) = ede {
@@ -585,7 +617,9 @@ mod tests {
 
     #[test]
     fn parses_query_with_opt_and_ecs() {
-        let opt = [0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 11, 0, 8, 0, 7, 0, 1, 24, 0, 192, 0, 2];
+        let opt = [
+            0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 11, 0, 8, 0, 7, 0, 1, 24, 0, 192, 0, 2,
+        ];
         let p = query(b"\x03WwW\x07example\x03com\x00", A, &opt, 1);
         let r = Request::parse(&p).unwrap();
         assert_eq!(r.qname(), b"\x03WwW\x07example\x03com\x00");
@@ -603,11 +637,19 @@ mod tests {
         assert_eq!(Request::parse(&[0; 5]).unwrap_err(), ParseOutcome::Drop);
         let mut p = query(b"\x03www\x00", A, &[], 0);
         p.push(0);
-        assert!(matches!(Request::parse(&p), Err(ParseOutcome::Error { rcode: RCODE_FORMERR, .. })));
+        assert!(matches!(
+            Request::parse(&p),
+            Err(ParseOutcome::Error {
+                rcode: RCODE_FORMERR,
+                ..
+            })
+        ));
         let p = query(b"\xc0\x0c", A, &[], 0);
         assert_eq!(Request::parse(&p).unwrap_err(), ParseOutcome::Drop);
         // ECS with bits set beyond the source prefix.
-        let opt = [0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 11, 0, 8, 0, 7, 0, 1, 23, 0, 192, 0, 3];
+        let opt = [
+            0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 11, 0, 8, 0, 7, 0, 1, 23, 0, 192, 0, 3,
+        ];
         assert!(Request::parse(&query(b"\x00", A, &opt, 1)).is_err());
     }
 
@@ -616,9 +658,16 @@ mod tests {
         let mut buf = Vec::new();
         let mut w = Writer::new(&mut buf, 512, 1, 0, false);
         w.question(b"\x03WWW\x07Example\x03com\x00", A, 1);
-        w.rrset(Section::Answer, None, A, 60, [&[192u8, 0, 2, 1][..]]).unwrap();
-        w.rrset(Section::Authority, Some(b"\x07example\x03com\x00"), NS, 60, [&b"\x03ns1\x07example\x03com\x00"[..]])
+        w.rrset(Section::Answer, None, A, 60, [&[192u8, 0, 2, 1][..]])
             .unwrap();
+        w.rrset(
+            Section::Authority,
+            Some(b"\x07example\x03com\x00"),
+            NS,
+            60,
+            [&b"\x03ns1\x07example\x03com\x00"[..]],
+        )
+        .unwrap();
         // The authority owner is a pointer to "Example.com" inside the question.
         let owner_at = 12 + 17 + 4 + 16;
         assert_eq!(&buf[owner_at..owner_at + 2], &[0xc0, 16]);

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use crate::reload::StateEvent;
 use crate::shared::Shared;
 use crate::snapshot::{EtcdInputs, Inputs, SourceKind, ZoneText};
-use crate::store::{EtcdConfig, Entry, PrefixState, StoreError};
+use crate::store::{Entry, EtcdConfig, PrefixState, StoreError};
 
 /// A silent watch stream gets a progress request after this long.
 const PROGRESS_AFTER: Duration = Duration::from_secs(5);
@@ -45,8 +45,14 @@ impl Default for Backoff {
 
 impl Backoff {
     pub fn new() -> Backoff {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
-        Backoff { next: Duration::from_millis(100), seed }
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        Backoff {
+            next: Duration::from_millis(100),
+            seed,
+        }
     }
 
     pub fn reset(&mut self) {
@@ -68,28 +74,51 @@ impl Backoff {
 
 /// Builds snapshot inputs from a prefix read: zones from the zones folder,
 /// overridden per origin by `<prefix>/zones/<origin>` keys.
-pub fn inputs_from(cfg: &EtcdConfig, zones_dir: Option<&PathBuf>, p: &PrefixState, kind: SourceKind) -> Result<Inputs, Vec<crate::snapshot::ConfigError>> {
+pub fn inputs_from(
+    cfg: &EtcdConfig,
+    zones_dir: Option<&PathBuf>,
+    p: &PrefixState,
+    kind: SourceKind,
+) -> Result<Inputs, Vec<crate::snapshot::ConfigError>> {
     let mut zones: Vec<ZoneText> = Vec::new();
     if let Some(dir) = zones_dir {
-        let files = crate::source::FileSource { zones_dir: dir.clone(), state_file: None }.read(0)?;
+        let files = crate::source::FileSource {
+            zones_dir: dir.clone(),
+            state_file: None,
+        }
+        .read(0)?;
         zones = files.zones;
     }
     for (origin, e) in p.zones() {
-        let name = match crate::dns::name::Name::parse(&format!("{}.", origin.trim_end_matches('.')), None) {
+        let name = match crate::dns::name::Name::parse(
+            &format!("{}.", origin.trim_end_matches('.')),
+            None,
+        ) {
             Ok(n) => n,
             Err(x) => {
-                return Err(vec![crate::snapshot::ConfigError { source: cfg.key(&format!("zones/{origin}")), line: None, message: format!("bad zone origin: {x}") }]);
+                return Err(vec![crate::snapshot::ConfigError {
+                    source: cfg.key(&format!("zones/{origin}")),
+                    line: None,
+                    message: format!("bad zone origin: {x}"),
+                }]);
             }
         };
         zones.retain(|z| z.origin.to_lower() != name.to_lower());
-        zones.push(ZoneText { source: cfg.key(&format!("zones/{origin}")), origin: name, text: e.value.clone() });
+        zones.push(ZoneText {
+            source: cfg.key(&format!("zones/{origin}")),
+            origin: name,
+            text: e.value.clone(),
+        });
     }
     let entries = p.entries.clone();
     Ok(Inputs {
         zones,
         state_source: cfg.dir(),
         state_text: String::new(),
-        etcd: Some(EtcdInputs { prefix: cfg.prefix.clone(), entries }),
+        etcd: Some(EtcdInputs {
+            prefix: cfg.prefix.clone(),
+            entries,
+        }),
         revision: p.revision.max(0) as u64,
         kind,
     })
@@ -111,14 +140,23 @@ impl EtcdSource {
     fn send_inputs(&self, p: &PrefixState) -> StateEvent {
         match inputs_from(&self.cfg, self.zones_dir.as_ref(), p, SourceKind::Etcd) {
             Ok(i) => StateEvent::Candidate(i),
-            Err(errors) => StateEvent::Unreadable { revision: p.revision.max(0) as u64, errors },
+            Err(errors) => StateEvent::Unreadable {
+                revision: p.revision.max(0) as u64,
+                errors,
+            },
         }
     }
 
     /// Runs until `shutdown`: keeps `state` in step with etcd and sends a
     /// candidate for every change. `state` is what was last read (None: read
     /// in full first).
-    pub async fn run(mut self, mut state: Option<PrefixState>, tx: mpsc::Sender<StateEvent>, shared: Arc<Shared>, shutdown: CancellationToken) {
+    pub async fn run(
+        mut self,
+        mut state: Option<PrefixState>,
+        tx: mpsc::Sender<StateEvent>,
+        shared: Arc<Shared>,
+        shutdown: CancellationToken,
+    ) {
         let mut backoff = Backoff::new();
         loop {
             if shutdown.is_cancelled() {
@@ -131,7 +169,11 @@ impl EtcdSource {
                     Ok(s) => {
                         shared.set_etcd_up(true);
                         backoff.reset();
-                        info!(revision = s.revision, keys = s.entries.len(), "read the etcd prefix");
+                        info!(
+                            revision = s.revision,
+                            keys = s.entries.len(),
+                            "read the etcd prefix"
+                        );
                         if tx.send(self.send_inputs(&s)).await.is_err() {
                             return;
                         }
@@ -147,7 +189,10 @@ impl EtcdSource {
                     }
                 },
             };
-            match self.watch(current, &tx, &shared, &shutdown, &mut backoff).await {
+            match self
+                .watch(current, &tx, &shared, &shutdown, &mut backoff)
+                .await
+            {
                 WatchEnd::Stop => return,
                 WatchEnd::Reload => state = None,
                 WatchEnd::Retry(s) => {
@@ -169,7 +214,10 @@ impl EtcdSource {
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
     ) -> WatchEnd {
-        let opts = WatchOptions::new().with_prefix().with_start_revision(state.revision + 1).with_progress_notify();
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(state.revision + 1)
+            .with_progress_notify();
         let mut stream = match self.client.watch(self.cfg.dir(), Some(opts)).await {
             Ok(s) => s,
             Err(error) => {
@@ -219,19 +267,37 @@ impl EtcdSource {
             backoff.reset();
             if resp.canceled() {
                 if resp.compact_revision() > 0 {
-                    warn!(revision = state.revision, compacted = resp.compact_revision(), "watch start was compacted; reloading in full");
+                    warn!(
+                        revision = state.revision,
+                        compacted = resp.compact_revision(),
+                        "watch start was compacted; reloading in full"
+                    );
                     return WatchEnd::Reload;
                 }
-                warn!(reason = resp.cancel_reason(), "etcd canceled the watch; reloading in full");
+                warn!(
+                    reason = resp.cancel_reason(),
+                    "etcd canceled the watch; reloading in full"
+                );
                 return WatchEnd::Reload;
             }
             if let Some(h) = resp.header() {
-                if h.cluster_id() != 0 && state.cluster_id != 0 && h.cluster_id() != state.cluster_id {
-                    warn!(old = state.cluster_id, new = h.cluster_id(), "etcd cluster id changed; reloading in full");
+                if h.cluster_id() != 0
+                    && state.cluster_id != 0
+                    && h.cluster_id() != state.cluster_id
+                {
+                    warn!(
+                        old = state.cluster_id,
+                        new = h.cluster_id(),
+                        "etcd cluster id changed; reloading in full"
+                    );
                     return WatchEnd::Reload;
                 }
                 if h.revision() < state.revision {
-                    warn!(old = state.revision, new = h.revision(), "etcd revision went backwards; reloading in full");
+                    warn!(
+                        old = state.revision,
+                        new = h.revision(),
+                        "etcd revision went backwards; reloading in full"
+                    );
                     return WatchEnd::Reload;
                 }
             }
@@ -243,12 +309,17 @@ impl EtcdSource {
                 let Some(kv) = ev.kv() else { continue };
                 newest = newest.max(kv.mod_revision());
                 let Ok(key) = kv.key_str() else { continue };
-                let Some(rel) = key.strip_prefix(&dir) else { continue };
+                let Some(rel) = key.strip_prefix(&dir) else {
+                    continue;
+                };
                 match ev.event_type() {
                     EventType::Put => {
                         state.entries.insert(
                             rel.to_string(),
-                            Entry { value: String::from_utf8_lossy(kv.value()).into_owned(), mod_revision: kv.mod_revision() },
+                            Entry {
+                                value: String::from_utf8_lossy(kv.value()).into_owned(),
+                                mod_revision: kv.mod_revision(),
+                            },
                         );
                     }
                     EventType::Delete => {
@@ -257,7 +328,11 @@ impl EtcdSource {
                 }
             }
             state.revision = newest;
-            debug!(revision = newest, events = resp.events().len(), "etcd change");
+            debug!(
+                revision = newest,
+                events = resp.events().len(),
+                "etcd change"
+            );
             if tx.send(self.send_inputs(&state)).await.is_err() {
                 return WatchEnd::Stop;
             }
@@ -301,7 +376,15 @@ pub struct RejectionRecord {
 
 /// Keeps this edge's registration under a lease and up to date with what
 /// it serves, until `shutdown` (then revokes the lease).
-pub async fn register(cfg: EtcdConfig, mut client: Client, edge_id: String, http: String, dns: String, shared: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn register(
+    cfg: EtcdConfig,
+    mut client: Client,
+    edge_id: String,
+    http: String,
+    dns: String,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
     const TTL: i64 = 10;
     let key = format!("{}{}", cfg.edges_dir(), edge_id);
     let mut changes = shared.subscribe();
@@ -331,16 +414,32 @@ pub async fn register(cfg: EtcdConfig, mut client: Client, edge_id: String, http
                 dns: dns.clone(),
                 revision: snap.revision,
                 source: snap.kind.as_str().into(),
-                serials: snap.serials().into_iter().map(|(k, (s, _))| (k, s)).collect(),
-                last_rejection: shared.last_rejection.lock().expect("not poisoned").as_ref().map(|r| RejectionRecord {
-                    at: crate::util::rfc3339(r.at),
-                    revision: r.revision,
-                    errors: r.errors.clone(),
-                }),
+                serials: snap
+                    .serials()
+                    .into_iter()
+                    .map(|(k, (s, _))| (k, s))
+                    .collect(),
+                last_rejection: shared
+                    .last_rejection
+                    .lock()
+                    .expect("not poisoned")
+                    .as_ref()
+                    .map(|r| RejectionRecord {
+                        at: crate::util::rfc3339(r.at),
+                        revision: r.revision,
+                        errors: r.errors.clone(),
+                    }),
                 updated: crate::util::rfc3339_now(),
             };
             let value = serde_json::to_string(&record).expect("serializable");
-            if let Err(error) = client.put(key.as_str(), value, Some(etcd_client::PutOptions::new().with_lease(lease))).await {
+            if let Err(error) = client
+                .put(
+                    key.as_str(),
+                    value,
+                    Some(etcd_client::PutOptions::new().with_lease(lease)),
+                )
+                .await
+            {
                 debug!(%error, "edge registration failed");
                 if sleep_or_stop(backoff.delay(), &shutdown).await {
                     return;
@@ -377,7 +476,8 @@ pub fn is_unavailable(error: &StoreError) -> bool {
 /// Keeps `etcd up` in readiness and metrics.
 impl Shared {
     pub fn set_etcd_up(&self, up: bool) {
-        self.etcd_up.store(if up { 1 } else { 2 }, Ordering::Relaxed);
+        self.etcd_up
+            .store(if up { 1 } else { 2 }, Ordering::Relaxed);
         self.metrics.etcd_up.set(i64::from(up));
     }
 }

@@ -30,7 +30,11 @@ pub struct FileSource {
 }
 
 fn read_err(path: &Path, e: std::io::Error) -> ConfigError {
-    ConfigError { source: path.display().to_string(), line: None, message: format!("cannot read: {e}") }
+    ConfigError {
+        source: path.display().to_string(),
+        line: None,
+        message: format!("cannot read: {e}"),
+    }
 }
 
 impl FileSource {
@@ -49,7 +53,11 @@ impl FileSource {
                 paths.sort();
                 for p in paths {
                     let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-                    let origin_text = if stem.ends_with('.') { stem.to_string() } else { format!("{stem}.") };
+                    let origin_text = if stem.ends_with('.') {
+                        stem.to_string()
+                    } else {
+                        format!("{stem}.")
+                    };
                     let origin = match Name::parse(&origin_text, None) {
                         Ok(o) if !stem.is_empty() => o,
                         _ => {
@@ -62,7 +70,11 @@ impl FileSource {
                         }
                     };
                     match std::fs::read_to_string(&p) {
-                        Ok(text) => zones.push(ZoneText { source: p.display().to_string(), origin, text }),
+                        Ok(text) => zones.push(ZoneText {
+                            source: p.display().to_string(),
+                            origin,
+                            text,
+                        }),
                         Err(e) => errors.push(read_err(&p, e)),
                     }
                 }
@@ -81,7 +93,14 @@ impl FileSource {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(Inputs { zones, state_source, state_text, etcd: None, revision, kind: SourceKind::File })
+        Ok(Inputs {
+            zones,
+            state_source,
+            state_text,
+            etcd: None,
+            revision,
+            kind: SourceKind::File,
+        })
     }
 
     /// Reads until two reads agree.
@@ -107,29 +126,44 @@ impl FileSource {
     /// so no change slips between that read and the watch.
     pub fn start_watch(self) -> anyhow::Result<FileWatch> {
         let (etx, erx) = mpsc::unbounded_channel::<()>();
-        let zones_dir = self.zones_dir.canonicalize().unwrap_or(self.zones_dir.clone());
-        let state_file = self.state_file.as_ref().map(|p| p.canonicalize().unwrap_or(p.clone()));
-        let state_name = state_file.as_ref().and_then(|p| p.file_name().map(|n| n.to_os_string()));
+        let zones_dir = self
+            .zones_dir
+            .canonicalize()
+            .unwrap_or(self.zones_dir.clone());
+        let state_file = self
+            .state_file
+            .as_ref()
+            .map(|p| p.canonicalize().unwrap_or(p.clone()));
+        let state_name = state_file
+            .as_ref()
+            .and_then(|p| p.file_name().map(|n| n.to_os_string()));
         let zd = zones_dir.clone();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let Ok(ev) = res else { return };
-            // Reads (ours included) and metadata changes are not changes.
-            use notify::EventKind;
-            use notify::event::ModifyKind;
-            let changed = matches!(ev.kind, EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any)
-                || matches!(ev.kind, EventKind::Modify(k) if !matches!(k, ModifyKind::Metadata(_)));
-            if !changed {
-                return;
-            }
-            let relevant = ev.paths.iter().any(|p| {
-                let in_zones = p.parent() == Some(zd.as_path()) && p.extension().is_some_and(|x| x == "zone");
-                let is_state = state_name.as_ref().is_some_and(|n| p.file_name() == Some(n.as_os_str()));
-                in_zones || is_state
-            });
-            if relevant {
-                let _ = etx.send(());
-            }
-        })?;
+        let mut watcher = notify::recommended_watcher(
+            move |res: notify::Result<notify::Event>| {
+                let Ok(ev) = res else { return };
+                // Reads (ours included) and metadata changes are not changes.
+                use notify::EventKind;
+                use notify::event::ModifyKind;
+                let changed = matches!(
+                    ev.kind,
+                    EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any
+                ) || matches!(ev.kind, EventKind::Modify(k) if !matches!(k, ModifyKind::Metadata(_)));
+                if !changed {
+                    return;
+                }
+                let relevant = ev.paths.iter().any(|p| {
+                    let in_zones = p.parent() == Some(zd.as_path())
+                        && p.extension().is_some_and(|x| x == "zone");
+                    let is_state = state_name
+                        .as_ref()
+                        .is_some_and(|n| p.file_name() == Some(n.as_os_str()));
+                    in_zones || is_state
+                });
+                if relevant {
+                    let _ = etx.send(());
+                }
+            },
+        )?;
         watcher.watch(&zones_dir, RecursiveMode::NonRecursive)?;
         if let Some(sf) = &state_file
             && let Some(dir) = sf.parent()
@@ -137,7 +171,11 @@ impl FileSource {
         {
             watcher.watch(dir, RecursiveMode::NonRecursive)?;
         }
-        Ok(FileWatch { source: self, _watcher: watcher, events: erx })
+        Ok(FileWatch {
+            source: self,
+            _watcher: watcher,
+            events: erx,
+        })
     }
 }
 
@@ -152,7 +190,12 @@ pub struct FileWatch {
 impl FileWatch {
     /// Sends a candidate after each burst of changes. `first_revision` is
     /// the revision of the snapshot already loaded.
-    pub async fn run(mut self, tx: mpsc::Sender<StateEvent>, first_revision: u64, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(
+        mut self,
+        tx: mpsc::Sender<StateEvent>,
+        first_revision: u64,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let erx = &mut self.events;
         let mut revision = first_revision;
         loop {

@@ -144,7 +144,11 @@ pub struct RawMatch {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<String>,
     /// 0 to 100 with up to two decimals, e.g. `"12.5"`.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "percent_text")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "percent_text"
+    )]
     #[schemars(with = "Option<String>")]
     pub percent: Option<String>,
 }
@@ -193,7 +197,11 @@ pub struct RawUpdateFields {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_version: Option<String>,
     /// Share of clients (sticky cohort) to which `min_version` applies.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "percent_text")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "percent_text"
+    )]
     #[schemars(with = "Option<String>")]
     pub min_version_percent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,7 +234,11 @@ pub struct StateError {
 
 impl StateError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        StateError { path: path.into(), message: message.into(), line: None }
+        StateError {
+            path: path.into(),
+            message: message.into(),
+            line: None,
+        }
     }
 
     /// Fills in lines from the YAML text the state was read from.
@@ -262,7 +274,11 @@ pub fn from_yaml(text: &str) -> Result<RawState, StateError> {
             Some(i) => msg[..i].to_string(),
             None => msg,
         };
-        StateError { path: String::new(), message: msg, line }
+        StateError {
+            path: String::new(),
+            message: msg,
+            line,
+        }
     })
 }
 
@@ -285,7 +301,9 @@ mod tests {
     /// each must be rejected.
     #[test]
     fn unknown_fields_are_rejected_everywhere() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/state.yaml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/state.yaml"))
+                .unwrap();
         let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
         fn objects(v: &serde_json::Value, path: Vec<String>, out: &mut Vec<Vec<String>>) {
             match v {
@@ -320,16 +338,24 @@ mod tests {
                     _ => unreachable!(),
                 };
             }
-            cur.as_object_mut().unwrap().insert("bogus_field".into(), serde_json::json!({"x": 1}));
+            cur.as_object_mut()
+                .unwrap()
+                .insert("bogus_field".into(), serde_json::json!({"x": 1}));
             let yaml = serde_norway::to_string(&d).unwrap();
-            assert!(from_yaml(&yaml).is_err(), "unknown field at {p:?} was accepted");
+            assert!(
+                from_yaml(&yaml).is_err(),
+                "unknown field at {p:?} was accepted"
+            );
         }
     }
 
     #[test]
     fn percent_keeps_text() {
         let s = from_yaml("services:\n  s:\n    hostnames: [a.]\n    legacy_sdk_version: 0.9.0\n    rules:\n      - name: r\n        match: { percent: 12.5 }\n        environment: e\n").unwrap();
-        assert_eq!(s.services["s"].rules[0].matcher.percent.as_deref(), Some("12.5"));
+        assert_eq!(
+            s.services["s"].rules[0].matcher.percent.as_deref(),
+            Some("12.5")
+        );
     }
 
     #[test]

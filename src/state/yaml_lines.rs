@@ -12,7 +12,11 @@ enum Frame {
 }
 
 fn child(parent: &str, key: &str) -> String {
-    if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") }
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
 }
 
 /// Every path in the document with its 1-based line. Returns what it could

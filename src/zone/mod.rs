@@ -124,14 +124,22 @@ fn canonical_rdata(rtype: u16, rdata: &[u8]) -> Vec<u8> {
 
 /// Finds the node that answers for `target` (exactly, or through a
 /// wildcard), as additional-section processing does.
-fn resolve_target(index: &HashMap<Box<[u8]>, u32>, nodes: &[Node], origin: &Name, target: &[u8]) -> Option<Target> {
+fn resolve_target(
+    index: &HashMap<Box<[u8]>, u32>,
+    nodes: &[Node],
+    origin: &Name,
+    target: &[u8],
+) -> Option<Target> {
     let mut key = target.to_vec();
     crate::dns::name::lower_in_place(&mut key);
     if !crate::dns::name::is_subdomain(&key, origin.wire()) {
         return None;
     }
     if let Some(&i) = index.get(&key[..]) {
-        return Some(Target { node: i, owner: None });
+        return Some(Target {
+            node: i,
+            owner: None,
+        });
     }
     // Closest encloser, then its wildcard; never through a zone cut.
     let mut at = 0;
@@ -143,7 +151,10 @@ fn resolve_target(index: &HashMap<Box<[u8]>, u32>, nodes: &[Node], origin: &Name
             }
             let mut wild = vec![1u8, b'*'];
             wild.extend_from_slice(&key[next..]);
-            return index.get(&wild[..]).map(|&w| Target { node: w, owner: Some(target.into()) });
+            return index.get(&wild[..]).map(|&w| Target {
+                node: w,
+                owner: Some(target.into()),
+            });
         }
         at = next;
     }
@@ -153,41 +164,58 @@ fn resolve_target(index: &HashMap<Box<[u8]>, u32>, nodes: &[Node], origin: &Name
 impl Zone {
     /// Builds a zone from records. `serial` overrides the SOA serial when
     /// given. Reports every problem found (line 0 when not tied to a line).
-    pub fn build(origin: &Name, records: &[ZoneRecord], serial: Option<u32>) -> Result<Zone, Vec<ZoneIssue>> {
+    pub fn build(
+        origin: &Name,
+        records: &[ZoneRecord],
+        serial: Option<u32>,
+    ) -> Result<Zone, Vec<ZoneIssue>> {
         Self::build_with(origin, records, serial, &[])
     }
 
     /// [`Zone::build`] with the names (lower-case) whose answers are
     /// computed per query.
-    pub fn build_with(origin: &Name, records: &[ZoneRecord], serial: Option<u32>, dynamic: &[Name]) -> Result<Zone, Vec<ZoneIssue>> {
+    pub fn build_with(
+        origin: &Name,
+        records: &[ZoneRecord],
+        serial: Option<u32>,
+        dynamic: &[Name],
+    ) -> Result<Zone, Vec<ZoneIssue>> {
         let origin = origin.to_lower();
         let mut issues = Vec::new();
-        let mut index: HashMap<Box<[u8]>, u32> = HashMap::with_capacity_and_hasher(records.len() + 1, Default::default());
+        let mut index: HashMap<Box<[u8]>, u32> =
+            HashMap::with_capacity_and_hasher(records.len() + 1, Default::default());
         let mut nodes: Vec<Node> = Vec::with_capacity(records.len() + 1);
         let mut lines: Vec<Vec<(u16, usize)>> = Vec::new();
-        let mut get_node = |name: &Name, nodes: &mut Vec<Node>, lines: &mut Vec<Vec<(u16, usize)>>| -> u32 {
-            let key: Box<[u8]> = name.to_lower().wire().into();
-            if let Some(&i) = index.get(&key) {
-                return i;
-            }
-            let i = nodes.len() as u32;
-            nodes.push(Node::default());
-            lines.push(Vec::new());
-            index.insert(key, i);
-            i
-        };
+        let mut get_node =
+            |name: &Name, nodes: &mut Vec<Node>, lines: &mut Vec<Vec<(u16, usize)>>| -> u32 {
+                let key: Box<[u8]> = name.to_lower().wire().into();
+                if let Some(&i) = index.get(&key) {
+                    return i;
+                }
+                let i = nodes.len() as u32;
+                nodes.push(Node::default());
+                lines.push(Vec::new());
+                index.insert(key, i);
+                i
+            };
         let apex = get_node(&origin, &mut nodes, &mut lines);
         let mut hasher = std::hash::DefaultHasher::new();
         use std::hash::{Hash, Hasher};
         for r in records {
             if !r.owner.is_subdomain_of(&origin) {
-                issues.push(ZoneIssue { line: r.line, message: format!("{} is outside the zone {}", r.owner, origin) });
+                issues.push(ZoneIssue {
+                    line: r.line,
+                    message: format!("{} is outside the zone {}", r.owner, origin),
+                });
                 continue;
             }
             if r.rtype == SOA && r.owner.to_lower() != origin {
                 issues.push(ZoneIssue {
                     line: r.line,
-                    message: format!("SOA owner {} disagrees with the zone origin {origin} (from the file name)", r.owner),
+                    message: format!(
+                        "SOA owner {} disagrees with the zone origin {origin} (from the file name)",
+                        r.owner
+                    ),
                 });
                 continue;
             }
@@ -207,16 +235,26 @@ impl Zone {
             }
             match node.rrsets.iter_mut().find(|s| s.rtype == r.rtype) {
                 Some(set) => {
-                    if set.rdatas.iter().any(|d| d[..] == canonical_rdata(r.rtype, &r.rdata)[..]) {
+                    if set
+                        .rdatas
+                        .iter()
+                        .any(|d| d[..] == canonical_rdata(r.rtype, &r.rdata)[..])
+                    {
                         set.ttl = r.ttl;
                         continue;
                     }
                     if r.rtype == SOA {
-                        issues.push(ZoneIssue { line: r.line, message: "more than one SOA record".into() });
+                        issues.push(ZoneIssue {
+                            line: r.line,
+                            message: "more than one SOA record".into(),
+                        });
                         continue;
                     }
                     if r.rtype == CNAME {
-                        issues.push(ZoneIssue { line: r.line, message: format!("more than one CNAME at {}", r.owner) });
+                        issues.push(ZoneIssue {
+                            line: r.line,
+                            message: format!("more than one CNAME at {}", r.owner),
+                        });
                         continue;
                     }
                     set.rdatas.push(canonical_rdata(r.rtype, &r.rdata).into());
@@ -224,7 +262,12 @@ impl Zone {
                     set.ttl = r.ttl;
                 }
                 None => {
-                    node.rrsets.push(RRset { rtype: r.rtype, ttl: r.ttl, rdatas: vec![canonical_rdata(r.rtype, &r.rdata).into()], targets: vec![] });
+                    node.rrsets.push(RRset {
+                        rtype: r.rtype,
+                        ttl: r.ttl,
+                        rdatas: vec![canonical_rdata(r.rtype, &r.rdata).into()],
+                        targets: vec![],
+                    });
                     lines[id as usize].push((r.rtype, r.line));
                 }
             }
@@ -236,8 +279,15 @@ impl Zone {
         }
         let mut negative_ttl = 0;
         let mut file_serial = 0;
-        match nodes[apex as usize].rrsets.iter_mut().find(|s| s.rtype == SOA) {
-            None => issues.push(ZoneIssue { line: 0, message: format!("no SOA record at the apex {origin}") }),
+        match nodes[apex as usize]
+            .rrsets
+            .iter_mut()
+            .find(|s| s.rtype == SOA)
+        {
+            None => issues.push(ZoneIssue {
+                line: 0,
+                message: format!("no SOA record at the apex {origin}"),
+            }),
             Some(soa) => {
                 let (at, s, minimum) = soa_fields(&soa.rdatas[0]);
                 // Hash the SOA without its serial.
@@ -250,7 +300,10 @@ impl Zone {
             }
         }
         if nodes[apex as usize].get(NS).is_none() {
-            issues.push(ZoneIssue { line: 0, message: format!("no NS records at the apex {origin}") });
+            issues.push(ZoneIssue {
+                line: 0,
+                message: format!("no NS records at the apex {origin}"),
+            });
         }
         for (i, node) in nodes.iter_mut().enumerate() {
             node.rrsets.sort_by_key(|s| s.rtype);
@@ -259,10 +312,16 @@ impl Zone {
                 set.rdatas.sort();
             }
             if node.get(CNAME).is_some() && node.rrsets.len() > 1 {
-                let line = lines[i].iter().find(|(t, _)| *t == CNAME).map_or(0, |l| l.1);
+                let line = lines[i]
+                    .iter()
+                    .find(|(t, _)| *t == CNAME)
+                    .map_or(0, |l| l.1);
                 issues.push(ZoneIssue {
                     line,
-                    message: format!("CNAME at {} has other records beside it", node.owner.as_ref().unwrap()),
+                    message: format!(
+                        "CNAME at {} has other records beside it",
+                        node.owner.as_ref().unwrap()
+                    ),
                 });
             }
             node.delegation = i as u32 != apex && node.get(NS).is_some();
@@ -304,7 +363,17 @@ impl Zone {
             }
         }
         let served = serial.unwrap_or(file_serial);
-        Ok(Zone { origin, nodes, index, apex, serial: served, file_serial, negative_ttl, content_hash: hasher.finish(), input_fingerprint: 0 })
+        Ok(Zone {
+            origin,
+            nodes,
+            index,
+            apex,
+            serial: served,
+            file_serial,
+            negative_ttl,
+            content_hash: hasher.finish(),
+            input_fingerprint: 0,
+        })
     }
 
     /// Sets the SOA serial served (the zone is still being built, so not
@@ -333,7 +402,11 @@ impl Zone {
 
     /// Number of records (not RRsets) in the zone.
     pub fn record_count(&self) -> usize {
-        self.nodes.iter().flat_map(|n| &n.rrsets).map(|s| s.rdatas.len()).sum()
+        self.nodes
+            .iter()
+            .flat_map(|n| &n.rrsets)
+            .map(|s| s.rdatas.len())
+            .sum()
     }
 
     /// The serial of the SOA record as it is served.
@@ -360,21 +433,32 @@ mod tests {
 
     #[test]
     fn builds_nodes_and_ents() {
-        let z = build("@ 3600 SOA ns h 7 1 1 1 300\n@ NS ns\nns A 192.0.2.1\na.b.c A 192.0.2.2\nmx MX 1 ns\n").unwrap();
+        let z = build(
+            "@ 3600 SOA ns h 7 1 1 1 300\n@ NS ns\nns A 192.0.2.1\na.b.c A 192.0.2.2\nmx MX 1 ns\n",
+        )
+        .unwrap();
         assert_eq!(z.serial, 7);
         assert_eq!(z.negative_ttl, 300);
         let ent = z.lookup(b"\x01b\x01c\x07example\x03com\x00").unwrap();
         assert!(ent.is_empty());
-        let mx = z.lookup(b"\x02mx\x07example\x03com\x00").unwrap().get(MX).unwrap();
+        let mx = z
+            .lookup(b"\x02mx\x07example\x03com\x00")
+            .unwrap()
+            .get(MX)
+            .unwrap();
         assert_eq!(mx.targets.len(), 1);
         assert_eq!(z.record_count(), 5);
     }
 
     #[test]
     fn rejects_bad_zones() {
-        let e = build("@ NS ns\nwww CNAME x\nwww A 192.0.2.1\nout.example.net. A 192.0.2.1\n").unwrap_err();
+        let e = build("@ NS ns\nwww CNAME x\nwww A 192.0.2.1\nout.example.net. A 192.0.2.1\n")
+            .unwrap_err();
         let msgs: Vec<&str> = e.iter().map(|i| i.message.as_str()).collect();
-        assert!(msgs.iter().any(|m| m.contains("outside the zone")), "{msgs:?}");
+        assert!(
+            msgs.iter().any(|m| m.contains("outside the zone")),
+            "{msgs:?}"
+        );
         assert!(msgs.iter().any(|m| m.contains("no SOA")), "{msgs:?}");
         assert!(msgs.iter().any(|m| m.contains("CNAME")), "{msgs:?}");
     }

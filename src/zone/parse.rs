@@ -75,7 +75,11 @@ fn lex(text: &str) -> (Vec<Entry>, Vec<LineError>) {
             }
             b' ' | b'\t' | b'\r' => {
                 if at_line_start && depth == 0 && cur.is_none() {
-                    cur = Some(Entry { line, blank_owner: true, tokens: Vec::new() });
+                    cur = Some(Entry {
+                        line,
+                        blank_owner: true,
+                        tokens: Vec::new(),
+                    });
                 }
                 at_line_start = false;
                 i += 1;
@@ -88,12 +92,19 @@ fn lex(text: &str) -> (Vec<Entry>, Vec<LineError>) {
             b'(' => {
                 depth += 1;
                 at_line_start = false;
-                cur.get_or_insert(Entry { line, blank_owner: false, tokens: Vec::new() });
+                cur.get_or_insert(Entry {
+                    line,
+                    blank_owner: false,
+                    tokens: Vec::new(),
+                });
                 i += 1;
             }
             b')' => {
                 if depth == 0 {
-                    errors.push(LineError { line, message: "unbalanced ')'".into() });
+                    errors.push(LineError {
+                        line,
+                        message: "unbalanced ')'".into(),
+                    });
                 } else {
                     depth -= 1;
                 }
@@ -132,30 +143,55 @@ fn lex(text: &str) -> (Vec<Entry>, Vec<LineError>) {
                     }
                 }
                 if !closed {
-                    errors.push(LineError { line: start_line, message: "unterminated quoted string".into() });
+                    errors.push(LineError {
+                        line: start_line,
+                        message: "unterminated quoted string".into(),
+                    });
                 }
                 at_line_start = false;
-                cur.get_or_insert(Entry { line: start_line, blank_owner: false, tokens: Vec::new() })
-                    .tokens
-                    .push(Token { text: s, quoted: true });
+                cur.get_or_insert(Entry {
+                    line: start_line,
+                    blank_owner: false,
+                    tokens: Vec::new(),
+                })
+                .tokens
+                .push(Token {
+                    text: s,
+                    quoted: true,
+                });
             }
             _ => {
                 let start = i;
-                while i < b.len() && !matches!(b[i], b' ' | b'\t' | b'\r' | b'\n' | b';' | b'(' | b')' | b'"') {
+                while i < b.len()
+                    && !matches!(
+                        b[i],
+                        b' ' | b'\t' | b'\r' | b'\n' | b';' | b'(' | b')' | b'"'
+                    )
+                {
                     if b[i] == b'\\' && i + 1 < b.len() {
                         i += 1;
                     }
                     i += 1;
                 }
                 at_line_start = false;
-                cur.get_or_insert(Entry { line, blank_owner: false, tokens: Vec::new() })
-                    .tokens
-                    .push(Token { text: text[start..i].to_string(), quoted: false });
+                cur.get_or_insert(Entry {
+                    line,
+                    blank_owner: false,
+                    tokens: Vec::new(),
+                })
+                .tokens
+                .push(Token {
+                    text: text[start..i].to_string(),
+                    quoted: false,
+                });
             }
         }
     }
     if depth != 0 {
-        errors.push(LineError { line, message: "unbalanced '(' at end of file".into() });
+        errors.push(LineError {
+            line,
+            message: "unbalanced '(' at end of file".into(),
+        });
     }
     if let Some(e) = cur.take()
         && !e.tokens.is_empty()
@@ -280,7 +316,10 @@ pub fn parse_zone(text: &str, origin: &Name) -> Parsed {
                         rtype = Some(0);
                     }
                 }
-            } else if class.is_none() && class_from_str(t).is_some() && !t.to_ascii_uppercase().starts_with("TYPE") {
+            } else if class.is_none()
+                && class_from_str(t).is_some()
+                && !t.to_ascii_uppercase().starts_with("TYPE")
+            {
                 class = class_from_str(t);
             } else if let Some(rt) = type_from_str(t) {
                 rtype = Some(rt);
@@ -313,7 +352,13 @@ pub fn parse_zone(text: &str, origin: &Name) -> Parsed {
         };
         let toks: Vec<&Token> = e.tokens[idx..].iter().collect();
         match rdata_from_tokens(rtype, &toks, &origin) {
-            Ok(rdata) => out.records.push(ZoneRecord { owner, rtype, ttl, rdata, line }),
+            Ok(rdata) => out.records.push(ZoneRecord {
+                owner,
+                rtype,
+                ttl,
+                rdata,
+                line,
+            }),
             Err(m) => errors.push(err(format!("{} record: {m}", type_name(rtype)))),
         }
     }
@@ -333,12 +378,18 @@ fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u
     match rtype {
         A => {
             let t = next("IPv4 address")?;
-            let a: Ipv4Addr = t.text.parse().map_err(|_| format!("bad IPv4 address '{}'", t.text))?;
+            let a: Ipv4Addr = t
+                .text
+                .parse()
+                .map_err(|_| format!("bad IPv4 address '{}'", t.text))?;
             w.extend_from_slice(&a.octets());
         }
         AAAA => {
             let t = next("IPv6 address")?;
-            let a: Ipv6Addr = t.text.parse().map_err(|_| format!("bad IPv6 address '{}'", t.text))?;
+            let a: Ipv6Addr = t
+                .text
+                .parse()
+                .map_err(|_| format!("bad IPv6 address '{}'", t.text))?;
             w.extend_from_slice(&a.octets());
         }
         NS | CNAME | PTR | DNAME => put_name(&mut w, next("target name")?, origin)?,
@@ -350,7 +401,10 @@ fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u
             put_name(&mut w, next("primary server name")?, origin)?;
             put_name(&mut w, next("mailbox name")?, origin)?;
             let serial = next("serial")?;
-            let s: u32 = serial.text.parse().map_err(|_| format!("bad serial '{}'", serial.text))?;
+            let s: u32 = serial
+                .text
+                .parse()
+                .map_err(|_| format!("bad serial '{}'", serial.text))?;
             w.extend_from_slice(&s.to_be_bytes());
             for what in ["refresh", "retry", "expire", "minimum"] {
                 let t = next(what)?;
@@ -434,7 +488,10 @@ fn generic_rdata(toks: &[&Token]) -> Result<Vec<u8>, String> {
     let hex: String = toks[1..].iter().map(|t| t.text.as_str()).collect();
     let data = decode_hex(&hex)?;
     if data.len() != len {
-        return Err(format!("\\# length {len} does not match {} bytes of data", data.len()));
+        return Err(format!(
+            "\\# length {len} does not match {} bytes of data",
+            data.len()
+        ));
     }
     if len > 65535 {
         return Err("record data longer than 65535 bytes".into());
@@ -448,11 +505,16 @@ fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
     }
     (0..s.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("bad hex '{}'", &s[i..i + 2])))
+        .map(|i| {
+            u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("bad hex '{}'", &s[i..i + 2]))
+        })
         .collect()
 }
 
-fn put_hex<'a>(w: &mut Vec<u8>, it: &mut impl Iterator<Item = &'a &'a Token>) -> Result<(), String> {
+fn put_hex<'a>(
+    w: &mut Vec<u8>,
+    it: &mut impl Iterator<Item = &'a &'a Token>,
+) -> Result<(), String> {
     let hex: String = it.by_ref().map(|t| t.text.as_str()).collect();
     if hex.is_empty() {
         return Err("missing hex data".into());
@@ -468,12 +530,19 @@ fn put_name(w: &mut Vec<u8>, t: &Token, origin: &Name) -> Result<(), String> {
 }
 
 fn put_u8(w: &mut Vec<u8>, t: &Token) -> Result<(), String> {
-    w.push(t.text.parse::<u8>().map_err(|_| format!("'{}' is not a number from 0 to 255", t.text))?);
+    w.push(
+        t.text
+            .parse::<u8>()
+            .map_err(|_| format!("'{}' is not a number from 0 to 255", t.text))?,
+    );
     Ok(())
 }
 
 fn put_u16(w: &mut Vec<u8>, t: &Token) -> Result<(), String> {
-    let v = t.text.parse::<u16>().map_err(|_| format!("'{}' is not a number from 0 to 65535", t.text))?;
+    let v = t
+        .text
+        .parse::<u16>()
+        .map_err(|_| format!("'{}' is not a number from 0 to 65535", t.text))?;
     w.extend_from_slice(&v.to_be_bytes());
     Ok(())
 }
@@ -485,7 +554,8 @@ fn unescape(s: &str) -> Result<Vec<u8>, String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' {
-            let (v, used) = crate::dns::name::decode_escape(&b[i + 1..]).ok_or_else(|| format!("bad escape in '{s}'"))?;
+            let (v, used) = crate::dns::name::decode_escape(&b[i + 1..])
+                .ok_or_else(|| format!("bad escape in '{s}'"))?;
             out.push(v);
             i += 1 + used;
         } else {

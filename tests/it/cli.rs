@@ -7,7 +7,11 @@ use crate::harness::{command, repo};
 #[test]
 fn check_accepts_the_shipped_example() {
     let out = command().current_dir(repo()).arg("check").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: 1 zone(s)"));
 }
 
@@ -28,15 +32,41 @@ fn check_reports_every_error_with_file_and_line() {
          services:\n  s:\n    hostnames: [s.example.org]\n    legacy_sdk_version: 0.9\n    rules:\n      - name: r\n        environment: nope\n",
     )
     .unwrap();
-    let out = command().arg("check").arg("--zones").arg(&zones).arg("--state").arg(&state).output().unwrap();
+    let out = command()
+        .arg("check")
+        .arg("--zones")
+        .arg(&zones)
+        .arg("--state")
+        .arg(&state)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let zone_file = zones.join("example.com.zone");
-    assert!(err.contains(&format!("{}:5: A record: bad IPv4 address", zone_file.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:5: A record: bad IPv4 address",
+            zone_file.display()
+        )),
+        "{err}"
+    );
     let s = state.display();
-    assert!(err.contains(&format!("{s}:9: services.s.hostnames[0]: s.example.org. is outside every served zone")), "{err}");
-    assert!(err.contains(&format!("{s}:10: services.s.legacy_sdk_version")), "{err}");
-    assert!(err.contains(&format!("{s}:13: services.s.rules[0].environment: unknown environment 'nope'")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{s}:9: services.s.hostnames[0]: s.example.org. is outside every served zone"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{s}:10: services.s.legacy_sdk_version")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{s}:13: services.s.rules[0].environment: unknown environment 'nope'"
+        )),
+        "{err}"
+    );
 }
 
 #[test]
@@ -62,14 +92,20 @@ fn usage_errors_exit_2() {
 fn published_schema_matches_the_types() {
     let out = command().arg("schema").output().unwrap();
     let shipped = std::fs::read_to_string(repo().join("deploy/state.schema.json")).unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), shipped, "regenerate with: vdh-edge schema > deploy/state.schema.json");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        shipped,
+        "regenerate with: vdh-edge schema > deploy/state.schema.json"
+    );
 }
 
 #[test]
 fn serve_refuses_an_invalid_initial_state() {
     let dir = crate::harness::shipped_copy();
     let state = dir.path().join("state.yaml");
-    let text = std::fs::read_to_string(&state).unwrap().replace("legacy_sdk_version: 0.9.0", "legacy_sdk_version: nine");
+    let text = std::fs::read_to_string(&state)
+        .unwrap()
+        .replace("legacy_sdk_version: 0.9.0", "legacy_sdk_version: nine");
     std::fs::write(&state, text).unwrap();
     let out = command()
         .arg("serve")
@@ -82,6 +118,9 @@ fn serve_refuses_an_invalid_initial_state() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("services.vdh-api.legacy_sdk_version: 'nine' is not a SemVer 2.0 version"), "{err}");
+    assert!(
+        err.contains("services.vdh-api.legacy_sdk_version: 'nine' is not a SemVer 2.0 version"),
+        "{err}"
+    );
     assert!(err.contains(&format!("{}:", state.display())), "{err}");
 }

@@ -24,7 +24,16 @@ pub struct Query {
 
 impl Query {
     pub fn new(name: &str, qtype: u16) -> Query {
-        Query { name: name.into(), qtype, class: 1, tcp: false, edns: Some(1232), do_bit: false, rd: false, options: vec![] }
+        Query {
+            name: name.into(),
+            qtype,
+            class: 1,
+            tcp: false,
+            edns: Some(1232),
+            do_bit: false,
+            rd: false,
+            options: vec![],
+        }
     }
 
     /// The wire packet with the given id.
@@ -34,7 +43,11 @@ impl Query {
         p.push(if self.rd { 1 } else { 0 });
         p.push(0);
         p.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(self.edns.is_some())]);
-        let n = if self.name.ends_with('.') { self.name.clone() } else { format!("{}.", self.name) };
+        let n = if self.name.ends_with('.') {
+            self.name.clone()
+        } else {
+            format!("{}.", self.name)
+        };
         p.extend_from_slice(Name::parse(&n, None).expect("test names are valid").wire());
         p.extend_from_slice(&self.qtype.to_be_bytes());
         p.extend_from_slice(&self.class.to_be_bytes());
@@ -58,7 +71,11 @@ impl Query {
     /// Sends the query and returns the raw response.
     pub fn send(&self, to: SocketAddr) -> std::io::Result<Vec<u8>> {
         let p = self.packet(0x4242);
-        if self.tcp { tcp(to, &p, Duration::from_secs(3)) } else { udp(to, &p, Duration::from_secs(3)) }
+        if self.tcp {
+            tcp(to, &p, Duration::from_secs(3))
+        } else {
+            udp(to, &p, Duration::from_secs(3))
+        }
     }
 }
 
@@ -89,7 +106,6 @@ pub fn tcp(to: SocketAddr, packet: &[u8], timeout: Duration) -> std::io::Result<
     s.read_exact(&mut buf)?;
     Ok(buf)
 }
-
 
 /// The A records in the answer section, as text.
 pub fn answer_addrs(resp: &[u8]) -> Vec<String> {

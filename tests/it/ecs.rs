@@ -7,7 +7,11 @@ use crate::harness::{TestServer, repo};
 
 fn server() -> TestServer {
     let r = repo();
-    TestServer::start(&r.join("zones"), &r.join("tests/fixtures/states/ecs.yaml"), &[])
+    TestServer::start(
+        &r.join("zones"),
+        &r.join("tests/fixtures/states/ecs.yaml"),
+        &[],
+    )
 }
 
 /// An ECS option body for `addr` with `prefix` bits.
@@ -25,7 +29,12 @@ fn ecs_body(addr: std::net::IpAddr, prefix: u8) -> Vec<u8> {
 
 /// Asks `name` `qtype` with ECS; returns (addresses, ECS in the answer as
 /// (source, scope)).
-fn ask(s: &TestServer, name: &str, qtype: u16, ecs: Option<(&str, u8)>) -> (Vec<String>, Option<(u8, u8)>) {
+fn ask(
+    s: &TestServer,
+    name: &str,
+    qtype: u16,
+    ecs: Option<(&str, u8)>,
+) -> (Vec<String>, Option<(u8, u8)>) {
     let mut q = Query::new(name, qtype);
     if let Some((a, p)) = ecs {
         q.options.push((8, ecs_body(a.parse().unwrap(), p)));
@@ -40,7 +49,9 @@ fn ask(s: &TestServer, name: &str, qtype: u16, ecs: Option<(&str, u8)>) -> (Vec<
 
 /// The ECS option of a response's OPT record, as (source prefix, scope).
 fn echoed_ecs(r: &[u8]) -> Option<(u8, u8)> {
-    let i = r.windows(4).rposition(|w| w == [0, 8, 0, w[3]] && w[3] >= 4)?;
+    let i = r
+        .windows(4)
+        .rposition(|w| w == [0, 8, 0, w[3]] && w[3] >= 4)?;
     Some((r[i + 6], r[i + 7]))
 }
 
@@ -83,7 +94,12 @@ fn scope_is_the_longest_prefix_evaluated() {
     assert_eq!(a, vec!["198.51.100.10"]);
     assert_eq!(e, Some((24, 16)));
     // IPv6 client, AAAA: the percent rule is evaluated, scope raised to 56.
-    let (_, e) = ask(&s, "vdh-api.yingzi.com", 28, Some(("2001:db8:aa:bb::1", 64)));
+    let (_, e) = ask(
+        &s,
+        "vdh-api.yingzi.com",
+        28,
+        Some(("2001:db8:aa:bb::1", 64)),
+    );
     assert_eq!(e, Some((64, 56)));
 }
 
@@ -107,7 +123,14 @@ fn no_ecs_in_query_means_none_in_answer() {
     assert_eq!(e, None);
     // 127.0.0.0/24 from the packet source decides.
     let b = vdh_edge::cohort::bucket("vdh-api/half", b"127.0.0.0/24");
-    assert_eq!(a, if b < 5000 { vec!["203.0.113.10"] } else { vec!["192.0.2.10"] });
+    assert_eq!(
+        a,
+        if b < 5000 {
+            vec!["203.0.113.10"]
+        } else {
+            vec!["192.0.2.10"]
+        }
+    );
 }
 
 #[test]

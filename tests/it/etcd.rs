@@ -35,18 +35,39 @@ fn apply(endpoints: &str, state: &str, extra: &[&str]) -> std::process::Output {
 
 fn apply_ok(endpoints: &str, state: &str) {
     let out = apply(endpoints, state, &[]);
-    assert!(out.status.success(), "apply failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "apply failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A vdh-edge CLI command against etcd; returns stdout (asserting success).
 fn cli(endpoints: &str, args: &[&str]) -> String {
-    let out = command().current_dir(repo()).args(args).args(["--etcd", endpoints, "--prefix", PREFIX]).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = command()
+        .current_dir(repo())
+        .args(args)
+        .args(["--etcd", endpoints, "--prefix", PREFIX])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn edge(endpoints: &str, extra: &[&str]) -> TestServer {
-    let mut args: Vec<String> = vec!["--zones".into(), repo().join("zones").display().to_string(), "--etcd".into(), endpoints.into(), "--prefix".into(), PREFIX.into()];
+    let mut args: Vec<String> = vec![
+        "--zones".into(),
+        repo().join("zones").display().to_string(),
+        "--etcd".into(),
+        endpoints.into(),
+        "--prefix".into(),
+        PREFIX.into(),
+    ];
     args.extend(extra.iter().map(|s| s.to_string()));
     TestServer::start_with(&args, "protocol=\"http\"")
 }
@@ -86,13 +107,16 @@ fn fifty_transactions_under_load_are_never_mixed() {
     let ep = etcd.endpoints();
     apply_ok(&ep, &versioned(0));
     let s = edge(&ep, &[]);
-    wait_for("first snapshot", Duration::from_secs(10), || ready(&s)["source"] == "etcd");
+    wait_for("first snapshot", Duration::from_secs(10), || {
+        ready(&s)["source"] == "etcd"
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let count = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
     for c in 0..3 {
-        let (stop, failures, count, dns, http) = (stop.clone(), failures.clone(), count.clone(), s.dns, s.http);
+        let (stop, failures, count, dns, http) =
+            (stop.clone(), failures.clone(), count.clone(), s.dns, s.http);
         clients.push(std::thread::spawn(move || {
             let mut last = 0u32;
             while !stop.load(Ordering::Relaxed) {
@@ -109,7 +133,9 @@ fn fifty_transactions_under_load_are_never_mixed() {
                             };
                             let from_service = a.ttl - 100;
                             if from_env != from_service {
-                                failures.lock().unwrap().push(format!("DNS mixed revisions: env {from_env}, service {from_service}"));
+                                failures.lock().unwrap().push(format!(
+                                    "DNS mixed revisions: env {from_env}, service {from_service}"
+                                ));
                             }
                             from_env
                         }
@@ -126,14 +152,22 @@ fn fifty_transactions_under_load_are_never_mixed() {
                     }
                     let d = r.json();
                     let epoch = d["auth"]["epoch"].as_u64().unwrap() as u32;
-                    let msg: u32 = d["update"]["message"].as_str().unwrap()[1..].parse().unwrap();
+                    let msg: u32 = d["update"]["message"].as_str().unwrap()[1..]
+                        .parse()
+                        .unwrap();
                     if epoch != msg {
-                        failures.lock().unwrap().push(format!("HTTP mixed revisions: env {epoch}, service {msg}"));
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("HTTP mixed revisions: env {epoch}, service {msg}"));
                     }
                     epoch
                 };
                 if seen < last {
-                    failures.lock().unwrap().push(format!("client {c} went back from {last} to {seen}"));
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("client {c} went back from {last} to {seen}"));
                 }
                 last = seen;
                 count.fetch_add(1, Ordering::Relaxed);
@@ -143,14 +177,24 @@ fn fifty_transactions_under_load_are_never_mixed() {
     for v in 1..=50 {
         apply_ok(&ep, &versioned(v));
     }
-    wait_for("the last change", Duration::from_secs(10), || api_addrs(&s) == vec!["198.18.0.50"]);
+    wait_for("the last change", Duration::from_secs(10), || {
+        api_addrs(&s) == vec!["198.18.0.50"]
+    });
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();
     }
     let f = failures.lock().unwrap();
-    assert!(f.is_empty(), "{} failures: {:?}", f.len(), &f[..f.len().min(5)]);
-    assert!(count.load(Ordering::Relaxed) > 200, "too few requests during the changes");
+    assert!(
+        f.is_empty(),
+        "{} failures: {:?}",
+        f.len(),
+        &f[..f.len().min(5)]
+    );
+    assert!(
+        count.load(Ordering::Relaxed) > 200,
+        "too few requests during the changes"
+    );
     // The document carries the etcd revision of the last change.
     let rev = etcd.revision();
     let doc = http_request(s.http, "GET", NEW, &[]).json();
@@ -163,23 +207,52 @@ fn invalid_change_in_etcd_is_rejected_and_the_next_valid_one_published() {
     let ep = etcd.endpoints();
     apply_ok(&ep, &shipped_state());
     let s = edge(&ep, &[]);
-    wait_for("first snapshot", Duration::from_secs(10), || ready(&s)["source"] == "etcd");
+    wait_for("first snapshot", Duration::from_secs(10), || {
+        ready(&s)["source"] == "etcd"
+    });
     etcd.ctl(&["put", &format!("{PREFIX}/environments/prod"), "{bad"]);
     let key = format!("{PREFIX}/environments/prod: not a valid environment");
-    assert!(s.wait_log_count(&key, 1, Duration::from_secs(5)), "rejection not logged with its key");
-    assert_eq!(api_addrs(&s), vec!["192.0.2.10", "192.0.2.11"], "the previous snapshot keeps serving");
+    assert!(
+        s.wait_log_count(&key, 1, Duration::from_secs(5)),
+        "rejection not logged with its key"
+    );
+    assert_eq!(
+        api_addrs(&s),
+        vec!["192.0.2.10", "192.0.2.11"],
+        "the previous snapshot keeps serving"
+    );
     let (_, m) = s.http_get("/metrics");
     assert!(m.contains("vdh_edge_rejected_changes_total 1"), "{m}");
-    wait_for("status to show the rejection", Duration::from_secs(8), || cli(&ep, &["status"]).contains(&key));
+    wait_for(
+        "status to show the rejection",
+        Duration::from_secs(8),
+        || cli(&ep, &["status"]).contains(&key),
+    );
     // A semantically invalid change (unknown environment) is rejected too.
     apply_ok(&ep, &shipped_state());
     assert!(s.wait_log_count("snapshot published", 1, Duration::from_secs(5)));
     let bad = serde_json::json!({"hostnames": ["vdh-api.yingzi.com"], "legacy_sdk_version": "0.9.0", "rules": [{"name": "d", "environment": "nowhere"}]});
-    etcd.ctl(&["put", &format!("{PREFIX}/services/vdh-api"), &bad.to_string()]);
-    assert!(s.wait_log_count(&format!("{PREFIX}/services/vdh-api: rules[0].environment: unknown environment 'nowhere'"), 1, Duration::from_secs(5)));
+    etcd.ctl(&[
+        "put",
+        &format!("{PREFIX}/services/vdh-api"),
+        &bad.to_string(),
+    ]);
+    assert!(s.wait_log_count(
+        &format!("{PREFIX}/services/vdh-api: rules[0].environment: unknown environment 'nowhere'"),
+        1,
+        Duration::from_secs(5)
+    ));
     // The next valid revision is published.
-    apply_ok(&ep, &shipped_state().replace("addresses: [192.0.2.10, 192.0.2.11]", "addresses: [192.0.2.12]"));
-    wait_for("the valid change", Duration::from_secs(5), || api_addrs(&s) == vec!["192.0.2.12"]);
+    apply_ok(
+        &ep,
+        &shipped_state().replace(
+            "addresses: [192.0.2.10, 192.0.2.11]",
+            "addresses: [192.0.2.12]",
+        ),
+    );
+    wait_for("the valid change", Duration::from_secs(5), || {
+        api_addrs(&s) == vec!["192.0.2.12"]
+    });
 }
 
 #[test]
@@ -190,16 +263,25 @@ fn a_wipe_is_refused_by_every_edge() {
     let a = edge(&ep, &[]);
     let b = edge(&ep, &[]);
     for s in [&a, &b] {
-        wait_for("first snapshot", Duration::from_secs(10), || ready(s)["source"] == "etcd");
+        wait_for("first snapshot", Duration::from_secs(10), || {
+            ready(s)["source"] == "etcd"
+        });
     }
     etcd.ctl(&["del", "--prefix", &format!("{PREFIX}/")]);
     for s in [&a, &b] {
-        assert!(s.wait_log_count("removes every service", 1, Duration::from_secs(5)), "wipe not refused");
+        assert!(
+            s.wait_log_count("removes every service", 1, Duration::from_secs(5)),
+            "wipe not refused"
+        );
         assert_eq!(api_addrs(s), vec!["192.0.2.10", "192.0.2.11"]);
         let d = http_request(s.http, "GET", NEW, &[]);
         assert_eq!(d.status, 200);
     }
-    wait_for("status to show the refused wipe", Duration::from_secs(8), || cli(&ep, &["status"]).contains("removes every service"));
+    wait_for(
+        "status to show the refused wipe",
+        Duration::from_secs(8),
+        || cli(&ep, &["status"]).contains("removes every service"),
+    );
     let st: serde_json::Value = serde_json::from_str(&cli(&ep, &["status", "--json"])).unwrap();
     assert_eq!(st["edges"].as_array().unwrap().len(), 2);
 }
@@ -214,10 +296,25 @@ fn two_applies_from_one_base_revision_exactly_one_wins() {
     let two = shipped_state().replace("ttl: 60", "ttl: 62");
     let r1 = apply(&ep, &one, &["--base-revision", &base]);
     let r2 = apply(&ep, &two, &["--base-revision", &base]);
-    assert!(r1.status.success(), "{}", String::from_utf8_lossy(&r1.stderr));
-    assert!(!r2.status.success(), "the second apply from the same base must be refused");
-    assert!(String::from_utf8_lossy(&r2.stderr).contains("refused: etcd changed since revision"), "{}", String::from_utf8_lossy(&r2.stderr));
-    let v = etcd.ctl(&["get", &format!("{PREFIX}/services/vdh-api"), "--print-value-only"]);
+    assert!(
+        r1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&r1.stderr)
+    );
+    assert!(
+        !r2.status.success(),
+        "the second apply from the same base must be refused"
+    );
+    assert!(
+        String::from_utf8_lossy(&r2.stderr).contains("refused: etcd changed since revision"),
+        "{}",
+        String::from_utf8_lossy(&r2.stderr)
+    );
+    let v = etcd.ctl(&[
+        "get",
+        &format!("{PREFIX}/services/vdh-api"),
+        "--print-value-only",
+    ]);
     assert!(v.contains("\"ttl\":61"), "{v}");
     // A concurrent delete of a key that apply read also makes it refuse.
     let base = etcd.revision().to_string();
@@ -229,7 +326,13 @@ fn two_applies_from_one_base_revision_exactly_one_wins() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("s.yaml");
     std::fs::write(&f, &one).unwrap();
-    let out = command().current_dir(repo()).arg("apply").arg(&f).args(["--etcd", &ep, "--prefix", PREFIX]).output().unwrap();
+    let out = command()
+        .current_dir(repo())
+        .arg("apply")
+        .arg(&f)
+        .args(["--etcd", &ep, "--prefix", PREFIX])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
 }
@@ -248,7 +351,12 @@ fn apply_names_the_transaction_limit() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("etcd allows 128 (--max-txn-ops)"), "{err}");
-    assert_eq!(etcd.ctl(&["get", &format!("{PREFIX}/"), "--prefix", "--keys-only"]).trim(), "", "nothing written");
+    assert_eq!(
+        etcd.ctl(&["get", &format!("{PREFIX}/"), "--prefix", "--keys-only"])
+            .trim(),
+        "",
+        "nothing written"
+    );
 }
 
 #[test]
@@ -258,27 +366,67 @@ fn history_and_rollback() {
     apply_ok(&ep, &shipped_state());
     let first = etcd.revision();
     let s = edge(&ep, &[]);
-    wait_for("first snapshot", Duration::from_secs(10), || ready(&s)["source"] == "etcd");
-    apply_ok(&ep, &shipped_state().replace("addresses: [192.0.2.10, 192.0.2.11]", "addresses: [192.0.2.99]"));
-    wait_for("the change", Duration::from_secs(5), || api_addrs(&s) == vec!["192.0.2.99"]);
+    wait_for("first snapshot", Duration::from_secs(10), || {
+        ready(&s)["source"] == "etcd"
+    });
+    apply_ok(
+        &ep,
+        &shipped_state().replace(
+            "addresses: [192.0.2.10, 192.0.2.11]",
+            "addresses: [192.0.2.99]",
+        ),
+    );
+    wait_for("the change", Duration::from_secs(5), || {
+        api_addrs(&s) == vec!["192.0.2.99"]
+    });
     let h: serde_json::Value = serde_json::from_str(&cli(&ep, &["history", "--json"])).unwrap();
     let h = h.as_array().unwrap();
     assert_eq!(h.len(), 2);
-    assert!(h[0]["summary"].as_str().unwrap().contains("~ environments/prod"));
+    assert!(
+        h[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("~ environments/prod")
+    );
     assert!(h[1]["revision"].as_i64().unwrap() == first);
     for field in ["time", "user", "host", "command"] {
-        assert!(h[0][field].as_str().is_some_and(|v| !v.is_empty()), "{field}");
+        assert!(
+            h[0][field].as_str().is_some_and(|v| !v.is_empty()),
+            "{field}"
+        );
     }
-    let out = cli(&ep, &["rollback", "--to-revision", &first.to_string(), "--yes"]);
+    let out = cli(
+        &ep,
+        &["rollback", "--to-revision", &first.to_string(), "--yes"],
+    );
     assert!(out.contains("rolled back"), "{out}");
-    wait_for("the rollback", Duration::from_secs(5), || api_addrs(&s) == vec!["192.0.2.10", "192.0.2.11"]);
+    wait_for("the rollback", Duration::from_secs(5), || {
+        api_addrs(&s) == vec!["192.0.2.10", "192.0.2.11"]
+    });
     // A compacted revision gives a clear error naming the oldest one.
     let now = etcd.revision();
     etcd.ctl(&["compaction", &now.to_string()]);
-    let out = command().current_dir(repo()).args(["rollback", "--to-revision", &first.to_string(), "--yes", "--etcd", &ep, "--prefix", PREFIX]).output().unwrap();
+    let out = command()
+        .current_dir(repo())
+        .args([
+            "rollback",
+            "--to-revision",
+            &first.to_string(),
+            "--yes",
+            "--etcd",
+            &ep,
+            "--prefix",
+            PREFIX,
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("revision {first} was compacted")) && err.contains(&format!("oldest revision available is {now}")), "{err}");
+    assert!(
+        err.contains(&format!("revision {first} was compacted"))
+            && err.contains(&format!("oldest revision available is {now}")),
+        "{err}"
+    );
     assert!(cli(&ep, &["status"]).contains(&format!("oldest revision for rollback: {now}")));
 }
 
@@ -288,26 +436,43 @@ fn edge_restarted_while_etcd_is_down_serves_its_cache() {
     let ep = etcd.endpoints();
     let cache = tempfile::tempdir().unwrap();
     let cache_arg = cache.path().display().to_string();
-    apply_ok(&ep, &shipped_state().replace("addresses: [192.0.2.10, 192.0.2.11]", "addresses: [192.0.2.77]"));
+    apply_ok(
+        &ep,
+        &shipped_state().replace(
+            "addresses: [192.0.2.10, 192.0.2.11]",
+            "addresses: [192.0.2.77]",
+        ),
+    );
     {
         let s = edge(&ep, &["--cache-dir", &cache_arg]);
-        wait_for("first snapshot", Duration::from_secs(10), || ready(&s)["source"] == "etcd");
+        wait_for("first snapshot", Duration::from_secs(10), || {
+            ready(&s)["source"] == "etcd"
+        });
     }
     etcd.kill_all();
     let s = edge(&ep, &["--cache-dir", &cache_arg]);
-    wait_for("the cache", Duration::from_secs(10), || ready(&s)["source"] == "cache");
+    wait_for("the cache", Duration::from_secs(10), || {
+        ready(&s)["source"] == "cache"
+    });
     let r = ready(&s);
     assert_eq!(r["etcd"], "down");
     assert_eq!(api_addrs(&s), vec!["192.0.2.77"]);
     let (_, m) = s.http_get("/metrics");
     assert!(m.contains("vdh_edge_serving_from_cache 1"), "{m}");
-    assert!(s.log().contains("serving the last-known-good state from the cache"));
+    assert!(
+        s.log()
+            .contains("serving the last-known-good state from the cache")
+    );
     // etcd returns: the edge catches up and says so.
     etcd.restart_all();
-    wait_for("etcd again", Duration::from_secs(15), || ready(&s)["source"] == "etcd");
+    wait_for("etcd again", Duration::from_secs(15), || {
+        ready(&s)["source"] == "etcd"
+    });
     assert_eq!(ready(&s)["etcd"], "up");
     apply_ok(&ep, &shipped_state());
-    wait_for("a change after the outage", Duration::from_secs(5), || api_addrs(&s) == vec!["192.0.2.10", "192.0.2.11"]);
+    wait_for("a change after the outage", Duration::from_secs(5), || {
+        api_addrs(&s) == vec!["192.0.2.10", "192.0.2.11"]
+    });
 }
 
 #[test]
@@ -322,8 +487,14 @@ fn without_etcd_or_cache_an_edge_waits_not_ready() {
     assert_eq!(status, 503, "{body}");
     etcd.restart_all();
     apply_ok(&ep, &shipped_state());
-    wait_for("ready once etcd has a state", Duration::from_secs(15), || ready(&s)["source"] == "etcd");
-    wait_for("the applied state", Duration::from_secs(5), || api_addrs(&s) == vec!["192.0.2.10", "192.0.2.11"]);
+    wait_for(
+        "ready once etcd has a state",
+        Duration::from_secs(15),
+        || ready(&s)["source"] == "etcd",
+    );
+    wait_for("the applied state", Duration::from_secs(5), || {
+        api_addrs(&s) == vec!["192.0.2.10", "192.0.2.11"]
+    });
 }
 
 /// Load that counts failed DNS and HTTP requests until stopped.
@@ -341,11 +512,15 @@ impl Load {
         let done = Arc::new(AtomicUsize::new(0));
         let mut threads = Vec::new();
         for c in 0..2 {
-            let (stop, failed, done, dns, http) = (stop.clone(), failed.clone(), done.clone(), s.dns, s.http);
+            let (stop, failed, done, dns, http) =
+                (stop.clone(), failed.clone(), done.clone(), s.dns, s.http);
             threads.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let ok = if c == 0 {
-                        Query::new("vdh-api.yingzi.com", 1).send(dns).map(|r| r[3] & 0xf == 0).unwrap_or(false)
+                        Query::new("vdh-api.yingzi.com", 1)
+                            .send(dns)
+                            .map(|r| r[3] & 0xf == 0)
+                            .unwrap_or(false)
                     } else {
                         http_request(http, "GET", NEW, &[]).status == 200
                     };
@@ -357,7 +532,12 @@ impl Load {
                 }
             }));
         }
-        Load { stop, failed, done, threads }
+        Load {
+            stop,
+            failed,
+            done,
+            threads,
+        }
     }
 
     /// Stops; returns (failed, done).
@@ -366,7 +546,10 @@ impl Load {
         for t in self.threads {
             t.join().unwrap();
         }
-        (self.failed.load(Ordering::Relaxed), self.done.load(Ordering::Relaxed))
+        (
+            self.failed.load(Ordering::Relaxed),
+            self.done.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -376,7 +559,9 @@ fn cluster_under_load() -> (Etcd, String, TestServer, Load) {
     let ep = etcd.endpoints();
     apply_ok(&ep, &shipped_state());
     let s = edge(&ep, &[]);
-    wait_for("first snapshot", Duration::from_secs(10), || ready(&s)["source"] == "etcd");
+    wait_for("first snapshot", Duration::from_secs(10), || {
+        ready(&s)["source"] == "etcd"
+    });
     let load = Load::start(&s);
     (etcd, ep, s, load)
 }
@@ -386,11 +571,17 @@ fn leader_killed_under_load_loses_nothing() {
     let (mut etcd, _ep, s, load) = cluster_under_load();
     let leader = etcd.leader();
     etcd.kill(leader);
-    let survivors: Vec<String> = (0..3).filter(|&i| i != leader).map(|i| etcd.endpoint(i)).collect();
+    let survivors: Vec<String> = (0..3)
+        .filter(|&i| i != leader)
+        .map(|i| etcd.endpoint(i))
+        .collect();
     let survivors = survivors.join(",");
     // Changes made while the cluster elects and after.
     for v in 1..=5 {
-        let text = shipped_state().replace("addresses: [192.0.2.10, 192.0.2.11]", &format!("addresses: [192.0.2.{}]", 20 + v));
+        let text = shipped_state().replace(
+            "addresses: [192.0.2.10, 192.0.2.11]",
+            &format!("addresses: [192.0.2.{}]", 20 + v),
+        );
         let mut tries = 0;
         loop {
             let out = apply(&survivors, &text, &[]);
@@ -398,17 +589,27 @@ fn leader_killed_under_load_loses_nothing() {
                 break;
             }
             tries += 1;
-            assert!(tries < 20, "apply kept failing: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                tries < 20,
+                "apply kept failing: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             std::thread::sleep(Duration::from_millis(300));
         }
     }
-    wait_for("the last change", Duration::from_secs(20), || api_addrs(&s) == vec!["192.0.2.25"]);
+    wait_for("the last change", Duration::from_secs(20), || {
+        api_addrs(&s) == vec!["192.0.2.25"]
+    });
     let (failed, done) = load.finish();
     assert_eq!(failed, 0, "{failed} of {done} requests failed");
     assert!(done > 50);
     // No revision missed: the edge serves the newest revision under the prefix.
-    let st: serde_json::Value = serde_json::from_str(&cli(&survivors, &["status", "--json"])).unwrap();
-    assert_eq!(ready(&s)["revision"].as_i64(), st["prefix_revision"].as_i64());
+    let st: serde_json::Value =
+        serde_json::from_str(&cli(&survivors, &["status", "--json"])).unwrap();
+    assert_eq!(
+        ready(&s)["revision"].as_i64(),
+        st["prefix_revision"].as_i64()
+    );
 }
 
 #[test]
@@ -418,14 +619,27 @@ fn all_members_down_for_30_s_then_back() {
     std::thread::sleep(Duration::from_secs(30));
     assert_eq!(ready(&s)["etcd"], "down");
     etcd.restart_all();
-    let text = shipped_state().replace("addresses: [192.0.2.10, 192.0.2.11]", "addresses: [192.0.2.44]");
+    let text = shipped_state().replace(
+        "addresses: [192.0.2.10, 192.0.2.11]",
+        "addresses: [192.0.2.44]",
+    );
     apply_ok(&ep, &text);
     let t = Instant::now();
-    wait_for("the change after the restart", Duration::from_secs(10), || api_addrs(&s) == vec!["192.0.2.44"]);
+    wait_for(
+        "the change after the restart",
+        Duration::from_secs(10),
+        || api_addrs(&s) == vec!["192.0.2.44"],
+    );
     let lag = t.elapsed();
     let (failed, done) = load.finish();
-    assert_eq!(failed, 0, "{failed} of {done} requests failed while etcd was down");
-    assert!(lag < Duration::from_secs(2), "change live {lag:?} after the restart");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {done} requests failed while etcd was down"
+    );
+    assert!(
+        lag < Duration::from_secs(2),
+        "change live {lag:?} after the restart"
+    );
 }
 
 #[test]
@@ -435,18 +649,33 @@ fn compaction_while_disconnected_triggers_a_full_reload() {
     apply_ok(&ep, &shipped_state());
     // The edge talks to member 0 only.
     let s = edge(&etcd.endpoint(0), &[]);
-    wait_for("first snapshot", Duration::from_secs(10), || ready(&s)["source"] == "etcd");
+    wait_for("first snapshot", Duration::from_secs(10), || {
+        ready(&s)["source"] == "etcd"
+    });
     etcd.kill(0);
     let others = format!("{},{}", etcd.endpoint(1), etcd.endpoint(2));
     for v in 1..=5 {
-        apply_ok(&others, &shipped_state().replace("addresses: [192.0.2.10, 192.0.2.11]", &format!("addresses: [192.0.2.{}]", 50 + v)));
+        apply_ok(
+            &others,
+            &shipped_state().replace(
+                "addresses: [192.0.2.10, 192.0.2.11]",
+                &format!("addresses: [192.0.2.{}]", 50 + v),
+            ),
+        );
     }
     let rev = etcd.revision();
     etcd.ctl(&["compaction", &rev.to_string()]);
     etcd.restart(0);
     etcd.wait_healthy();
-    wait_for("the state after compaction", Duration::from_secs(20), || api_addrs(&s) == vec!["192.0.2.55"]);
-    assert!(s.log().contains("compacted; reloading in full"), "no full reload logged");
+    wait_for(
+        "the state after compaction",
+        Duration::from_secs(20),
+        || api_addrs(&s) == vec!["192.0.2.55"],
+    );
+    assert!(
+        s.log().contains("compacted; reloading in full"),
+        "no full reload logged"
+    );
 }
 
 #[test]
@@ -457,9 +686,15 @@ fn username_and_password() {
     etcd.ctl(&["auth", "enable"]);
     let auth = ["--etcd-user", "root", "--etcd-password", "rootpw"];
     let out = apply(&ep, &shipped_state(), &auth);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = edge(&ep, &auth);
-    wait_for("first snapshot", Duration::from_secs(10), || ready(&s)["source"] == "etcd");
+    wait_for("first snapshot", Duration::from_secs(10), || {
+        ready(&s)["source"] == "etcd"
+    });
     assert_eq!(api_addrs(&s), vec!["192.0.2.10", "192.0.2.11"]);
     // Without credentials etcd refuses.
     let out = apply(&ep, &shipped_state(), &[]);
@@ -472,48 +707,87 @@ fn zones_in_etcd_override_files_and_serials_agree_across_edges() {
     let ep = etcd.endpoints();
     // Upload the zone files with the state.
     let out = apply(&ep, &shipped_state(), &["--upload-zones"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let zone_key = format!("{PREFIX}/zones/yingzi.com.");
-    assert!(etcd.ctl(&["get", &zone_key, "--print-value-only"]).contains("SOA"));
+    assert!(
+        etcd.ctl(&["get", &zone_key, "--print-value-only"])
+            .contains("SOA")
+    );
     let a = edge(&ep, &[]);
     let b = edge(&ep, &[]);
     for s in [&a, &b] {
-        wait_for("first snapshot", Duration::from_secs(10), || ready(s)["source"] == "etcd");
+        wait_for("first snapshot", Duration::from_secs(10), || {
+            ready(s)["source"] == "etcd"
+        });
     }
     // The zone text in etcd wins over the file: edit it with etcdctl.
-    let text = std::fs::read_to_string(repo().join("zones/yingzi.com.zone")).unwrap().replace("192.0.2.80", "192.0.2.81");
+    let text = std::fs::read_to_string(repo().join("zones/yingzi.com.zone"))
+        .unwrap()
+        .replace("192.0.2.80", "192.0.2.81");
     etcd.ctl(&["put", &zone_key, &text]);
     let www = |s: &TestServer| answer_addrs(&Query::new("www.yingzi.com", 1).send(s.dns).unwrap());
     for s in [&a, &b] {
-        wait_for("the zone change", Duration::from_secs(5), || www(s) == vec!["192.0.2.81"]);
+        wait_for("the zone change", Duration::from_secs(5), || {
+            www(s) == vec!["192.0.2.81"]
+        });
     }
     // Both edges serve the same serial: the file's serial plus the newest
     // revision among the keys feeding the zone (here the zone text's).
-    let serial = |s: &TestServer| crate::dnsclient::soa_serial(&Query::new("yingzi.com", 6).send(s.dns).unwrap()).unwrap();
-    let kv: serde_json::Value = serde_json::from_str(&etcd.ctl(&["get", &zone_key, "-w", "json"])).unwrap();
+    let serial = |s: &TestServer| {
+        crate::dnsclient::soa_serial(&Query::new("yingzi.com", 6).send(s.dns).unwrap()).unwrap()
+    };
+    let kv: serde_json::Value =
+        serde_json::from_str(&etcd.ctl(&["get", &zone_key, "-w", "json"])).unwrap();
     let rev = kv["kvs"][0]["mod_revision"].as_u64().unwrap() as u32;
     assert_eq!(serial(&a), 2026112601 + rev);
     assert_eq!(serial(&a), serial(&b));
     // A third edge started later computes the same serial.
     let c = edge(&ep, &[]);
-    wait_for("first snapshot", Duration::from_secs(10), || ready(&c)["source"] == "etcd");
+    wait_for("first snapshot", Duration::from_secs(10), || {
+        ready(&c)["source"] == "etcd"
+    });
     assert_eq!(serial(&c), serial(&a));
     // A change to a feeding key that leaves the zone's records alone (the
     // update message) still moves every edge to the same new serial, the
     // same one an edge started afterwards computes.
     let msg = shipped_state().replace("A new SDK is available.", "Please update.");
     assert!(apply(&ep, &msg, &[]).status.success());
-    let kv: serde_json::Value = serde_json::from_str(&etcd.ctl(&["get", &format!("{PREFIX}/services/vdh-api"), "-w", "json"])).unwrap();
+    let kv: serde_json::Value = serde_json::from_str(&etcd.ctl(&[
+        "get",
+        &format!("{PREFIX}/services/vdh-api"),
+        "-w",
+        "json",
+    ]))
+    .unwrap();
     let want = 2026112601 + kv["kvs"][0]["mod_revision"].as_u64().unwrap() as u32;
     for s in [&a, &b, &c] {
-        wait_for("the new serial", Duration::from_secs(5), || serial(s) == want);
+        wait_for("the new serial", Duration::from_secs(5), || {
+            serial(s) == want
+        });
     }
     let d = edge(&ep, &[]);
-    wait_for("first snapshot", Duration::from_secs(10), || ready(&d)["source"] == "etcd");
+    wait_for("first snapshot", Duration::from_secs(10), || {
+        ready(&d)["source"] == "etcd"
+    });
     assert_eq!(serial(&d), want);
     // check and explain read etcd too.
     assert!(cli(&ep, &["check"]).starts_with("ok: 1 zone(s)"));
-    let e: serde_json::Value = serde_json::from_str(&cli(&ep, &["explain", "--service", "vdh-api", "--sdk-version", "1.0.0", "--json"])).unwrap();
+    let e: serde_json::Value = serde_json::from_str(&cli(
+        &ep,
+        &[
+            "explain",
+            "--service",
+            "vdh-api",
+            "--sdk-version",
+            "1.0.0",
+            "--json",
+        ],
+    ))
+    .unwrap();
     assert_eq!(e["document"]["environment"], "prod-v1");
 }
 
@@ -523,24 +797,44 @@ fn deploy_script_starts_a_three_member_cluster() {
     // Find a base port with the six ports free.
     let base = loop {
         let b = crate::knot::free_port();
-        if b < 60000 && [0, 1, 10, 11, 20, 21].iter().all(|d| std::net::TcpListener::bind(("127.0.0.1", b + d)).is_ok()) {
+        if b < 60000
+            && [0, 1, 10, 11, 20, 21]
+                .iter()
+                .all(|d| std::net::TcpListener::bind(("127.0.0.1", b + d)).is_ok())
+        {
             break b;
         }
     };
     let data = format!("/dev/shm/vdh-edge-script-test-{base}");
     let script = repo().join("deploy/etcd-cluster.sh");
     let run = |cmd: &str| {
-        std::process::Command::new("bash").arg(&script).arg(cmd).env("VDH_ETCD_PORT", base.to_string()).env("VDH_ETCD_DATA", &data).output().unwrap()
+        std::process::Command::new("bash")
+            .arg(&script)
+            .arg(cmd)
+            .env("VDH_ETCD_PORT", base.to_string())
+            .env("VDH_ETCD_DATA", &data)
+            .output()
+            .unwrap()
     };
     let out = run("start");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let ep = format!("http://127.0.0.1:{base},http://127.0.0.1:{},http://127.0.0.1:{}", base + 10, base + 20);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ep = format!(
+        "http://127.0.0.1:{base},http://127.0.0.1:{},http://127.0.0.1:{}",
+        base + 10,
+        base + 20
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&ep));
     let status = String::from_utf8_lossy(&run("status").stdout).to_string();
     assert_eq!(status.matches("3.4.").count(), 3, "{status}");
     apply_ok(&ep, &shipped_state());
     let s = edge(&ep, &[]);
-    wait_for("first snapshot", Duration::from_secs(10), || ready(&s)["source"] == "etcd");
+    wait_for("first snapshot", Duration::from_secs(10), || {
+        ready(&s)["source"] == "etcd"
+    });
     drop(s);
     assert!(run("stop").status.success());
     assert!(!std::path::Path::new(&data).exists());

@@ -57,11 +57,19 @@ impl Etcd {
                 name: format!("n{i}"),
                 client: stable_port(),
                 peer: stable_port(),
-                data: PathBuf::from(format!("/dev/shm/vdh-edge-test-{}-{}", std::process::id(), stable_port())),
+                data: PathBuf::from(format!(
+                    "/dev/shm/vdh-edge-test-{}-{}",
+                    std::process::id(),
+                    stable_port()
+                )),
                 child: None,
             })
             .collect();
-        let cluster = members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer)).collect::<Vec<_>>().join(",");
+        let cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut e = Etcd { members, cluster };
         for i in 0..n {
             e.start_member(i);
@@ -104,7 +112,11 @@ impl Etcd {
 
     /// Client URLs, comma-separated, for `--etcd`.
     pub fn endpoints(&self) -> String {
-        self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client)).collect::<Vec<_>>().join(",")
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The client URL of one member.
@@ -115,12 +127,19 @@ impl Etcd {
     /// Runs etcdctl against the running members; panics on failure.
     pub fn ctl(&self, args: &[&str]) -> String {
         let out = self.ctl_raw(args);
-        assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn ctl_raw(&self, args: &[&str]) -> std::process::Output {
-        let live: Vec<String> = (0..self.members.len()).filter(|&i| self.members[i].child.is_some()).map(|i| self.endpoint(i)).collect();
+        let live: Vec<String> = (0..self.members.len())
+            .filter(|&i| self.members[i].child.is_some())
+            .map(|i| self.endpoint(i))
+            .collect();
         Command::new(which("etcdctl").expect("etcdctl not found: install Debian's etcd-client"))
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &live.join(","), "--command-timeout", "10s"])
@@ -131,7 +150,16 @@ impl Etcd {
 
     /// The current revision.
     pub fn revision(&self) -> i64 {
-        let out = self.ctl(&["get", "/", "--prefix", "--keys-only", "--limit", "1", "-w", "json"]);
+        let out = self.ctl(&[
+            "get",
+            "/",
+            "--prefix",
+            "--keys-only",
+            "--limit",
+            "1",
+            "-w",
+            "json",
+        ]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         v["header"]["revision"].as_i64().unwrap()
     }
@@ -144,7 +172,11 @@ impl Etcd {
             if out.status.success() {
                 return;
             }
-            assert!(Instant::now() < deadline, "etcd not healthy: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                Instant::now() < deadline,
+                "etcd not healthy: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -157,7 +189,9 @@ impl Etcd {
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
                 for s in v.as_array().into_iter().flatten() {
                     let st = &s["Status"];
-                    if st["leader"] == st["header"]["member_id"] && st["leader"].as_u64().unwrap_or(0) != 0 {
+                    if st["leader"] == st["header"]["member_id"]
+                        && st["leader"].as_u64().unwrap_or(0) != 0
+                    {
                         let ep = s["Endpoint"].as_str().unwrap_or("");
                         if let Some(i) = (0..self.members.len()).find(|&i| self.endpoint(i) == ep) {
                             return i;

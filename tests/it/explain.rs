@@ -12,7 +12,12 @@ struct Client {
 }
 
 fn clients() -> Vec<Client> {
-    let c = |sdk, id, platform, app| Client { sdk, id, platform, app };
+    let c = |sdk, id, platform, app| Client {
+        sdk,
+        id,
+        platform,
+        app,
+    };
     vec![
         c("0.9.0", None, None, None),
         c("0.9.0", Some("c-1"), None, None),
@@ -51,10 +56,29 @@ fn explain_agrees_with_the_live_server() {
     assert!(cs.len() >= 20);
     let mut environments = std::collections::BTreeSet::new();
     for c in cs {
-        let mut path = format!("/v1/config/vdh-api?sdk_version={}", c.sdk.replace('+', "%2B"));
-        let mut args = vec!["explain".to_string(), "--json".into(), "--service".into(), "vdh-api".into(), "--sdk-version".into(), c.sdk.into()];
-        args.extend(["--zones".into(), zones.display().to_string(), "--state".into(), state.display().to_string()]);
-        for (flag, param, v) in [("--client-id", "client_id", c.id), ("--platform", "platform", c.platform), ("--app-id", "app_id", c.app)] {
+        let mut path = format!(
+            "/v1/config/vdh-api?sdk_version={}",
+            c.sdk.replace('+', "%2B")
+        );
+        let mut args = vec![
+            "explain".to_string(),
+            "--json".into(),
+            "--service".into(),
+            "vdh-api".into(),
+            "--sdk-version".into(),
+            c.sdk.into(),
+        ];
+        args.extend([
+            "--zones".into(),
+            zones.display().to_string(),
+            "--state".into(),
+            state.display().to_string(),
+        ]);
+        for (flag, param, v) in [
+            ("--client-id", "client_id", c.id),
+            ("--platform", "platform", c.platform),
+            ("--app-id", "app_id", c.app),
+        ] {
             if let Some(v) = v {
                 path.push_str(&format!("&{param}={v}"));
                 args.extend([flag.to_string(), v.to_string()]);
@@ -63,17 +87,33 @@ fn explain_agrees_with_the_live_server() {
         let live = http_request(s.http, "GET", &path, &[]);
         assert_eq!(live.status, 200, "{path}: {}", live.body);
         let out = command().args(&args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let explained: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(explained["document"], live.json(), "document differs for {path}");
+        assert_eq!(
+            explained["document"],
+            live.json(),
+            "document differs for {path}"
+        );
         environments.insert(live.json()["environment"].as_str().unwrap().to_string());
         // DNS: explain's answer for the hostname from 127.0.0.1 is what the
         // server answers a resolver on 127.0.0.1.
         let dns = &explained["dns"][0];
-        let mut want: Vec<String> = dns["a"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+        let mut want: Vec<String> = dns["a"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
         want.sort();
         let got = answer_addrs(&Query::new("vdh-api.yingzi.com", 1).send(s.dns).unwrap());
         assert_eq!(got, want, "DNS differs");
     }
-    assert!(environments.len() == 3, "the table should reach every environment: {environments:?}");
+    assert!(
+        environments.len() == 3,
+        "the table should reach every environment: {environments:?}"
+    );
 }

@@ -44,7 +44,12 @@ fn parse_addr(line: &str) -> Option<SocketAddr> {
 impl TestServer {
     /// Starts `serve` with the given zones folder and state file.
     pub fn start(zones: &Path, state: &Path, extra: &[&str]) -> TestServer {
-        let mut args = vec!["--zones".to_string(), zones.display().to_string(), "--state".into(), state.display().to_string()];
+        let mut args = vec![
+            "--zones".to_string(),
+            zones.display().to_string(),
+            "--state".into(),
+            state.display().to_string(),
+        ];
         args.extend(extra.iter().map(|s| s.to_string()));
         Self::start_with(&args, "first snapshot live")
     }
@@ -81,7 +86,10 @@ impl TestServer {
                 Ok(l) => l,
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("vdh-edge did not become ready; log:\n{}", log.lock().unwrap());
+                    panic!(
+                        "vdh-edge did not become ready; log:\n{}",
+                        log.lock().unwrap()
+                    );
                 }
             };
             if line.contains("listening") {
@@ -97,7 +105,12 @@ impl TestServer {
         }
         // Keep draining the channel in the background (the reader thread owns it).
         std::thread::spawn(move || while rx.recv().is_ok() {});
-        TestServer { child, dns: dns.expect("udp address logged"), http: http.expect("http address logged"), log }
+        TestServer {
+            child,
+            dns: dns.expect("udp address logged"),
+            http: http.expect("http address logged"),
+            log,
+        }
     }
 
     /// Everything the server has logged so far.
@@ -148,7 +161,10 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
@@ -156,7 +172,12 @@ impl HttpResponse {
 }
 
 /// One HTTP/1.1 request on its own connection, with extra header lines.
-pub fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(Duration::from_secs(70))).unwrap();
@@ -175,9 +196,20 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str
 pub fn parse_http(resp: &str) -> HttpResponse {
     let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((resp, ""));
     let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
-    HttpResponse { status, headers, body: body.to_string() }
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    }
 }
 
 /// Minimal HTTP/1.1 client (one request per connection).
@@ -185,11 +217,22 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -208,6 +251,10 @@ pub fn shipped_copy() -> tempfile::TempDir {
         let p = e.unwrap().path();
         std::fs::copy(&p, dir.path().join("zones").join(p.file_name().unwrap())).unwrap();
     }
-    std::fs::copy(repo().join("deploy/state.yaml"), dir.path().join("state.yaml")).unwrap();
+    std::fs::copy(
+        repo().join("deploy/state.yaml"),
+        dir.path().join("state.yaml"),
+    )
+    .unwrap();
     dir
 }

@@ -24,7 +24,10 @@ fn zone_text(base: &str, v: u32) -> String {
 }
 
 fn state_text(base: &str, v: u32) -> String {
-    base.replace("addresses: [192.0.2.10, 192.0.2.11]", &format!("addresses: [198.18.0.{v}]"))
+    base.replace(
+        "addresses: [192.0.2.10, 192.0.2.11]",
+        &format!("addresses: [198.18.0.{v}]"),
+    )
 }
 
 /// (zone version, state version) seen in one answer.
@@ -72,22 +75,40 @@ fn zone_and_state_change_100_times_under_load() {
                     Ok(r) => match observe(&r) {
                         Some(p) => {
                             if p < last || p.0 < last.0 || p.1 < last.1 {
-                                failures.lock().unwrap().push(format!("client {c}: went back from {last:?} to {p:?}"));
+                                failures
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("client {c}: went back from {last:?} to {p:?}"));
                             }
                             last = p;
                             seen.push(p);
                         }
-                        None => failures.lock().unwrap().push(format!("client {c}: answer without a version pair")),
+                        None => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("client {c}: answer without a version pair")),
                     },
-                    Err(e) => failures.lock().unwrap().push(format!("client {c}: probe failed: {e}")),
+                    Err(e) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("client {c}: probe failed: {e}")),
                 }
                 match soa.send(addr) {
                     Ok(r) => match crate::dnsclient::soa_serial(&r) {
                         Some(s) if s >= last_serial => last_serial = s,
-                        Some(s) => failures.lock().unwrap().push(format!("client {c}: serial went back {last_serial} -> {s}")),
-                        None => failures.lock().unwrap().push(format!("client {c}: SOA answer without SOA")),
+                        Some(s) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("client {c}: serial went back {last_serial} -> {s}")),
+                        None => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("client {c}: SOA answer without SOA")),
                     },
-                    Err(e) => failures.lock().unwrap().push(format!("client {c}: SOA query failed: {e}")),
+                    Err(e) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("client {c}: SOA query failed: {e}")),
                 }
                 answered.fetch_add(2, Ordering::Relaxed);
             }
@@ -106,7 +127,10 @@ fn zone_and_state_change_100_times_under_load() {
             if observe(&r) == Some((v, v)) {
                 break;
             }
-            assert!(Instant::now() < deadline, "change {v} not published within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "change {v} not published within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -116,17 +140,32 @@ fn zone_and_state_change_100_times_under_load() {
         seen.extend(c.join().unwrap());
     }
     let failures = failures.lock().unwrap();
-    assert!(failures.is_empty(), "{} failures, first: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} failures, first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     // Published snapshots are (v, v) or, when the two writes were picked up
     // separately, (v, v-1). Anything else is a mix.
     for &(z, s) in &seen {
-        assert!(z == s || z == s + 1, "answer mixed zone version {z} with state version {s}");
+        assert!(
+            z == s || z == s + 1,
+            "answer mixed zone version {z} with state version {s}"
+        );
     }
     let n = answered.load(Ordering::Relaxed);
     assert!(n > 1000, "clients made only {n} queries");
     let versions: std::collections::BTreeSet<u32> = seen.iter().map(|p| p.0).collect();
-    assert!(versions.len() > 50, "clients saw only {} zone versions", versions.len());
-    eprintln!("{n} queries during {CHANGES} changes in {:?}", started.elapsed());
+    assert!(
+        versions.len() > 50,
+        "clients saw only {} zone versions",
+        versions.len()
+    );
+    eprintln!(
+        "{n} queries during {CHANGES} changes in {:?}",
+        started.elapsed()
+    );
 }
 
 /// Reading the watched files (as the server itself does) is not a change:
@@ -142,7 +181,10 @@ fn reads_do_not_trigger_reloads() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let (_, metrics) = server.http_get("/metrics");
-    assert!(metrics.contains("vdh_edge_snapshot_swaps_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("vdh_edge_snapshot_swaps_total 1\n"),
+        "{metrics}"
+    );
     let (_, ready) = server.http_get("/readyz");
     assert!(ready.contains("\"revision\":1"), "{ready}");
 }

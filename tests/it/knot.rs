@@ -27,7 +27,8 @@ pub fn free_port() -> u16 {
 
 impl Knot {
     pub fn start(zones: &Path) -> Knot {
-        let knotd = which("knotd").expect("knotd not found: install Debian's knot package (the test command does)");
+        let knotd = which("knotd")
+            .expect("knotd not found: install Debian's knot package (the test command does)");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut origins = Vec::new();
@@ -58,12 +59,19 @@ impl Knot {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start knotd");
-        let knot = Knot { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), _dir: dir };
+        let knot = Knot {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _dir: dir,
+        };
         // Wait until every zone answers its SOA authoritatively.
         let deadline = Instant::now() + Duration::from_secs(20);
         for o in &origins {
             loop {
-                let ok = Query::new(o, 6).send(knot.addr).map(|r| r[2] & 0x04 != 0 && r[3] & 0xf == 0).unwrap_or(false);
+                let ok = Query::new(o, 6)
+                    .send(knot.addr)
+                    .map(|r| r[2] & 0x04 != 0 && r[3] & 0xf == 0)
+                    .unwrap_or(false);
                 if ok {
                     break;
                 }

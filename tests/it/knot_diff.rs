@@ -74,7 +74,10 @@ fn raw_sections(p: &[u8]) -> [Vec<String>; 3] {
             let rtype = u16::from_be_bytes([p[j], p[j + 1]]);
             let ttl = u32::from_be_bytes([p[j + 4], p[j + 5], p[j + 6], p[j + 7]]);
             let rdlen = count(j + 8);
-            let rdata: String = p[j + 10..j + 10 + rdlen].iter().map(|b| format!("{b:02x}")).collect();
+            let rdata: String = p[j + 10..j + 10 + rdlen]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
             if rtype != 41 {
                 out[s].push(format!("{name} {ttl} TYPE{rtype} {rdata}"));
             }
@@ -112,7 +115,12 @@ fn summarize(resp: &[u8]) -> Summary {
         Ok(m) => m,
         Err(_) => {
             let [answer, authority, additional] = raw_sections(resp);
-            let opt = resp.windows(3).rposition(|w| w == [0, 0, 41]).map(|at| (resp[at + 7] & 0x80 != 0, u16::from_be_bytes([resp[at + 3], resp[at + 4]])));
+            let opt = resp.windows(3).rposition(|w| w == [0, 0, 41]).map(|at| {
+                (
+                    resp[at + 7] & 0x80 != 0,
+                    u16::from_be_bytes([resp[at + 3], resp[at + 4]]),
+                )
+            });
             return Summary {
                 flags: u16::from_be_bytes([resp[2], resp[3]]),
                 opt_rdata: opt_rdata(resp),
@@ -136,8 +144,18 @@ fn summarize(resp: &[u8]) -> Summary {
                 // spelling compression reuses is not part of the answer.
                 let t = r.record_type();
                 let data = r.data.to_string();
-                let data = if matches!(u16::from(t), 2 | 5 | 6 | 12 | 15 | 33 | 35 | 39) { data.to_lowercase() } else { data };
-                format!("{} {} {} {}", r.name.to_ascii().to_lowercase(), r.ttl, t, data)
+                let data = if matches!(u16::from(t), 2 | 5 | 6 | 12 | 15 | 33 | 35 | 39) {
+                    data.to_lowercase()
+                } else {
+                    data
+                };
+                format!(
+                    "{} {} {} {}",
+                    r.name.to_ascii().to_lowercase(),
+                    r.ttl,
+                    t,
+                    data
+                )
             })
             .collect();
         v.sort();
@@ -155,7 +173,10 @@ fn summarize(resp: &[u8]) -> Summary {
         answer: rr(&m.answers),
         authority: rr(&m.authorities),
         additional: rr(&m.additionals),
-        opt: m.edns.as_ref().map(|e| (e.flags().dnssec_ok, e.max_payload())),
+        opt: m
+            .edns
+            .as_ref()
+            .map(|e| (e.flags().dnssec_ok, e.max_payload())),
     }
 }
 
@@ -171,8 +192,12 @@ fn parse_line(line: &str) -> Option<Query> {
             "noedns" => q.edns = None,
             "do" => q.do_bit = true,
             "rd" => q.rd = true,
-            o if o.starts_with("bufsize=") => q.edns = Some(o[8..].parse().expect("bufsize number")),
-            o if o.starts_with("class=") => q.class = vdh_edge::dns::types::class_from_str(&o[6..]).expect("class"),
+            o if o.starts_with("bufsize=") => {
+                q.edns = Some(o[8..].parse().expect("bufsize number"))
+            }
+            o if o.starts_with("class=") => {
+                q.class = vdh_edge::dns::types::class_from_str(&o[6..]).expect("class")
+            }
             o => panic!("unknown corpus option {o}"),
         }
     }
@@ -193,11 +218,19 @@ fn answers_match_knot_on_the_corpus() {
     let mut total = 0;
     let mut report = String::new();
     let mut failures = 0;
-    for line in corpus.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in corpus
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let q = parse_line(line).unwrap();
         total += 1;
-        let ours = q.send(edge.dns).unwrap_or_else(|e| panic!("vdh-edge gave no answer to {line}: {e}"));
-        let theirs = q.send(knot.addr).unwrap_or_else(|e| panic!("knot gave no answer to {line}: {e}"));
+        let ours = q
+            .send(edge.dns)
+            .unwrap_or_else(|e| panic!("vdh-edge gave no answer to {line}: {e}"));
+        let theirs = q
+            .send(knot.addr)
+            .unwrap_or_else(|e| panic!("knot gave no answer to {line}: {e}"));
         let (mut a, mut b) = (summarize(&ours), summarize(&theirs));
         // The server version string differs by design.
         if q.class == 3 {
@@ -211,11 +244,21 @@ fn answers_match_knot_on_the_corpus() {
         }
         if a != b {
             failures += 1;
-            writeln!(report, "\n== {line}\n   vdh-edge: {a:?}\n   knot:     {b:?}").unwrap();
+            writeln!(
+                report,
+                "\n== {line}\n   vdh-edge: {a:?}\n   knot:     {b:?}"
+            )
+            .unwrap();
         }
     }
-    assert!(total >= 200, "the corpus must hold at least 200 queries, found {total}");
-    assert_eq!(failures, 0, "{failures} of {total} queries differ from Knot:{report}");
+    assert!(
+        total >= 200,
+        "the corpus must hold at least 200 queries, found {total}"
+    );
+    assert_eq!(
+        failures, 0,
+        "{failures} of {total} queries differ from Knot:{report}"
+    );
 }
 
 /// Packets with header, opcode and EDNS anomalies: whether an answer comes,
@@ -251,43 +294,219 @@ fn raw_cases() -> Vec<(&'static str, Vec<u8>, bool)> {
     let a_rr = [0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 9];
     vec![
         ("no question", q(0, [0, 0, 0, 0], b"", 0, 0, &[]), false),
-        ("no question, OPT", q(0, [0, 0, 0, 1], b"", 0, 0, &plain_opt), false),
-        ("two questions", q(0, [2, 0, 0, 0], www, 1, 1, &[3, b'f', b'o', b'o', 0, 0, 1, 0, 1]), false),
-        ("answer record ignored", q(0, [1, 1, 0, 0], www, 1, 1, &a_rr), false),
-        ("answer count without record", q(0, [1, 1, 0, 0], www, 1, 1, &[]), false),
+        (
+            "no question, OPT",
+            q(0, [0, 0, 0, 1], b"", 0, 0, &plain_opt),
+            false,
+        ),
+        (
+            "two questions",
+            q(
+                0,
+                [2, 0, 0, 0],
+                www,
+                1,
+                1,
+                &[3, b'f', b'o', b'o', 0, 0, 1, 0, 1],
+            ),
+            false,
+        ),
+        (
+            "answer record ignored",
+            q(0, [1, 1, 0, 0], www, 1, 1, &a_rr),
+            false,
+        ),
+        (
+            "answer count without record",
+            q(0, [1, 1, 0, 0], www, 1, 1, &[]),
+            false,
+        ),
         ("QR set", q(0x8000, [1, 0, 0, 0], www, 1, 1, &[]), false),
-        ("TC set in query", q(0x0200, [1, 0, 0, 0], www, 1, 1, &[]), false),
-        ("all flags set", q(0x05f0 | 0x0100, [1, 0, 0, 0], www, 1, 1, &[]), false),
-        ("rcode in query", q(0x0005, [1, 0, 0, 0], www, 1, 1, &[]), false),
+        (
+            "TC set in query",
+            q(0x0200, [1, 0, 0, 0], www, 1, 1, &[]),
+            false,
+        ),
+        (
+            "all flags set",
+            q(0x05f0 | 0x0100, [1, 0, 0, 0], www, 1, 1, &[]),
+            false,
+        ),
+        (
+            "rcode in query",
+            q(0x0005, [1, 0, 0, 0], www, 1, 1, &[]),
+            false,
+        ),
         ("IQUERY", q(1 << 11, [1, 0, 0, 0], www, 1, 1, &[]), false),
         ("STATUS", q(2 << 11, [1, 0, 0, 0], www, 1, 1, &[]), false),
-        ("opcode 15 with OPT", q(15 << 11, [1, 0, 0, 1], www, 1, 1, &plain_opt), false),
+        (
+            "opcode 15 with OPT",
+            q(15 << 11, [1, 0, 0, 1], www, 1, 1, &plain_opt),
+            false,
+        ),
         ("NOTIFY", q(4 << 11, [1, 0, 0, 0], apex, 6, 1, &[]), false),
-        ("NOTIFY without question", q(4 << 11, [0, 0, 0, 0], b"", 0, 0, &[]), false),
-        ("UPDATE SOA", q(5 << 11, [1, 0, 0, 0], apex, 6, 1, &[]), false),
+        (
+            "NOTIFY without question",
+            q(4 << 11, [0, 0, 0, 0], b"", 0, 0, &[]),
+            false,
+        ),
+        (
+            "UPDATE SOA",
+            q(5 << 11, [1, 0, 0, 0], apex, 6, 1, &[]),
+            false,
+        ),
         ("UPDATE A", q(5 << 11, [1, 0, 0, 0], apex, 1, 1, &[]), false),
-        ("IQUERY class HS", q(1 << 11, [1, 0, 0, 0], www, 1, 4, &[]), false),
+        (
+            "IQUERY class HS",
+            q(1 << 11, [1, 0, 0, 0], www, 1, 4, &[]),
+            false,
+        ),
         ("class HS", q(0, [1, 0, 0, 0], www, 1, 4, &[]), false),
         ("class NONE", q(0, [1, 0, 0, 0], www, 1, 254, &[]), false),
-        ("trailing garbage", q(0, [1, 0, 0, 0], www, 1, 1, &[0xde, 0xad, 0xbe]), false),
-        ("trailing garbage after OPT", q(0, [1, 0, 0, 1], www, 1, 1, &[&plain_opt[..], &[1, 2]].concat()), false),
-        ("trailing garbage over TCP", q(0, [1, 0, 0, 0], www, 1, 1, &[0xde, 0xad]), true),
-        ("EDNS version 1", q(0, [1, 0, 0, 1], www, 1, 1, &opt(1, &[])), false),
-        ("EDNS version 1 out of zone", q(0, [1, 0, 0, 1], b"\x03www\x07example\x03org\x00", 1, 1, &opt(1, &[])), false),
-        ("EDNS version 1 over TCP", q(0, [1, 0, 0, 1], www, 1, 1, &opt(1, &[])), true),
-        ("two OPT records", q(0, [1, 0, 0, 2], www, 1, 1, &two_opts), false),
-        ("OPT in the answer section", q(0, [1, 1, 0, 0], www, 1, 1, &plain_opt), false),
-        ("OPT owner not root", q(0, [1, 0, 0, 1], www, 1, 1, &opt_www_owner), false),
-        ("option longer than RDATA", q(0, [1, 0, 0, 1], www, 1, 1, &opt(0, &[0, 10, 0, 8])), false),
-        ("RDATA shorter than an option header", q(0, [1, 0, 0, 1], www, 1, 1, &opt(0, &[0, 10])), false),
-        ("unknown option", q(0, [1, 0, 0, 1], www, 1, 1, &opt(0, &[0xfd, 0xe9, 0, 2, 1, 2])), false),
-        ("padding option", q(0, [1, 0, 0, 1], www, 1, 1, &opt(0, &[0, 12, 0, 4, 0, 0, 0, 0])), false),
-        ("cookie option", q(0, [1, 0, 0, 1], www, 1, 1, &opt(0, &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8])), false),
-        ("out of zone with EDNS", q(0, [1, 0, 0, 1], b"\x03www\x07example\x03org\x00", 1, 1, &plain_opt), false),
-        ("out of zone without EDNS", q(0, [1, 0, 0, 0], b"\x03www\x07example\x03org\x00", 1, 1, &[]), false),
-        ("label over 63 bytes", q(0, [1, 0, 0, 0], &[&[64u8][..], &[b'a'; 64][..], &[0][..]].concat(), 1, 1, &[]), false),
-        ("pointer in question", q(0, [1, 0, 0, 0], &[0xc0, 0x0c], 1, 1, &[]), false),
-        ("question cut short", q(0, [1, 0, 0, 0], www, 1, 1, &[])[..20].to_vec(), false),
+        (
+            "trailing garbage",
+            q(0, [1, 0, 0, 0], www, 1, 1, &[0xde, 0xad, 0xbe]),
+            false,
+        ),
+        (
+            "trailing garbage after OPT",
+            q(
+                0,
+                [1, 0, 0, 1],
+                www,
+                1,
+                1,
+                &[&plain_opt[..], &[1, 2]].concat(),
+            ),
+            false,
+        ),
+        (
+            "trailing garbage over TCP",
+            q(0, [1, 0, 0, 0], www, 1, 1, &[0xde, 0xad]),
+            true,
+        ),
+        (
+            "EDNS version 1",
+            q(0, [1, 0, 0, 1], www, 1, 1, &opt(1, &[])),
+            false,
+        ),
+        (
+            "EDNS version 1 out of zone",
+            q(
+                0,
+                [1, 0, 0, 1],
+                b"\x03www\x07example\x03org\x00",
+                1,
+                1,
+                &opt(1, &[]),
+            ),
+            false,
+        ),
+        (
+            "EDNS version 1 over TCP",
+            q(0, [1, 0, 0, 1], www, 1, 1, &opt(1, &[])),
+            true,
+        ),
+        (
+            "two OPT records",
+            q(0, [1, 0, 0, 2], www, 1, 1, &two_opts),
+            false,
+        ),
+        (
+            "OPT in the answer section",
+            q(0, [1, 1, 0, 0], www, 1, 1, &plain_opt),
+            false,
+        ),
+        (
+            "OPT owner not root",
+            q(0, [1, 0, 0, 1], www, 1, 1, &opt_www_owner),
+            false,
+        ),
+        (
+            "option longer than RDATA",
+            q(0, [1, 0, 0, 1], www, 1, 1, &opt(0, &[0, 10, 0, 8])),
+            false,
+        ),
+        (
+            "RDATA shorter than an option header",
+            q(0, [1, 0, 0, 1], www, 1, 1, &opt(0, &[0, 10])),
+            false,
+        ),
+        (
+            "unknown option",
+            q(
+                0,
+                [1, 0, 0, 1],
+                www,
+                1,
+                1,
+                &opt(0, &[0xfd, 0xe9, 0, 2, 1, 2]),
+            ),
+            false,
+        ),
+        (
+            "padding option",
+            q(
+                0,
+                [1, 0, 0, 1],
+                www,
+                1,
+                1,
+                &opt(0, &[0, 12, 0, 4, 0, 0, 0, 0]),
+            ),
+            false,
+        ),
+        (
+            "cookie option",
+            q(
+                0,
+                [1, 0, 0, 1],
+                www,
+                1,
+                1,
+                &opt(0, &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]),
+            ),
+            false,
+        ),
+        (
+            "out of zone with EDNS",
+            q(
+                0,
+                [1, 0, 0, 1],
+                b"\x03www\x07example\x03org\x00",
+                1,
+                1,
+                &plain_opt,
+            ),
+            false,
+        ),
+        (
+            "out of zone without EDNS",
+            q(0, [1, 0, 0, 0], b"\x03www\x07example\x03org\x00", 1, 1, &[]),
+            false,
+        ),
+        (
+            "label over 63 bytes",
+            q(
+                0,
+                [1, 0, 0, 0],
+                &[&[64u8][..], &[b'a'; 64][..], &[0][..]].concat(),
+                1,
+                1,
+                &[],
+            ),
+            false,
+        ),
+        (
+            "pointer in question",
+            q(0, [1, 0, 0, 0], &[0xc0, 0x0c], 1, 1, &[]),
+            false,
+        ),
+        (
+            "question cut short",
+            q(0, [1, 0, 0, 0], www, 1, 1, &[])[..20].to_vec(),
+            false,
+        ),
         ("short header", vec![0x12, 0x34, 0, 0, 0, 1], false),
     ]
 }
@@ -304,13 +523,21 @@ fn header_and_edns_anomalies_match_knot() {
     let mut report = String::new();
     for (what, packet, tcp) in raw_cases() {
         let send = |to| {
-            if tcp { crate::dnsclient::tcp(to, &packet, timeout).ok() } else { crate::dnsclient::udp(to, &packet, timeout).ok() }
+            if tcp {
+                crate::dnsclient::tcp(to, &packet, timeout).ok()
+            } else {
+                crate::dnsclient::udp(to, &packet, timeout).ok()
+            }
         };
         let (ours, theirs) = (send(edge.dns), send(knot.addr));
         let strip = |r: Option<Vec<u8>>| r.map(|r| r[2..].to_vec());
         let (a, b) = (strip(ours), strip(theirs));
         if a != b {
-            writeln!(report, "\n== {what}\n   vdh-edge: {a:02x?}\n   knot:     {b:02x?}").unwrap();
+            writeln!(
+                report,
+                "\n== {what}\n   vdh-edge: {a:02x?}\n   knot:     {b:02x?}"
+            )
+            .unwrap();
         }
     }
     assert!(report.is_empty(), "answers differ from Knot:{report}");
@@ -329,18 +556,35 @@ fn cached_and_uncached_answers_are_byte_identical() {
     let plain = TestServer::start(&zones, &state, &["--no-answer-cache"]);
     let corpus = std::fs::read_to_string(fixtures.join("queries.txt")).unwrap();
     let mut compared = 0;
-    for line in corpus.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in corpus
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let q = parse_line(line).unwrap();
         if q.tcp {
             continue;
         }
         // Flip the case of every other letter for the second asking.
         let mut q2 = q.clone();
-        q2.name = q.name.chars().enumerate().map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() }).collect();
+        q2.name = q
+            .name
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect();
         for q in [&q, &q, &q2] {
             let p = q.packet(0x5151);
-            let a = crate::dnsclient::udp(cached.dns, &p, std::time::Duration::from_secs(2)).unwrap();
-            let b = crate::dnsclient::udp(plain.dns, &p, std::time::Duration::from_secs(2)).unwrap();
+            let a =
+                crate::dnsclient::udp(cached.dns, &p, std::time::Duration::from_secs(2)).unwrap();
+            let b =
+                crate::dnsclient::udp(plain.dns, &p, std::time::Duration::from_secs(2)).unwrap();
             assert_eq!(a, b, "answers differ for {line} asked as {}", q.name);
             compared += 1;
         }

@@ -57,14 +57,22 @@ fn check_udp_answer(what: &str, sent: &[u8], resp: &[u8], strict: bool) {
     assert_eq!(resp[..2], sent[..2], "{what}: id not echoed");
     assert!(resp[2] & 0x80 != 0, "{what}: QR not set");
     if strict {
-        assert_eq!(resp[3] & 0xf, 1, "{what}: expected FORMERR, got rcode {}", resp[3] & 0xf);
+        assert_eq!(
+            resp[3] & 0xf,
+            1,
+            "{what}: expected FORMERR, got rcode {}",
+            resp[3] & 0xf
+        );
     } else {
-        hickory_proto::op::Message::from_vec(resp).unwrap_or_else(|e| panic!("{what}: unparsable answer: {e}"));
+        hickory_proto::op::Message::from_vec(resp)
+            .unwrap_or_else(|e| panic!("{what}: unparsable answer: {e}"));
     }
 }
 
 fn assert_still_answers(server: &TestServer) {
-    let r = Query::new("www.yingzi.com", 1).send(server.dns).expect("valid query must still be answered");
+    let r = Query::new("www.yingzi.com", 1)
+        .send(server.dns)
+        .expect("valid query must still be answered");
     assert_eq!(answer_addrs(&r), vec!["192.0.2.80"]);
 }
 
@@ -73,7 +81,8 @@ fn malformed_packets_never_crash_or_stall() {
     let repo = repo();
     let mut server = TestServer::start(&repo.join("zones"), &repo.join("deploy/state.yaml"), &[]);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let dns = server.dns;
     let exchange = |p: &[u8]| -> Option<Vec<u8>> {
         let mut buf = [0u8; 65535];
@@ -115,7 +124,10 @@ fn malformed_packets_never_crash_or_stall() {
         sock.send_to(&p, server.dns).unwrap();
         if i % 100 == 0 {
             let mut buf = [0u8; 65535];
-            while let Ok(Some(_)) = sock.set_nonblocking(true).map(|_| sock.recv_from(&mut buf).ok()) {}
+            while let Ok(Some(_)) = sock
+                .set_nonblocking(true)
+                .map(|_| sock.recv_from(&mut buf).ok())
+            {}
             sock.set_nonblocking(false).unwrap();
             if let Some(r) = exchange(&p) {
                 answered += 1;
@@ -130,7 +142,8 @@ fn malformed_packets_never_crash_or_stall() {
     let mut rng2 = rand::rngs::StdRng::seed_from_u64(7);
     for i in 0..2_000u32 {
         let mut s = TcpStream::connect(server.dns).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         let len = rng2.random_range(0..300usize);
         let mut body: Vec<u8> = (0..len).map(|_| rng2.random()).collect();
         if i % 3 == 0 && len > 2 {
@@ -139,7 +152,11 @@ fn malformed_packets_never_crash_or_stall() {
             p[at] = rng2.random();
             body = p;
         }
-        let declared = if i % 50 == 0 { body.len() + 100 } else { body.len() };
+        let declared = if i % 50 == 0 {
+            body.len() + 100
+        } else {
+            body.len()
+        };
         let mut framed = (declared as u16).to_be_bytes().to_vec();
         framed.extend_from_slice(&body);
         let _ = s.write_all(&framed);
@@ -157,6 +174,9 @@ fn malformed_packets_never_crash_or_stall() {
     // A TCP query still works after all that.
     let mut q = Query::new("www.yingzi.com", 1);
     q.tcp = true;
-    assert_eq!(answer_addrs(&q.send(server.dns).unwrap()), vec!["192.0.2.80"]);
+    assert_eq!(
+        answer_addrs(&q.send(server.dns).unwrap()),
+        vec!["192.0.2.80"]
+    );
     eprintln!("{answered} sampled random packets got answers");
 }

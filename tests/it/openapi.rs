@@ -13,7 +13,9 @@ fn spec() -> Value {
 }
 
 fn keys(v: &Value) -> BTreeSet<String> {
-    v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+    v.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// Checks that `value` has exactly the properties of `schema` (recursively
@@ -21,7 +23,10 @@ fn keys(v: &Value) -> BTreeSet<String> {
 fn check_object(schema: &Value, value: &Value, at: &str) {
     let props = &schema["properties"];
     assert_eq!(keys(props), keys(value), "properties of {at}");
-    let required: BTreeSet<String> = schema["required"].as_array().map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect()).unwrap_or_default();
+    let required: BTreeSet<String> = schema["required"]
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
     assert_eq!(required, keys(value), "required of {at}");
     for (k, sub) in props.as_object().unwrap() {
         if sub["type"] == "object" {
@@ -43,30 +48,76 @@ fn check_object(schema: &Value, value: &Value, at: &str) {
 fn openapi_matches_the_server() {
     let spec = spec();
     let dir = shipped_copy();
-    let s = TestServer::start(&dir.path().join("zones"), &dir.path().join("state.yaml"), &[]);
+    let s = TestServer::start(
+        &dir.path().join("zones"),
+        &dir.path().join("state.yaml"),
+        &[],
+    );
     let paths = keys(&spec["paths"]);
-    let want: BTreeSet<String> = ["/v1/config/{service}", "/healthz", "/readyz", "/metrics", "/census"].iter().map(|s| s.to_string()).collect();
+    let want: BTreeSet<String> = [
+        "/v1/config/{service}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/census",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     assert_eq!(paths, want);
 
     let op = &spec["paths"]["/v1/config/{service}"]["get"];
-    let params: BTreeSet<String> = op["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect();
-    for p in ["service", "sdk_version", "client_id", "platform", "app_id", "wait", "If-None-Match"] {
+    let params: BTreeSet<String> = op["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    for p in [
+        "service",
+        "sdk_version",
+        "client_id",
+        "platform",
+        "app_id",
+        "wait",
+        "If-None-Match",
+    ] {
         assert!(params.contains(p), "parameter {p} undocumented");
     }
-    let wait = op["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "wait").unwrap();
+    let wait = op["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "wait")
+        .unwrap();
     assert_eq!(wait["schema"]["maximum"], vdh_edge::http::MAX_WAIT_S);
 
     // The document, with every optional field filled in.
-    let r = http_request(s.http, "GET", "/v1/config/vdh-api?sdk_version=0.9.0&client_id=c-1&platform=ios&app_id=demo", &[]);
+    let r = http_request(
+        s.http,
+        "GET",
+        "/v1/config/vdh-api?sdk_version=0.9.0&client_id=c-1&platform=ios&app_id=demo",
+        &[],
+    );
     assert_eq!(r.status, 200);
-    check_object(&spec["components"]["schemas"]["Document"], &r.json(), "Document");
+    check_object(
+        &spec["components"]["schemas"]["Document"],
+        &r.json(),
+        "Document",
+    );
 
     // Every error status the server gives is documented with the Error shape.
     let responses = keys(&op["responses"]);
     for (path, status) in [
         ("/v1/config/vdh-api".to_string(), "400"),
         ("/v1/config/none?sdk_version=1.0.0".to_string(), "404"),
-        (format!("/v1/config/vdh-api?sdk_version=1.0.0&client_id={}", "x".repeat(5000)), "414"),
+        (
+            format!(
+                "/v1/config/vdh-api?sdk_version=1.0.0&client_id={}",
+                "x".repeat(5000)
+            ),
+            "414",
+        ),
     ] {
         let e = http_request(s.http, "GET", &path, &[]);
         assert_eq!(e.status.to_string(), status);
@@ -75,7 +126,10 @@ fn openapi_matches_the_server() {
     }
 
     let census = http_request(s.http, "GET", "/census", &[]).json();
-    assert_eq!(keys(&census), keys(&spec["components"]["schemas"]["Census"]["properties"]));
+    assert_eq!(
+        keys(&census),
+        keys(&spec["components"]["schemas"]["Census"]["properties"])
+    );
 
     let ready = http_request(s.http, "GET", "/readyz", &[]).json();
     let ready_props = keys(&spec["components"]["schemas"]["Ready"]["properties"]);

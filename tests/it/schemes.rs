@@ -15,8 +15,17 @@ fn baseline() -> String {
 
 /// Runs a vdh-edge command against etcd under `prefix`; returns (ok, stdout, stderr).
 fn run(ep: &str, prefix: &str, args: &[&str]) -> (bool, String, String) {
-    let out = command().current_dir(repo()).args(args).args(["--etcd", ep, "--prefix", prefix]).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = command()
+        .current_dir(repo())
+        .args(args)
+        .args(["--etcd", ep, "--prefix", prefix])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn must(ep: &str, prefix: &str, args: &[&str]) -> String {
@@ -36,11 +45,21 @@ fn apply_text(ep: &str, prefix: &str, text: &str, extra: &[&str]) -> (bool, Stri
 
 /// The revision in "…: revision N" output.
 fn revision_of(out: &str) -> i64 {
-    out.rsplit("revision ").next().and_then(|r| r.trim().parse().ok()).unwrap_or_else(|| panic!("no revision in {out:?}"))
+    out.rsplit("revision ")
+        .next()
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no revision in {out:?}"))
 }
 
 fn edge(ep: &str, prefix: &str, extra: &[&str]) -> TestServer {
-    let mut args: Vec<String> = vec!["--zones".into(), repo().join("zones").display().to_string(), "--etcd".into(), ep.into(), "--prefix".into(), prefix.into()];
+    let mut args: Vec<String> = vec![
+        "--zones".into(),
+        repo().join("zones").display().to_string(),
+        "--etcd".into(),
+        ep.into(),
+        "--prefix".into(),
+        prefix.into(),
+    ];
     args.extend(extra.iter().map(|s| s.to_string()));
     TestServer::start_with(&args, "first snapshot live")
 }
@@ -59,14 +78,22 @@ fn wait_revision(s: &TestServer, rev: i64) {
 }
 
 fn doc(s: &TestServer, version: &str, id: &str) -> serde_json::Value {
-    let r = http_request(s.http, "GET", &format!("/v1/config/vdh-api?sdk_version={version}&client_id={id}"), &[]);
+    let r = http_request(
+        s.http,
+        "GET",
+        &format!("/v1/config/vdh-api?sdk_version={version}&client_id={id}"),
+        &[],
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     r.json()
 }
 
 /// Share (0..=1) of 400 OLD clients whose update is required.
 fn old_required_share(s: &TestServer) -> f64 {
-    (0..400).filter(|i| doc(s, "0.9.0", &format!("old-{i}"))["update"]["required"] == true).count() as f64 / 400.0
+    (0..400)
+        .filter(|i| doc(s, "0.9.0", &format!("old-{i}"))["update"]["required"] == true)
+        .count() as f64
+        / 400.0
 }
 
 /// Everything but the revision, for comparing states.
@@ -113,13 +140,26 @@ fn check_phase(s: &TestServer, what: &str, x: &Expect, new_before: &serde_json::
     let new = doc(s, "1.0.0", "new-1");
     assert_eq!(new["environment"], x.new_env, "{what}: NEW environment");
     assert_eq!(new["backend_version"], x.new_backend, "{what}: NEW backend");
-    assert_eq!(new["maintenance"]["active"], x.new_maintenance, "{what}: NEW maintenance");
-    assert_eq!(new["update"]["required"], false, "{what}: NEW is never forced");
+    assert_eq!(
+        new["maintenance"]["active"], x.new_maintenance,
+        "{what}: NEW maintenance"
+    );
+    assert_eq!(
+        new["update"]["required"], false,
+        "{what}: NEW is never forced"
+    );
     let realm_changed = new["auth"]["realm"] != new_before["auth"]["realm"];
     if x.new_realm_changes {
-        assert!(realm_changed, "{what}: NEW's auth realm must change ({} → {})", new_before["auth"]["realm"], new["auth"]["realm"]);
+        assert!(
+            realm_changed,
+            "{what}: NEW's auth realm must change ({} → {})",
+            new_before["auth"]["realm"], new["auth"]["realm"]
+        );
     }
-    assert_eq!(new["auth"]["realm"], format!("{}/{}", x.new_env, x.new_backend));
+    assert_eq!(
+        new["auth"]["realm"],
+        format!("{}/{}", x.new_env, x.new_backend)
+    );
     let old = doc(s, "0.9.0", "old-1");
     if let Some((env, backend)) = x.old_env {
         assert_eq!(old["environment"], env, "{what}: OLD environment");
@@ -135,10 +175,17 @@ fn check_phase(s: &TestServer, what: &str, x: &Expect, new_before: &serde_json::
     match x.old_required {
         Share::None => assert_eq!(share, 0.0, "{what}: OLD must not be forced"),
         Share::All => assert_eq!(share, 1.0, "{what}: every OLD client must be forced"),
-        Share::About(p) => assert!((share - p).abs() < 0.08, "{what}: {share} of OLD forced, want about {p}"),
+        Share::About(p) => assert!(
+            (share - p).abs() < 0.08,
+            "{what}: {share} of OLD forced, want about {p}"
+        ),
     }
     // Throughout, the hard-coded name resolves to prod's addresses.
-    assert_eq!(answer_addrs(&Query::new("vdh-api.yingzi.com", 1).send(s.dns).unwrap()), vec!["192.0.2.10", "192.0.2.11"], "{what}: DNS");
+    assert_eq!(
+        answer_addrs(&Query::new("vdh-api.yingzi.com", 1).send(s.dns).unwrap()),
+        vec!["192.0.2.10", "192.0.2.11"],
+        "{what}: DNS"
+    );
 }
 
 fn run_scheme(etcd: &Etcd, name: &str, table: &[Expect]) {
@@ -162,16 +209,34 @@ fn run_scheme(etcd: &Etcd, name: &str, table: &[Expect]) {
         wait_revision(&s, rev);
         check_phase(&s, &what, x, &new_before);
         // Rolling the phase back returns to the state before it...
-        let out = must(&ep, &prefix, &["rollback", "--to-revision", &before_rev.to_string(), "--yes"]);
+        let out = must(
+            &ep,
+            &prefix,
+            &[
+                "rollback",
+                "--to-revision",
+                &before_rev.to_string(),
+                "--yes",
+            ],
+        );
         wait_revision(&s, revision_of(&out));
-        assert_eq!(strip(doc(&s, "1.0.0", "new-1")), strip(new_before.clone()), "{what}: rollback (NEW)");
-        assert_eq!(strip(doc(&s, "0.9.0", "old-1")), strip(old_before), "{what}: rollback (OLD)");
+        assert_eq!(
+            strip(doc(&s, "1.0.0", "new-1")),
+            strip(new_before.clone()),
+            "{what}: rollback (NEW)"
+        );
+        assert_eq!(
+            strip(doc(&s, "0.9.0", "old-1")),
+            strip(old_before),
+            "{what}: rollback (OLD)"
+        );
         // ...and the phase can then be applied again.
         let out = must(&ep, &prefix, &args);
         wait_revision(&s, revision_of(&out));
         check_phase(&s, &what, x, &new_before);
     }
-    let st: serde_json::Value = serde_json::from_str(&must(&ep, &prefix, &["status", "--json"])).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&must(&ep, &prefix, &["status", "--json"])).unwrap();
     assert_eq!(st["scheme"]["scheme"], name);
     assert_eq!(st["scheme"]["phase"], table.len());
 }
@@ -183,8 +248,17 @@ fn scheme_force() {
         &etcd,
         "force",
         &[
-            Expect { old_required: Share::All, old_maintenance: Some(true), ..e("test-v1", "v1") },
-            Expect { new_realm_changes: true, old_required: Share::All, old_env: Some(("prod", "v1")), ..e("prod", "v1") },
+            Expect {
+                old_required: Share::All,
+                old_maintenance: Some(true),
+                ..e("test-v1", "v1")
+            },
+            Expect {
+                new_realm_changes: true,
+                old_required: Share::All,
+                old_env: Some(("prod", "v1")),
+                ..e("prod", "v1")
+            },
         ],
     );
 }
@@ -196,10 +270,26 @@ fn scheme_transition() {
         &etcd,
         "transition",
         &[
-            Expect { old_env: Some(("prod", "v0")), old_recommended: Some(true), ..e("test-v1", "v1") },
-            Expect { old_env: Some(("prod", "v0")), old_required: Share::About(0.3), ..e("test-v1", "v1") },
-            Expect { old_required: Share::All, old_maintenance: Some(true), ..e("test-v1", "v1") },
-            Expect { new_realm_changes: true, old_required: Share::All, ..e("prod", "v1") },
+            Expect {
+                old_env: Some(("prod", "v0")),
+                old_recommended: Some(true),
+                ..e("test-v1", "v1")
+            },
+            Expect {
+                old_env: Some(("prod", "v0")),
+                old_required: Share::About(0.3),
+                ..e("test-v1", "v1")
+            },
+            Expect {
+                old_required: Share::All,
+                old_maintenance: Some(true),
+                ..e("test-v1", "v1")
+            },
+            Expect {
+                new_realm_changes: true,
+                old_required: Share::All,
+                ..e("prod", "v1")
+            },
         ],
     );
 }
@@ -211,8 +301,17 @@ fn scheme_sync() {
         &etcd,
         "sync",
         &[
-            Expect { new_maintenance: true, old_required: Share::All, old_maintenance: Some(true), ..e("prod", "v1") },
-            Expect { old_required: Share::All, old_maintenance: Some(false), ..e("prod", "v1") },
+            Expect {
+                new_maintenance: true,
+                old_required: Share::All,
+                old_maintenance: Some(true),
+                ..e("prod", "v1")
+            },
+            Expect {
+                old_required: Share::All,
+                old_maintenance: Some(false),
+                ..e("prod", "v1")
+            },
         ],
     );
 }
@@ -224,9 +323,20 @@ fn scheme_new_env() {
         &etcd,
         "new-env",
         &[
-            Expect { old_env: Some(("prod", "v0")), ..e("prod-v1", "v1") },
-            Expect { old_env: Some(("prod", "v0")), old_required: Share::About(0.3), ..e("prod-v1", "v1") },
-            Expect { old_env: Some(("prod", "v0")), old_required: Share::All, ..e("prod-v1", "v1") },
+            Expect {
+                old_env: Some(("prod", "v0")),
+                ..e("prod-v1", "v1")
+            },
+            Expect {
+                old_env: Some(("prod", "v0")),
+                old_required: Share::About(0.3),
+                ..e("prod-v1", "v1")
+            },
+            Expect {
+                old_env: Some(("prod", "v0")),
+                old_required: Share::All,
+                ..e("prod-v1", "v1")
+            },
         ],
     );
 }
@@ -238,22 +348,87 @@ fn staged_force_only_ever_adds_clients() {
     let prefix = "/staged";
     assert!(apply_text(&ep, prefix, &baseline(), &[]).0);
     let s = edge(&ep, prefix, &[]);
-    must(&ep, prefix, &["scheme", "apply", "new-env", "--phase", "1", "--yes"]);
-    let forced = |s: &TestServer| -> BTreeSet<usize> { (0..1000).filter(|i| doc(s, "0.9.0", &format!("c-{i}"))["update"]["required"] == true).collect() };
-    let out = must(&ep, prefix, &["scheme", "apply", "new-env", "--phase", "2", "--percent", "10", "--yes"]);
+    must(
+        &ep,
+        prefix,
+        &["scheme", "apply", "new-env", "--phase", "1", "--yes"],
+    );
+    let forced = |s: &TestServer| -> BTreeSet<usize> {
+        (0..1000)
+            .filter(|i| doc(s, "0.9.0", &format!("c-{i}"))["update"]["required"] == true)
+            .collect()
+    };
+    let out = must(
+        &ep,
+        prefix,
+        &[
+            "scheme",
+            "apply",
+            "new-env",
+            "--phase",
+            "2",
+            "--percent",
+            "10",
+            "--yes",
+        ],
+    );
     wait_revision(&s, revision_of(&out));
     let at10 = forced(&s);
-    let out = must(&ep, prefix, &["scheme", "apply", "new-env", "--phase", "2", "--percent", "50", "--yes"]);
+    let out = must(
+        &ep,
+        prefix,
+        &[
+            "scheme",
+            "apply",
+            "new-env",
+            "--phase",
+            "2",
+            "--percent",
+            "50",
+            "--yes",
+        ],
+    );
     wait_revision(&s, revision_of(&out));
     let at50 = forced(&s);
-    assert!((70..=130).contains(&at10.len()), "{} forced at 10%", at10.len());
-    assert!((440..=560).contains(&at50.len()), "{} forced at 50%", at50.len());
-    assert!(at10.is_subset(&at50), "a client forced at 10% was released at 50%");
+    assert!(
+        (70..=130).contains(&at10.len()),
+        "{} forced at 10%",
+        at10.len()
+    );
+    assert!(
+        (440..=560).contains(&at50.len()),
+        "{} forced at 50%",
+        at50.len()
+    );
+    assert!(
+        at10.is_subset(&at50),
+        "a client forced at 10% was released at 50%"
+    );
     // Going down is refused.
-    let (ok, _, err) = run(&ep, prefix, &["scheme", "apply", "new-env", "--phase", "2", "--percent", "20", "--yes"]);
-    assert!(!ok && err.contains("would release clients already forced"), "{err}");
+    let (ok, _, err) = run(
+        &ep,
+        prefix,
+        &[
+            "scheme",
+            "apply",
+            "new-env",
+            "--phase",
+            "2",
+            "--percent",
+            "20",
+            "--yes",
+        ],
+    );
+    assert!(
+        !ok && err.contains("would release clients already forced"),
+        "{err}"
+    );
     // Skipping a phase is refused.
-    let (ok, _, err) = run(&ep, prefix, &["scheme", "apply", "force", "--phase", "2", "--yes"]);
+    let (ok, _, err) = run(
+        &ep,
+        prefix,
+        &["scheme", "apply", "force", "--phase", "2", "--yes"],
+    );
     assert!(!ok && err.contains("in progress"), "{err}");
 }
 
@@ -266,20 +441,32 @@ fn drain_eta_after_a_repoint() {
     assert!(apply_text(&ep, prefix, &short, &[]).0);
     let s = edge(&ep, prefix, &[]);
     // Repoint the shared hostname: everyone to prod-v1.
-    let repointed = short.replace("      - name: default\n        environment: prod\n", "      - name: default\n        environment: prod-v1\n");
+    let repointed = short.replace(
+        "      - name: default\n        environment: prod\n",
+        "      - name: default\n        environment: prod-v1\n",
+    );
     let (ok, _, err) = apply_text(&ep, prefix, &repointed, &[]);
     assert!(ok, "{err}");
-    assert!(err.contains("drain:"), "apply should announce the drain: {err}");
-    let st: serde_json::Value = serde_json::from_str(&must(&ep, prefix, &["status", "--json"])).unwrap();
+    assert!(
+        err.contains("drain:"),
+        "apply should announce the drain: {err}"
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&must(&ep, prefix, &["status", "--json"])).unwrap();
     let d = &st["drain"];
     assert_eq!(d["max_ttl"], 3);
     let at = vdh_edge::util::parse_rfc3339(d["changed_at"].as_str().unwrap()).unwrap();
     let until = vdh_edge::util::parse_rfc3339(d["until"].as_str().unwrap()).unwrap();
-    assert_eq!(until.duration_since(at).unwrap(), Duration::from_secs(3), "drain ends one TTL after the change");
+    assert_eq!(
+        until.duration_since(at).unwrap(),
+        Duration::from_secs(3),
+        "drain ends one TTL after the change"
+    );
     assert!(st["drain_remaining_s"].as_u64().unwrap() <= 3);
     assert!(must(&ep, prefix, &["status"]).contains("vdh-api.yingzi.com."));
     std::thread::sleep(Duration::from_millis(3500));
-    let st: serde_json::Value = serde_json::from_str(&must(&ep, prefix, &["status", "--json"])).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&must(&ep, prefix, &["status", "--json"])).unwrap();
     assert_eq!(st["drain_remaining_s"], 0);
     drop(s);
 }
@@ -290,21 +477,52 @@ fn lowering_the_ttl_guards_the_repoint() {
     let ep = etcd.endpoints();
     let prefix = "/lower";
     assert!(apply_text(&ep, prefix, &baseline(), &[]).0);
-    must(&ep, prefix, &["scheme", "apply", "new-env", "--lower-ttl", "5", "--yes"]);
-    let st: serde_json::Value = serde_json::from_str(&must(&ep, prefix, &["status", "--json"])).unwrap();
+    must(
+        &ep,
+        prefix,
+        &["scheme", "apply", "new-env", "--lower-ttl", "5", "--yes"],
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&must(&ep, prefix, &["status", "--json"])).unwrap();
     assert!(st["drain"].is_null(), "lowering the TTL repoints nothing");
     // A repoint sooner than one old TTL (60 s) after lowering is refused...
-    let repointed = baseline().replace("ttl: 60", "ttl: 5").replace("      - name: default\n        environment: prod\n", "      - name: default\n        environment: prod-v1\n");
+    let repointed = baseline().replace("ttl: 60", "ttl: 5").replace(
+        "      - name: default\n        environment: prod\n",
+        "      - name: default\n        environment: prod-v1\n",
+    );
     let (ok, _, err) = apply_text(&ep, prefix, &repointed, &[]);
-    assert!(!ok && err.contains("its TTL was lowered from 60 s"), "{err}");
+    assert!(
+        !ok && err.contains("its TTL was lowered from 60 s"),
+        "{err}"
+    );
     // ...unless forced; the drain then covers the old TTL.
     let (ok, _, err) = apply_text(&ep, prefix, &repointed, &["--force"]);
     assert!(ok, "{err}");
-    let st: serde_json::Value = serde_json::from_str(&must(&ep, prefix, &["status", "--json"])).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&must(&ep, prefix, &["status", "--json"])).unwrap();
     assert_eq!(st["drain"]["max_ttl"], 60);
     // Bumping an environment's auth epoch.
-    must(&ep, prefix, &["scheme", "apply", "new-env", "--bump-auth-epoch", "prod-v1", "--yes"]);
-    let v = String::from_utf8(etcd.ctl_raw(&["get", &format!("{prefix}/environments/prod-v1"), "--print-value-only"]).stdout).unwrap();
+    must(
+        &ep,
+        prefix,
+        &[
+            "scheme",
+            "apply",
+            "new-env",
+            "--bump-auth-epoch",
+            "prod-v1",
+            "--yes",
+        ],
+    );
+    let v = String::from_utf8(
+        etcd.ctl_raw(&[
+            "get",
+            &format!("{prefix}/environments/prod-v1"),
+            "--print-value-only",
+        ])
+        .stdout,
+    )
+    .unwrap();
     assert!(v.contains("\"token_epoch\":2"), "{v}");
 }
 
@@ -313,13 +531,22 @@ fn census_across_two_edges() {
     let etcd = Etcd::single();
     let ep = etcd.endpoints();
     let prefix = "/counts";
-    assert!(apply_text(&ep, prefix, &std::fs::read_to_string(repo().join("deploy/state.yaml")).unwrap(), &[]).0);
+    assert!(
+        apply_text(
+            &ep,
+            prefix,
+            &std::fs::read_to_string(repo().join("deploy/state.yaml")).unwrap(),
+            &[]
+        )
+        .0
+    );
     let a = edge(&ep, prefix, &["--census-hour", "60", "--census-day", "600"]);
     let b = edge(&ep, prefix, &["--census-hour", "60", "--census-day", "600"]);
     for (n, version) in [(1000, "0.9.0"), (500, "1.0.0")] {
         for i in 0..n {
             let id = format!("{version}-client-{i}");
-            let path = format!("/v1/config/vdh-api?sdk_version={version}&client_id={id}&app_id=demo");
+            let path =
+                format!("/v1/config/vdh-api?sdk_version={version}&client_id={id}&app_id=demo");
             // Half on each edge, and every tenth on both (counted once).
             let both = i % 10 == 0;
             if i % 2 == 0 || both {
@@ -332,11 +559,17 @@ fn census_across_two_edges() {
     }
     // Each edge exports its own estimates in /metrics.
     let (_, m) = a.http_get("/metrics");
-    assert!(m.contains("vdh_edge_census_clients{window=\"hour\",dimension=\"sdk_version\",value=\"0.9.0\"}"), "{m}");
+    assert!(
+        m.contains(
+            "vdh_edge_census_clients{window=\"hour\",dimension=\"sdk_version\",value=\"0.9.0\"}"
+        ),
+        "{m}"
+    );
     // status finds both edges and reports the union.
     let deadline = Instant::now() + Duration::from_secs(10);
     let st = loop {
-        let st: serde_json::Value = serde_json::from_str(&must(&ep, prefix, &["status", "--json"])).unwrap();
+        let st: serde_json::Value =
+            serde_json::from_str(&must(&ep, prefix, &["status", "--json"])).unwrap();
         if st["census_edges"] == 2 {
             break st;
         }
@@ -355,6 +588,10 @@ fn census_across_two_edges() {
         assert!((st["census"][window]["app_id"]["demo"].as_f64().unwrap() - 1500.0).abs() <= 45.0);
     }
     // Nothing of the census is written under the prefix.
-    let keys = String::from_utf8(etcd.ctl_raw(&["get", &format!("{prefix}/"), "--prefix", "--keys-only"]).stdout).unwrap();
+    let keys = String::from_utf8(
+        etcd.ctl_raw(&["get", &format!("{prefix}/"), "--prefix", "--keys-only"])
+            .stdout,
+    )
+    .unwrap();
     assert!(!keys.contains("census"), "{keys}");
 }

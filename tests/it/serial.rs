@@ -34,12 +34,24 @@ fn serial_moves_forward_on_derived_changes_and_survives_restart() {
     let text = std::fs::read_to_string(&state).unwrap();
     {
         let server = TestServer::start(&zones, &state, &extra);
-        assert_eq!(serial(&server), FILE_SERIAL, "unchanged zone keeps the file's serial");
+        assert_eq!(
+            serial(&server),
+            FILE_SERIAL,
+            "unchanged zone keeps the file's serial"
+        );
         // A state change that alters a derived name in the zone bumps it.
-        write_by_rename(&state, &text.replace("addresses: [192.0.2.10, 192.0.2.11]", "addresses: [192.0.2.12]"));
+        write_by_rename(
+            &state,
+            &text.replace(
+                "addresses: [192.0.2.10, 192.0.2.11]",
+                "addresses: [192.0.2.12]",
+            ),
+        );
         assert_eq!(wait_serial(&server, FILE_SERIAL + 1), FILE_SERIAL + 1);
         // A change outside the zone's content (the update message) does not.
-        let t2 = std::fs::read_to_string(&state).unwrap().replace("A new SDK is available.", "Please update.");
+        let t2 = std::fs::read_to_string(&state)
+            .unwrap()
+            .replace("A new SDK is available.", "Please update.");
         write_by_rename(&state, &t2);
         assert!(server.wait_log_count("snapshot published", 2, Duration::from_secs(5)));
         assert_eq!(serial(&server), FILE_SERIAL + 1);

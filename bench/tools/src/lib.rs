@@ -6,7 +6,11 @@ use std::os::fd::AsRawFd;
 /// Encodes `name` (presentation, absolute or not) as wire labels.
 pub fn wire_name(name: &str) -> Vec<u8> {
     let mut w = Vec::new();
-    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         w.push(label.len() as u8);
         w.extend_from_slice(label.as_bytes());
     }
@@ -25,7 +29,10 @@ pub fn qtype(t: &str) -> u16 {
         "AAAA" => 28,
         "SRV" => 33,
         "ANY" => 255,
-        other => other.strip_prefix("TYPE").and_then(|d| d.parse().ok()).expect("known query type"),
+        other => other
+            .strip_prefix("TYPE")
+            .and_then(|d| d.parse().ok())
+            .expect("known query type"),
     }
 }
 
@@ -56,7 +63,10 @@ pub fn read_queries(path: &str) -> Vec<(String, u16)> {
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|l| {
             let mut it = l.split_whitespace();
-            (it.next().unwrap().to_string(), qtype(it.next().unwrap_or("A")))
+            (
+                it.next().unwrap().to_string(),
+                qtype(it.next().unwrap_or("A")),
+            )
         })
         .collect()
 }
@@ -83,7 +93,14 @@ impl Batch {
     /// recvmmsg on `sock`; returns how many arrived (0 on timeout).
     pub fn recv(&mut self, sock: &std::net::UdpSocket) -> usize {
         let n = self.bufs.len();
-        let mut iovs: Vec<libc::iovec> = self.bufs.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }).collect();
+        let mut iovs: Vec<libc::iovec> = self
+            .bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
         // SAFETY: mmsghdr is plain old data.
         let mut msgs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
         for i in 0..n {
@@ -93,7 +110,15 @@ impl Batch {
             msgs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
         }
         // SAFETY: the buffers outlive the call; counts match.
-        let r = unsafe { libc::recvmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), n as u32, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
+        let r = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                n as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
         if r <= 0 {
             return 0;
         }
@@ -106,10 +131,23 @@ impl Batch {
 }
 
 /// sendmmsg of `packets` to `dst` (or to each packet's own address).
-pub fn send_batch(sock: &std::net::UdpSocket, packets: &[&[u8]], dsts: &[*const libc::sockaddr_storage], dst_lens: &[libc::socklen_t]) -> usize {
-    let mut iovs: Vec<libc::iovec> = packets.iter().map(|p| libc::iovec { iov_base: p.as_ptr() as *mut _, iov_len: p.len() }).collect();
+pub fn send_batch(
+    sock: &std::net::UdpSocket,
+    packets: &[&[u8]],
+    dsts: &[*const libc::sockaddr_storage],
+    dst_lens: &[libc::socklen_t],
+) -> usize {
+    let mut iovs: Vec<libc::iovec> = packets
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut _,
+            iov_len: p.len(),
+        })
+        .collect();
     // SAFETY: mmsghdr is plain old data.
-    let mut msgs: Vec<libc::mmsghdr> = (0..packets.len()).map(|_| unsafe { std::mem::zeroed() }).collect();
+    let mut msgs: Vec<libc::mmsghdr> = (0..packets.len())
+        .map(|_| unsafe { std::mem::zeroed() })
+        .collect();
     for i in 0..packets.len() {
         msgs[i].msg_hdr.msg_iov = &mut iovs[i];
         msgs[i].msg_hdr.msg_iovlen = 1;
@@ -121,7 +159,14 @@ pub fn send_batch(sock: &std::net::UdpSocket, packets: &[&[u8]], dsts: &[*const 
     let mut sent = 0;
     while sent < packets.len() {
         // SAFETY: as above.
-        let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs[sent..].as_mut_ptr(), (packets.len() - sent) as u32, 0) };
+        let r = unsafe {
+            libc::sendmmsg(
+                sock.as_raw_fd(),
+                msgs[sent..].as_mut_ptr(),
+                (packets.len() - sent) as u32,
+                0,
+            )
+        };
         if r <= 0 {
             break;
         }

@@ -12,7 +12,12 @@ use vdh_bench_tools::*;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let server = parse_addr(&get("--server").expect("--server"));
     let queries = read_queries(&get("--queries").expect("--queries"));
     let seconds: f64 = get("--seconds").map_or(10.0, |s| s.parse().unwrap());
@@ -23,16 +28,19 @@ fn main() {
     // service name so answers cannot all be memoised.
     let mut packets: Vec<Vec<u8>> = Vec::with_capacity(queries.len());
     for (i, (name, t)) in queries.iter().enumerate() {
-        let e = (ecs && name.starts_with("vdh-api.")).then(|| [100, 64 + ((i >> 8) % 16) as u8, (i % 256) as u8]);
+        let e = (ecs && name.starts_with("vdh-api."))
+            .then(|| [100, 64 + ((i >> 8) % 16) as u8, (i % 256) as u8]);
         packets.push(query(0, name, *t, e));
     }
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.connect(server).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
     let mut sent_at: Vec<Option<Instant>> = vec![None; 65536];
     let mut lat_us: Vec<u32> = Vec::with_capacity(4_000_000);
     let mut batch = Batch::new(64);
-    let (mut next, mut id, mut outstanding, mut answered, mut sent, mut lost) = (0usize, 0u16, 0usize, 0u64, 0u64, 0u64);
+    let (mut next, mut id, mut outstanding, mut answered, mut sent, mut lost) =
+        (0usize, 0u16, 0usize, 0u64, 0u64, 0u64);
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(seconds);
     let mut last_progress = Instant::now();
@@ -67,7 +75,15 @@ fn main() {
         }
         let got = batch.recv(&sock);
         let now = Instant::now();
-        take_answers(&batch, got, now, &mut sent_at, &mut answered, &mut outstanding, &mut lat_us);
+        take_answers(
+            &batch,
+            got,
+            now,
+            &mut sent_at,
+            &mut answered,
+            &mut outstanding,
+            &mut lat_us,
+        );
         if got > 0 {
             last_progress = now;
         } else if rate.is_none() && now.duration_since(last_progress) > Duration::from_millis(200) {
@@ -84,13 +100,26 @@ fn main() {
     let drain_until = Instant::now() + Duration::from_secs(1);
     while outstanding > 0 && Instant::now() < drain_until {
         let got = batch.recv(&sock);
-        take_answers(&batch, got, Instant::now(), &mut sent_at, &mut answered, &mut outstanding, &mut lat_us);
+        take_answers(
+            &batch,
+            got,
+            Instant::now(),
+            &mut sent_at,
+            &mut answered,
+            &mut outstanding,
+            &mut lat_us,
+        );
     }
     if rate.is_some() {
         lost = sent - answered;
     }
     lat_us.sort_unstable();
-    let pct = |p: f64| lat_us.get(((lat_us.len() as f64 * p) as usize).min(lat_us.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        lat_us
+            .get(((lat_us.len() as f64 * p) as usize).min(lat_us.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     println!(
         "{{\"qps\": {:.0}, \"sent\": {sent}, \"answered\": {answered}, \"lost\": {lost}, \"p50_us\": {}, \"p99_us\": {}, \"seconds\": {elapsed:.2}}}",
         answered as f64 / elapsed,
@@ -100,7 +129,15 @@ fn main() {
 }
 
 /// Matches received answers to their queries by id.
-fn take_answers(batch: &Batch, got: usize, now: Instant, sent_at: &mut [Option<Instant>], answered: &mut u64, outstanding: &mut usize, lat_us: &mut Vec<u32>) {
+fn take_answers(
+    batch: &Batch,
+    got: usize,
+    now: Instant,
+    sent_at: &mut [Option<Instant>],
+    answered: &mut u64,
+    outstanding: &mut usize,
+    lat_us: &mut Vec<u32>,
+) {
     for i in 0..got {
         if batch.lens[i] < 12 {
             continue;

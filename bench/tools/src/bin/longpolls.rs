@@ -21,7 +21,11 @@ fn rss_kib(pid: &str) -> u64 {
 
 fn get(addr: &str, path: &str, headers: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n{headers}\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n{headers}\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -29,14 +33,22 @@ fn get(addr: &str, path: &str, headers: &str) -> String {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let arg = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let http = arg("--http").expect("--http");
     let pid = arg("--pid").expect("--pid");
     let state = arg("--state").expect("--state");
     let (from, to) = (arg("--from").expect("--from"), arg("--to").expect("--to"));
     let n: usize = arg("--n").map_or(10_000, |v| v.parse().unwrap());
     // Descriptors for n sockets.
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: plain rlimit calls on a local struct.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
@@ -45,7 +57,15 @@ fn main() {
     }
     let path = "/v1/config/vdh-api?sdk_version=1.0.0&client_id=bench";
     let first = get(&http, path, "");
-    let etag = first.lines().find(|l| l.to_ascii_lowercase().starts_with("etag:")).expect("an ETag").split_once(':').unwrap().1.trim().to_string();
+    let etag = first
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("etag:"))
+        .expect("an ETag")
+        .split_once(':')
+        .unwrap()
+        .1
+        .trim()
+        .to_string();
     let rss_before = rss_kib(&pid);
     let mut socks = Vec::with_capacity(n);
     for i in 0..n {
@@ -57,11 +77,19 @@ fn main() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let m = get(&http, "/metrics", "");
-        let held = m.lines().find(|l| l.starts_with("vdh_edge_config_long_polls ")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+        let held = m
+            .lines()
+            .find(|l| l.starts_with("vdh_edge_config_long_polls "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
         if held >= n {
             break;
         }
-        assert!(Instant::now() < deadline, "server holds only {held} of {n} polls");
+        assert!(
+            Instant::now() < deadline,
+            "server holds only {held} of {n} polls"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let rss_held = rss_kib(&pid);
@@ -73,14 +101,22 @@ fn main() {
     let t0 = Instant::now();
     std::fs::rename(&tmp, &state).unwrap();
     // Read every answer with poll(2) over all sockets.
-    let mut pending: Vec<(TcpStream, Vec<u8>)> = socks.into_iter().map(|s| (s, Vec::new())).collect();
+    let mut pending: Vec<(TcpStream, Vec<u8>)> =
+        socks.into_iter().map(|s| (s, Vec::new())).collect();
     for (s, _) in &pending {
         s.set_nonblocking(true).unwrap();
     }
     let mut ok = 0usize;
     let mut last = Duration::ZERO;
     while !pending.is_empty() && t0.elapsed() < Duration::from_secs(70) {
-        let mut fds: Vec<libc::pollfd> = pending.iter().map(|(s, _)| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+        let mut fds: Vec<libc::pollfd> = pending
+            .iter()
+            .map(|(s, _)| libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
         // SAFETY: fds is a valid array of pollfd.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as u64, 1000) };
         let mut still = Vec::with_capacity(pending.len());
@@ -91,7 +127,9 @@ fn main() {
             }
             let mut chunk = [0u8; 4096];
             match s.read(&mut chunk) {
-                Ok(0) | Err(_) if fd.revents & (libc::POLLHUP | libc::POLLERR) != 0 || !buf.is_empty() => {
+                Ok(0) | Err(_)
+                    if fd.revents & (libc::POLLHUP | libc::POLLERR) != 0 || !buf.is_empty() =>
+                {
                     if buf.starts_with(b"HTTP/1.1 200") {
                         ok += 1;
                     }

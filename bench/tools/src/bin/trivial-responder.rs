@@ -21,13 +21,20 @@ fn question_key(p: &[u8]) -> Option<Vec<u8>> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let listen = parse_addr(&get("--listen").expect("--listen"));
     let learn = parse_addr(&get("--learn-from").expect("--learn-from"));
     let queries = read_queries(&get("--queries").expect("--queries"));
     // Learn the answers.
     let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    client.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let mut table: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     for (name, t) in &queries {
         let q = query(7, name, *t, None);
