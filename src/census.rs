@@ -64,10 +64,6 @@ impl Hll {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.regs.iter().all(|&r| r == 0)
-    }
-
     /// The cardinality estimate.
     pub fn estimate(&self) -> f64 {
         let m = REGISTERS as f64;

@@ -150,10 +150,6 @@ impl VersionRange {
             }
         })
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
 }
 
 /// SemVer 2.0 precedence: build metadata does not count.

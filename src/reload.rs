@@ -101,7 +101,13 @@ pub fn apply(
     serials: &SerialStore,
 ) -> Result<Arc<Snapshot>, Vec<String>> {
     let prev = shared.is_ready().then(|| shared.snapshot());
-    let floor = serials.load();
+    // The saved serials matter for the first snapshot after a start; after
+    // that the live snapshot carries them (and is saved after each publish).
+    let floor = if prev.is_none() {
+        serials.load()
+    } else {
+        Default::default()
+    };
     let result = snapshot::compile(inputs, prev.as_deref(), &floor)
         .map_err(|es| es.iter().map(ToString::to_string).collect::<Vec<_>>());
     let mut snap = match result {

@@ -26,7 +26,7 @@ pub struct Shared {
     published: tokio::sync::watch::Sender<u64>,
     ready: AtomicBool,
     /// 0: no etcd configured; 1: up; 2: down.
-    pub(crate) etcd_up: std::sync::atomic::AtomicU8,
+    etcd_up: std::sync::atomic::AtomicU8,
     pub metrics: Metrics,
     pub last_rejection: Mutex<Option<Rejection>>,
     /// Distinct clients seen by this edge.
@@ -67,6 +67,13 @@ impl Shared {
     #[inline]
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Records whether the etcd watch is healthy (readiness and metrics).
+    pub fn set_etcd_up(&self, up: bool) {
+        self.etcd_up
+            .store(if up { 1 } else { 2 }, Ordering::Relaxed);
+        self.metrics.etcd_up.set(i64::from(up));
     }
 
     /// `Some("up" | "down")` in etcd mode, `None` otherwise.

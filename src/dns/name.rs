@@ -128,22 +128,6 @@ impl Name {
             Some(Name(self.0[1 + self.0[0] as usize..].into()))
         }
     }
-
-    /// `*.` prepended to this name.
-    pub fn wildcard_child(&self) -> Option<Name> {
-        if self.0.len() + 2 > MAX_NAME_LEN {
-            return None;
-        }
-        let mut w = Vec::with_capacity(self.0.len() + 2);
-        w.extend_from_slice(&[1, b'*']);
-        w.extend_from_slice(&self.0);
-        Some(Name(w.into()))
-    }
-
-    /// True for a name whose first label is `*`.
-    pub fn is_wildcard(&self) -> bool {
-        self.0.len() > 2 && self.0[0] == 1 && self.0[1] == b'*'
-    }
 }
 
 /// Decodes the escape after a backslash: `\DDD` (decimal byte) or `\X`.
@@ -291,6 +275,5 @@ mod tests {
         );
         assert_eq!(n.parent().unwrap().to_lower(), o);
         assert_eq!(n.label_count(), 3);
-        assert!(o.wildcard_child().unwrap().is_wildcard());
     }
 }

@@ -364,21 +364,12 @@ impl<'b> Writer<'b> {
     pub fn len(&self) -> usize {
         self.buf.len()
     }
-    pub fn is_empty(&self) -> bool {
-        self.buf.len() <= 12
-    }
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
     /// Reserves room (for the OPT record) that records may not use.
     pub fn reserve(&mut self, n: usize) {
         self.limit = self.limit.saturating_sub(n);
     }
     pub fn unreserve(&mut self, n: usize) {
         self.limit += n;
-    }
-    pub fn count(&self, s: Section) -> u16 {
-        self.counts[s as usize]
     }
 
     fn remember(&mut self, off: usize, name: &[u8]) {

@@ -12,7 +12,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, EventType, WatchOptions};
@@ -464,20 +463,5 @@ pub async fn register(
                 }
             }
         }
-    }
-}
-
-/// True when `error` means etcd could not be reached (as opposed to a
-/// refusal).
-pub fn is_unavailable(error: &StoreError) -> bool {
-    matches!(error, StoreError::Etcd(_))
-}
-
-/// Keeps `etcd up` in readiness and metrics.
-impl Shared {
-    pub fn set_etcd_up(&self, up: bool) {
-        self.etcd_up
-            .store(if up { 1 } else { 2 }, Ordering::Relaxed);
-        self.metrics.etcd_up.set(i64::from(up));
     }
 }

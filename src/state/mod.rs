@@ -251,14 +251,6 @@ impl StateError {
         }
         errors
     }
-
-    /// `file:line: path: message`.
-    pub fn display_in(&self, file: &str) -> String {
-        match self.line {
-            Some(l) => format!("{file}:{l}: {}: {}", self.path, self.message),
-            None => format!("{file}: {}: {}", self.path, self.message),
-        }
-    }
 }
 
 /// Reads a state from YAML (JSON is YAML too). An empty document is `{}`.
