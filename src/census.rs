@@ -17,14 +17,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// log2 of the register count.
-pub const PRECISION: u8 = 12;
+pub(crate) const PRECISION: u8 = 12;
 const REGISTERS: usize = 1 << PRECISION;
 /// Most distinct values tracked per dimension; the rest count as `other`.
-pub const MAX_VALUES: usize = 64;
+pub(crate) const MAX_VALUES: usize = 64;
 
 /// A HyperLogLog sketch.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Hll {
+pub(crate) struct Hll {
     regs: Box<[u8; REGISTERS]>,
 }
 
@@ -43,13 +43,13 @@ impl std::fmt::Debug for Hll {
 }
 
 /// The 64-bit hash of a client id.
-pub fn hash_id(id: &str) -> u64 {
+pub(crate) fn hash_id(id: &str) -> u64 {
     let d = Sha256::digest(id.as_bytes());
     u64::from_be_bytes(d[..8].try_into().expect("32 bytes"))
 }
 
 impl Hll {
-    pub fn insert_hash(&mut self, h: u64) {
+    pub(crate) fn insert_hash(&mut self, h: u64) {
         let idx = (h >> (64 - PRECISION)) as usize;
         let rest = (h << PRECISION) | (1 << (PRECISION - 1));
         let rank = rest.leading_zeros() as u8 + 1;
@@ -58,14 +58,14 @@ impl Hll {
         }
     }
 
-    pub fn merge(&mut self, other: &Hll) {
+    pub(crate) fn merge(&mut self, other: &Hll) {
         for (a, b) in self.regs.iter_mut().zip(other.regs.iter()) {
             *a = (*a).max(*b);
         }
     }
 
     /// The cardinality estimate.
-    pub fn estimate(&self) -> f64 {
+    pub(crate) fn estimate(&self) -> f64 {
         let m = REGISTERS as f64;
         let mut sum = 0.0;
         let mut zeros = 0usize;
@@ -86,11 +86,11 @@ impl Hll {
     }
 
     /// Registers as hex (for `/census`).
-    pub fn to_hex(&self) -> String {
+    pub(crate) fn to_hex(&self) -> String {
         self.regs.iter().map(|r| format!("{r:02x}")).collect()
     }
 
-    pub fn from_hex(s: &str) -> Option<Hll> {
+    pub(crate) fn from_hex(s: &str) -> Option<Hll> {
         if s.len() != REGISTERS * 2 {
             return None;
         }
@@ -105,19 +105,19 @@ impl Hll {
 /// What a client is counted by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Dimension {
+pub(crate) enum Dimension {
     SdkVersion,
     AppId,
     Environment,
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 3] = [
+    pub(crate) const ALL: [Dimension; 3] = [
         Dimension::SdkVersion,
         Dimension::AppId,
         Dimension::Environment,
     ];
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Dimension::SdkVersion => "sdk_version",
             Dimension::AppId => "app_id",
@@ -176,33 +176,33 @@ impl Ring {
 }
 
 /// The census of one edge.
-pub struct Census {
+pub(crate) struct Census {
     inner: Mutex<(Ring, Ring)>,
 }
 
 /// Sketches of one window, by dimension and value (hex registers).
-pub type WindowSketches = HashMap<String, HashMap<String, String>>;
+pub(crate) type WindowSketches = HashMap<String, HashMap<String, String>>;
 
 /// What `GET /census` returns.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CensusExport {
-    pub precision: u8,
-    pub hour_s: u64,
-    pub day_s: u64,
+pub(crate) struct CensusExport {
+    pub(crate) precision: u8,
+    pub(crate) hour_s: u64,
+    pub(crate) day_s: u64,
     /// "hour" and "day" → dimension → value → sketch.
-    pub windows: HashMap<String, WindowSketches>,
+    pub(crate) windows: HashMap<String, WindowSketches>,
 }
 
 impl Census {
     /// `hour` and `day` are the window lengths (flags, so tests can use seconds).
-    pub fn new(hour: Duration, day: Duration) -> Census {
+    pub(crate) fn new(hour: Duration, day: Duration) -> Census {
         Census {
             inner: Mutex::new((Ring::new(hour, 4), Ring::new(day, 6))),
         }
     }
 
     /// Counts one request by a client.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         client_id: &str,
         sdk_version: &str,
@@ -237,7 +237,7 @@ impl Census {
     }
 
     /// Current estimates: (window, dimension, value, estimate).
-    pub fn estimates(&self) -> Vec<(&'static str, Dimension, String, f64)> {
+    pub(crate) fn estimates(&self) -> Vec<(&'static str, Dimension, String, f64)> {
         let mut guard = self.inner.lock().expect("not poisoned");
         let g = &mut *guard;
         let now = Instant::now();
@@ -253,7 +253,7 @@ impl Census {
     }
 
     /// The mergeable sketches.
-    pub fn export(&self) -> CensusExport {
+    pub(crate) fn export(&self) -> CensusExport {
         let mut guard = self.inner.lock().expect("not poisoned");
         let g = &mut *guard;
         let now = Instant::now();
@@ -280,7 +280,7 @@ impl Census {
 }
 
 /// Unions exports from several edges: window → dimension → value → estimate.
-pub fn union_estimates(
+pub(crate) fn union_estimates(
     exports: &[CensusExport],
 ) -> std::collections::BTreeMap<
     String,

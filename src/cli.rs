@@ -226,7 +226,7 @@ pub struct SourceArgs {
 
 impl SourceArgs {
     /// The etcd settings, when `--etcd` was given.
-    pub fn etcd_config(&self) -> Option<crate::store::EtcdConfig> {
+    pub fn etcd_config(&self) -> Option<crate::etcd::EtcdConfig> {
         if self.etcd.is_empty() {
             return None;
         }
@@ -241,7 +241,7 @@ impl SourceArgs {
                 }
             })
             .collect();
-        Some(crate::store::EtcdConfig {
+        Some(crate::etcd::EtcdConfig {
             endpoints,
             prefix: self.prefix.trim_end_matches('/').to_string(),
             user: self
@@ -251,6 +251,32 @@ impl SourceArgs {
             ca: self.etcd_ca.clone(),
             cert: self.etcd_cert.clone(),
             key: self.etcd_key.clone(),
+        })
+    }
+
+    /// The zones folder, when it exists (in etcd mode it is optional: zones
+    /// may live in etcd).
+    pub fn zones_dir(&self) -> Option<PathBuf> {
+        self.zones.is_dir().then(|| self.zones.clone())
+    }
+
+    /// The file source these arguments name; both paths must exist.
+    pub fn file_source(&self) -> anyhow::Result<crate::source::FileSource> {
+        if !self.zones.is_dir() {
+            anyhow::bail!(
+                "{}: zones folder not found (use --zones DIR)",
+                self.zones.display()
+            );
+        }
+        if !self.state.is_file() {
+            anyhow::bail!(
+                "{}: state file not found (use --state FILE)",
+                self.state.display()
+            );
+        }
+        Ok(crate::source::FileSource {
+            zones_dir: self.zones.clone(),
+            state_file: Some(self.state.clone()),
         })
     }
 }

@@ -9,70 +9,84 @@ use std::net::IpAddr;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::cohort::{self, cmp_precedence};
-use crate::routing::{Client, Platform, Service, UpdateFields};
-use crate::snapshot::Snapshot;
+use crate::config::cohort::{self, cmp_precedence};
+use crate::config::routing::{Asked, Client, Platform, Service, UpdateFields};
+use crate::config::snapshot::Snapshot;
 
 /// Version of the document's shape.
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// Who is asking, as the SDK describes itself.
 #[derive(Debug, Clone)]
-pub struct Asker {
-    pub sdk_version: semver::Version,
-    pub client_id: Option<String>,
-    pub platform: Option<Platform>,
-    pub app_id: Option<String>,
+pub(crate) struct Asker {
+    pub(crate) sdk_version: semver::Version,
+    pub(crate) client_id: Option<String>,
+    pub(crate) platform: Option<Platform>,
+    pub(crate) app_id: Option<String>,
     /// Source address (for CIDR matchers).
-    pub addr: Option<IpAddr>,
+    pub(crate) addr: Option<IpAddr>,
 }
 
+/// The document's `update` object (SPEC §5).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Update {
-    pub required: bool,
-    pub recommended: bool,
-    pub min_version: Option<String>,
-    pub latest_version: Option<String>,
-    pub url: Option<String>,
-    pub message: Option<String>,
+pub(crate) struct Update {
+    /// The SDK must update before going on.
+    pub(crate) required: bool,
+    /// A newer SDK exists.
+    pub(crate) recommended: bool,
+    /// Oldest SDK version allowed, as written.
+    pub(crate) min_version: Option<String>,
+    /// Newest SDK version, as written.
+    pub(crate) latest_version: Option<String>,
+    /// Where to get it.
+    pub(crate) url: Option<String>,
+    /// Shown with it.
+    pub(crate) message: Option<String>,
 }
 
+/// The document's `maintenance` object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MaintenanceDoc {
-    pub active: bool,
-    pub until: Option<String>,
-    pub message: Option<String>,
+pub(crate) struct MaintenanceDoc {
+    /// The environment is in maintenance.
+    pub(crate) active: bool,
+    /// When it is expected to end.
+    pub(crate) until: Option<String>,
+    /// Shown to users.
+    pub(crate) message: Option<String>,
 }
 
+/// The document's `auth` object: which token realm, and its epoch.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Auth {
-    pub realm: String,
-    pub epoch: u64,
+pub(crate) struct Auth {
+    /// The realm tokens belong to (the environment's backend).
+    pub(crate) realm: String,
+    /// Bumped to make SDKs refresh their token.
+    pub(crate) epoch: u64,
 }
 
 /// The config document.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Document {
-    pub schema_version: u32,
-    pub service: String,
-    pub revision: u64,
-    pub environment: String,
-    pub backend_version: String,
-    pub api_base_url: String,
-    pub update: Update,
-    pub maintenance: MaintenanceDoc,
-    pub auth: Auth,
-    pub refresh_after_s: u32,
-    pub rule: String,
+pub(crate) struct Document {
+    pub(crate) schema_version: u32,
+    pub(crate) service: String,
+    pub(crate) revision: u64,
+    pub(crate) environment: String,
+    pub(crate) backend_version: String,
+    pub(crate) api_base_url: String,
+    pub(crate) update: Update,
+    pub(crate) maintenance: MaintenanceDoc,
+    pub(crate) auth: Auth,
+    pub(crate) refresh_after_s: u32,
+    pub(crate) rule: String,
 }
 
 /// Salt of the cohort that a staged minimum version applies to.
-pub fn min_version_salt(service: &str) -> String {
+pub(crate) fn min_version_salt(service: &str) -> String {
     format!("{service}/min_version")
 }
 
 /// Salt of the refresh jitter.
-pub fn refresh_salt(service: &str) -> String {
+pub(crate) fn refresh_salt(service: &str) -> String {
     format!("{service}/refresh")
 }
 
@@ -97,9 +111,9 @@ fn overlay(base: &mut UpdateFields, over: &UpdateFields) {
 
 /// The update policy for a client: the service's, then overrides for its
 /// platform, its app id, and both (most specific last), then the rule's.
-pub fn effective_update(svc: &Service, rule: usize, asker: &Asker) -> UpdateFields {
+pub(crate) fn effective_update(svc: &Service, rule: usize, asker: &Asker) -> UpdateFields {
     let mut u = svc.update.clone();
-    let mut matching: Vec<(u8, &crate::routing::UpdateOverride)> = svc
+    let mut matching: Vec<(u8, &crate::config::routing::UpdateOverride)> = svc
         .overrides
         .iter()
         .filter(|o| o.platform.is_none_or(|p| Some(p) == asker.platform))
@@ -126,7 +140,7 @@ pub fn effective_update(svc: &Service, rule: usize, asker: &Asker) -> UpdateFiel
 }
 
 /// Refresh interval jittered into [0.8, 1.0] × base by the client-id hash.
-pub fn refresh_after(svc: &Service, client_id: Option<&str>) -> u32 {
+pub(crate) fn refresh_after(svc: &Service, client_id: Option<&str>) -> u32 {
     match client_id {
         None => svc.refresh_s,
         Some(id) => {
@@ -140,7 +154,7 @@ pub fn refresh_after(svc: &Service, client_id: Option<&str>) -> u32 {
 impl Document {
     /// The document `asker` gets for `service` from `snap`, or `None` for an
     /// unknown service.
-    pub fn build(snap: &Snapshot, service: &str, asker: &Asker) -> Option<Document> {
+    pub(crate) fn build(snap: &Snapshot, service: &str, asker: &Asker) -> Option<Document> {
         let svc = snap.routing.service(service)?;
         let client = Client {
             sdk_version: Some(&asker.sdk_version),
@@ -150,7 +164,7 @@ impl Document {
             addr: asker.addr,
             network_key: None,
         };
-        let decision = svc.decide(&client, false);
+        let decision = svc.decide(&client, Asked::OverHttp);
         let rule = &svc.rules[decision.rule];
         let env = &snap.routing.environments[rule.environment];
         let u = effective_update(svc, decision.rule, asker);
@@ -198,15 +212,10 @@ impl Document {
         })
     }
 
-    /// The ETag: a hash of the document without `revision`, so a publish
-    /// that does not change this client's document keeps its ETag.
-    pub fn etag(&self) -> String {
-        self.encode().1
-    }
-
-    /// The JSON body and the ETag, serializing once: the hash covers the
-    /// body with its revision left out.
-    pub fn encode(&self) -> (Vec<u8>, String) {
+    /// The JSON body and the ETag, serializing once. The ETag is a hash of
+    /// the body with its revision left out, so a publish that does not
+    /// change this client's document keeps its ETag.
+    pub(crate) fn encode(&self) -> (Vec<u8>, String) {
         let body = serde_json::to_vec(self).expect("document serializes");
         let marker = b"\"revision\":";
         let at = body
@@ -233,19 +242,19 @@ impl Document {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{Inputs, SourceKind, ZoneText, compile};
+    use crate::config::snapshot::{Inputs, SourceKind, ZoneText, compile};
 
     fn snap(state: &str) -> Snapshot {
         let zone = "@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n";
         let inputs = Inputs {
             zones: vec![ZoneText {
                 source: "t.zone".into(),
-                origin: crate::dns::name::Name::parse("yingzi.com.", None).unwrap(),
+                origin: crate::proto::name::Name::parse("yingzi.com.", None).unwrap(),
                 text: zone.into(),
             }],
             state_source: "state.yaml".into(),
             state_text: state.into(),
-            etcd: None,
+            keyed: None,
             revision: 7,
             kind: SourceKind::File,
         };
@@ -321,10 +330,10 @@ mod tests {
                 .unwrap(),
         );
         let mut d = Document::build(&s, "vdh-api", &asker("1.0.0", Some("c-1"))).unwrap();
-        let e = d.etag();
+        let e = d.encode().1;
         d.revision += 1;
-        assert_eq!(d.etag(), e);
+        assert_eq!(d.encode().1, e);
         d.environment = "x".into();
-        assert_ne!(d.etag(), e);
+        assert_ne!(d.encode().1, e);
     }
 }

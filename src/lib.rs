@@ -1,43 +1,77 @@
 //! vdh-edge: an authoritative DNS server and remote-config service that moves
 //! SDK clients between backends by publishing routing changes.
 //!
-//! # Layout
+//! `ARCHITECTURE.md` maps the modules; in dependency order:
 //!
-//! - [`cli`]: command-line arguments.
-//! - [`state`]: the routing state as written (serde types) and its validation.
-//! - [`routing`]: the compiled routing state and rule evaluation.
-//! - [`census`]: distinct-client counts per SDK version, app id and environment.
-//! - [`cohort`]: sticky percent buckets, percent parsing, SemVer ranges.
-//! - [`zone`]: zone-file parsing and compiled zones.
-//! - [`snapshot`]: compiles zones and state into one immutable `Snapshot`.
-//! - [`source`]: config sources (`FileSource`, `EtcdSource`) that send candidates.
-//! - [`store`]: the etcd layout, reading the prefix, compared transactions.
-//! - [`reload`]: the single writer of the live snapshot.
-//! - [`shared`]: the live snapshot, readiness and metrics handed to fronts.
-//! - [`dns`]: the DNS front (wire format, answers, sockets).
-//! - [`document`]: the SDK config document and its ETag.
-//! - [`http`]: the HTTP front (config document, health, readiness, metrics).
-//! - [`metrics`]: Prometheus metrics.
-//! - [`schemes`]: the four cutover schemes as phases that transform the state.
-//! - [`app`]: `serve`, `check` and `explain` wiring.
-//! - [`ops`]: `apply`, `status`, `history`, `rollback` against etcd.
+//! - `proto`: the DNS wire format (a leaf).
+//! - `config`: the routing state, zones, and the compiler to a `Snapshot`.
+//! - `document`, `census`, `metrics`: the config document, the client
+//!   census, Prometheus metrics.
+//! - `source`: the source contract and the file source; `etcd`: the etcd
+//!   source, layout, transactions and registry.
+//! - `front`: DNS and HTTP; `serve`: start-up, the reload loop, shared state.
+//! - `scheme`, `explain`, `ops`: the cutover schemes and the commands.
+//!
+//! Only what the binary, the integration tests and the benchmarks use is
+//! public: `cli`, `error`, `proto`, `config`, and the re-exports below.
 
-pub mod app;
-pub mod census;
 pub mod cli;
-pub mod cohort;
-pub mod dns;
-pub mod document;
-pub mod http;
-pub mod metrics;
-pub mod ops;
-pub mod reload;
-pub mod routing;
-pub mod schemes;
-pub mod shared;
-pub mod snapshot;
-pub mod source;
-pub mod state;
-pub mod store;
-pub mod util;
-pub mod zone;
+pub mod config;
+pub mod error;
+pub mod proto;
+
+pub(crate) mod census;
+pub(crate) mod document;
+pub(crate) mod etcd;
+pub(crate) mod explain;
+pub(crate) mod front;
+pub(crate) mod metrics;
+pub(crate) mod ops;
+pub(crate) mod scheme;
+pub(crate) mod serve;
+pub(crate) mod source;
+pub(crate) mod util;
+
+// What the integration tests and the benchmarks drive directly.
+pub use front::dns::{Transport, respond};
+pub use front::http::MAX_WAIT_S;
+pub use source::FileSource;
+pub use util::{parse_rfc3339, raise_nofile_limit};
+
+use cli::{Command, SchemeCommand};
+use ops::block_on;
+
+/// Runs one command; what it prints goes to standard output.
+pub fn run(command: Command) -> anyhow::Result<()> {
+    let text = match command {
+        Command::Serve(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            return rt.block_on(serve::serve(args));
+        }
+        Command::Check(args) => {
+            println!("{}", ops::check::check(&args)?);
+            return Ok(());
+        }
+        Command::Explain(args) => {
+            print!("{}", ops::check::explain(&args)?);
+            return Ok(());
+        }
+        Command::Schema => {
+            println!("{}", config::state::json_schema());
+            return Ok(());
+        }
+        Command::Apply(args) => block_on(ops::apply::apply(&args))?,
+        Command::Status(args) => block_on(ops::status::status(&args))?,
+        Command::History(args) => block_on(ops::history::history(&args))?,
+        Command::Rollback(args) => block_on(ops::rollback::rollback(&args))?,
+        Command::Scheme(SchemeCommand::List(a)) => ops::scheme::scheme_list(&a)?,
+        Command::Scheme(SchemeCommand::Show(a)) => ops::scheme::scheme_show(&a)?,
+        Command::Scheme(SchemeCommand::Apply(a)) => block_on(ops::scheme::scheme_apply(&a))?,
+    };
+    if !text.is_empty() {
+        println!("{}", text.trim_end());
+    }
+    Ok(())
+}

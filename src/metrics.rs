@@ -11,7 +11,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::dns::types::{self, *};
+use crate::proto::types::*;
+use crate::proto::wire::Transport;
 
 const QTYPES: &[u16] = &[
     A, AAAA, NS, CNAME, SOA, MX, TXT, SRV, PTR, CAA, ANY, DS, AXFR, IXFR,
@@ -34,34 +35,37 @@ struct DnsLabels {
     transport: String,
 }
 
+/// Labels of `vdh_edge_config_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConfigLabels {
-    pub service: String,
-    pub environment: String,
-    pub rule: String,
-    pub sdk_major: String,
+pub(crate) struct ConfigLabels {
+    pub(crate) service: String,
+    pub(crate) environment: String,
+    pub(crate) rule: String,
+    pub(crate) sdk_major: String,
 }
 
+/// Labels of `vdh_edge_census_clients`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CensusLabels {
-    pub window: &'static str,
-    pub dimension: &'static str,
-    pub value: String,
+pub(crate) struct CensusLabels {
+    pub(crate) window: &'static str,
+    pub(crate) dimension: &'static str,
+    pub(crate) value: String,
 }
 
+/// Labels of `vdh_edge_http_responses_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLabels {
-    pub path: &'static str,
-    pub status: u16,
+pub(crate) struct HttpLabels {
+    pub(crate) path: &'static str,
+    pub(crate) status: u16,
 }
 
 /// Per-thread DNS counts, flushed to the shared counters once per batch so
 /// busy threads do not fight over counter cache lines.
-pub struct DnsTally {
+pub(crate) struct DnsTally {
     counts: Vec<u64>,
     /// Slots counted since the last flush (so a flush touches only those).
     touched: Vec<usize>,
-    pub dropped: u64,
+    pub(crate) dropped: u64,
 }
 
 impl Default for DnsTally {
@@ -75,9 +79,10 @@ impl Default for DnsTally {
 }
 
 impl DnsTally {
+    /// Counts one answered query.
     #[inline]
-    pub fn count(&mut self, tcp: bool, qtype: u16, rcode: u16) {
-        let i = Metrics::dns_index(tcp, qtype, rcode);
+    pub(crate) fn count(&mut self, transport: Transport, qtype: u16, rcode: u16) {
+        let i = Metrics::dns_index(transport, qtype, rcode);
         if self.counts[i] == 0 {
             self.touched.push(i);
         }
@@ -86,28 +91,28 @@ impl DnsTally {
 }
 
 /// Every metric the process exports.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// [transport][qtype index][rcode index]
     dns: Vec<Counter>,
-    pub snapshot_revision: Gauge,
-    pub snapshot_age_seconds: Gauge,
-    pub snapshot_swaps: Counter,
-    pub rejected_changes: Counter,
-    pub dns_dropped: Counter,
-    pub tcp_connections: Gauge,
+    pub(crate) snapshot_revision: Gauge,
+    pub(crate) snapshot_age_seconds: Gauge,
+    pub(crate) snapshot_swaps: Counter,
+    pub(crate) rejected_changes: Counter,
+    pub(crate) dns_dropped: Counter,
+    pub(crate) tcp_connections: Gauge,
     /// Config documents served, by service, environment, rule and SDK major.
-    pub config_requests: Family<ConfigLabels, Counter>,
+    pub(crate) config_requests: Family<ConfigLabels, Counter>,
     /// HTTP responses by route and status.
-    pub http_responses: Family<HttpLabels, Counter>,
+    pub(crate) http_responses: Family<HttpLabels, Counter>,
     /// Long-polls waiting now.
-    pub long_polls: Gauge,
+    pub(crate) long_polls: Gauge,
     /// 1 while the etcd watch is healthy, 0 when not (etcd mode only).
-    pub etcd_up: Gauge,
+    pub(crate) etcd_up: Gauge,
     /// 1 while serving from the on-disk cache instead of etcd.
-    pub serving_from_cache: Gauge,
+    pub(crate) serving_from_cache: Gauge,
     /// Distinct clients estimated by the census (set at scrape time).
-    pub census_clients: Family<CensusLabels, Gauge>,
+    pub(crate) census_clients: Family<CensusLabels, Gauge>,
     published_unix: AtomicU64,
 }
 
@@ -129,7 +134,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// Registers every metric.
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("vdh_edge");
         let family = Family::<DnsLabels, Counter>::default();
         registry.register(
@@ -143,7 +149,7 @@ impl Metrics {
                 for ri in 0..=RCODES.len() {
                     let qtype = QTYPES
                         .get(qi)
-                        .map_or("other".to_string(), |&t| types::type_name(t));
+                        .map_or("other".to_string(), |&t| type_name(t));
                     let rcode = RCODES.get(ri).map_or("other", |r| r.1).to_string();
                     dns.push(
                         family
@@ -241,21 +247,21 @@ impl Metrics {
 
     /// Counts one answered query.
     #[inline]
-    pub fn dns_query(&self, tcp: bool, qtype: u16, rcode: u16) {
-        self.dns[Self::dns_index(tcp, qtype, rcode)].inc();
+    pub(crate) fn dns_query(&self, transport: Transport, qtype: u16, rcode: u16) {
+        self.dns[Self::dns_index(transport, qtype, rcode)].inc();
     }
 
     /// Slot of a (transport, qtype, rcode) counter, for [`DnsTally`].
     #[inline]
-    pub fn dns_index(tcp: bool, qtype: u16, rcode: u16) -> usize {
+    pub(crate) fn dns_index(transport: Transport, qtype: u16, rcode: u16) -> usize {
         let per_transport = (QTYPES.len() + 1) * (RCODES.len() + 1);
-        usize::from(tcp) * per_transport
+        usize::from(transport == Transport::Tcp) * per_transport
             + qtype_index(qtype) * (RCODES.len() + 1)
             + rcode_index(rcode)
     }
 
     /// Adds a thread's local tallies to the shared counters.
-    pub fn flush(&self, tally: &mut DnsTally) {
+    pub(crate) fn flush(&self, tally: &mut DnsTally) {
         for i in tally.touched.drain(..) {
             self.dns[i].inc_by(tally.counts[i]);
             tally.counts[i] = 0;
@@ -267,7 +273,7 @@ impl Metrics {
     }
 
     /// Records a publish.
-    pub fn published(&self, revision: u64) {
+    pub(crate) fn published(&self, revision: u64) {
         self.snapshot_revision.set(revision as i64);
         self.snapshot_swaps.inc();
         let now = std::time::SystemTime::now()
@@ -278,7 +284,10 @@ impl Metrics {
     }
 
     /// Sets the census gauges from current estimates.
-    pub fn set_census(&self, estimates: &[(&'static str, crate::census::Dimension, String, f64)]) {
+    pub(crate) fn set_census(
+        &self,
+        estimates: &[(&'static str, crate::census::Dimension, String, f64)],
+    ) {
         self.census_clients.clear();
         for (window, dim, value, est) in estimates {
             self.census_clients
@@ -292,7 +301,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let published = self.published_unix.load(Ordering::Relaxed);
         if published > 0 {
             let now = std::time::SystemTime::now()

@@ -5,7 +5,7 @@ use std::path::Path;
 
 /// Writes a file atomically: temp file in the same folder, fsync, rename,
 /// fsync of the folder.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
@@ -47,12 +47,12 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
 }
 
 /// The current time as RFC 3339 UTC (`2026-11-26T01:50:53Z`).
-pub fn rfc3339_now() -> String {
+pub(crate) fn rfc3339_now() -> String {
     rfc3339(std::time::SystemTime::now())
 }
 
 /// A time as RFC 3339 UTC, to the second.
-pub fn rfc3339(t: std::time::SystemTime) -> String {
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs()) as i64;
@@ -98,7 +98,7 @@ pub fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
 }
 
 /// The name of the user running this process.
-pub fn username() -> String {
+pub(crate) fn username() -> String {
     if let Ok(u) = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")) {
         return u;
     }
@@ -115,7 +115,7 @@ pub fn username() -> String {
 }
 
 /// This machine's host name.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()

@@ -14,18 +14,22 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::dns::name::Name;
-use crate::reload::StateEvent;
-use crate::snapshot::{ConfigError, Inputs, SourceKind, ZoneText};
+use crate::config::ConfigError;
+use crate::config::snapshot::{Inputs, SourceKind, ZoneText};
+use crate::proto::name::Name;
+use crate::source::StateEvent;
 
 /// Quiet time after the last file event before reading.
-pub const DEBOUNCE: Duration = Duration::from_millis(30);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(30);
 /// Pause between the two reads that must agree.
 const SETTLE: Duration = Duration::from_millis(10);
 
+/// The file source: a folder of zone files and a state file.
 #[derive(Debug, Clone)]
 pub struct FileSource {
+    /// Each `<origin>.zone` directly in it is one zone.
     pub zones_dir: PathBuf,
+    /// The routing state (YAML); `None` reads zones only.
     pub state_file: Option<PathBuf>,
 }
 
@@ -46,7 +50,7 @@ impl FileSource {
             Err(e) => errors.push(read_err(&self.zones_dir, e)),
             Ok(rd) => {
                 let mut paths: Vec<PathBuf> = rd
-                    .filter_map(|e| e.ok())
+                    .filter_map(Result::ok)
                     .map(|e| e.path())
                     .filter(|p| p.extension().is_some_and(|x| x == "zone") && p.is_file())
                     .collect();
@@ -97,7 +101,7 @@ impl FileSource {
             zones,
             state_source,
             state_text,
-            etcd: None,
+            keyed: None,
             revision,
             kind: SourceKind::File,
         })
@@ -124,7 +128,7 @@ impl FileSource {
 
     /// Starts watching the inputs. Call it before the first [`FileSource::read`]
     /// so no change slips between that read and the watch.
-    pub fn start_watch(self) -> anyhow::Result<FileWatch> {
+    pub(crate) fn start_watch(self) -> anyhow::Result<FileWatch> {
         let (etx, erx) = mpsc::unbounded_channel::<()>();
         let zones_dir = self
             .zones_dir
@@ -136,7 +140,7 @@ impl FileSource {
             .map(|p| p.canonicalize().unwrap_or(p.clone()));
         let state_name = state_file
             .as_ref()
-            .and_then(|p| p.file_name().map(|n| n.to_os_string()));
+            .and_then(|p| p.file_name().map(std::ffi::OsStr::to_os_string));
         let zd = zones_dir.clone();
         let mut watcher = notify::recommended_watcher(
             move |res: notify::Result<notify::Event>| {
@@ -180,7 +184,7 @@ impl FileSource {
 }
 
 /// A running watch on a [`FileSource`]'s files.
-pub struct FileWatch {
+pub(crate) struct FileWatch {
     source: FileSource,
     /// Dropping the watcher stops the events.
     _watcher: notify::RecommendedWatcher,
@@ -190,7 +194,7 @@ pub struct FileWatch {
 impl FileWatch {
     /// Sends a candidate after each burst of changes. `first_revision` is
     /// the revision of the snapshot already loaded.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         tx: mpsc::Sender<StateEvent>,
         first_revision: u64,

@@ -333,7 +333,7 @@ fn bad_requests_get_4xx_json() {
 
 #[test]
 fn two_thousand_long_polls_answered_within_a_second_of_one_change() {
-    vdh_edge::util::raise_nofile_limit().unwrap();
+    vdh_edge::raise_nofile_limit().unwrap();
     let dir = shipped_copy();
     let state = dir.path().join("state.yaml");
     let s = TestServer::start(&dir.path().join("zones"), &state, &[]);
@@ -436,8 +436,7 @@ fn malformed_http_is_refused_and_the_server_keeps_serving() {
     ];
     for (i, c) in cases.iter().enumerate() {
         let mut t = std::net::TcpStream::connect(s.http).unwrap();
-        t.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let _ = t.write_all(c);
         let _ = t.shutdown(std::net::Shutdown::Write);
         let mut out = Vec::new();

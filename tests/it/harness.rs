@@ -50,7 +50,7 @@ impl TestServer {
             "--state".into(),
             state.display().to_string(),
         ];
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().map(std::string::ToString::to_string));
         Self::start_with(&args, "first snapshot live")
     }
 

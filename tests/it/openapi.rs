@@ -62,7 +62,7 @@ fn openapi_matches_the_server() {
         "/census",
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect();
     assert_eq!(paths, want);
 
@@ -90,7 +90,7 @@ fn openapi_matches_the_server() {
         .iter()
         .find(|p| p["name"] == "wait")
         .unwrap();
-    assert_eq!(wait["schema"]["maximum"], vdh_edge::http::MAX_WAIT_S);
+    assert_eq!(wait["schema"]["maximum"], vdh_edge::MAX_WAIT_S);
 
     // The document, with every optional field filled in.
     let r = http_request(

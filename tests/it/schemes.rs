@@ -60,7 +60,7 @@ fn edge(ep: &str, prefix: &str, extra: &[&str]) -> TestServer {
         "--prefix".into(),
         prefix.into(),
     ];
-    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(extra.iter().map(std::string::ToString::to_string));
     TestServer::start_with(&args, "first snapshot live")
 }
 
@@ -455,8 +455,8 @@ fn drain_eta_after_a_repoint() {
         serde_json::from_str(&must(&ep, prefix, &["status", "--json"])).unwrap();
     let d = &st["drain"];
     assert_eq!(d["max_ttl"], 3);
-    let at = vdh_edge::util::parse_rfc3339(d["changed_at"].as_str().unwrap()).unwrap();
-    let until = vdh_edge::util::parse_rfc3339(d["until"].as_str().unwrap()).unwrap();
+    let at = vdh_edge::parse_rfc3339(d["changed_at"].as_str().unwrap()).unwrap();
+    let until = vdh_edge::parse_rfc3339(d["until"].as_str().unwrap()).unwrap();
     assert_eq!(
         until.duration_since(at).unwrap(),
         Duration::from_secs(3),

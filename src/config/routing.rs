@@ -1,0 +1,734 @@
+//! The compiled routing state: environments, services and their rules, and
+//! rule evaluation for a described client.
+//!
+//! Built once per snapshot by [`Routing::compile`] from a
+//! [`crate::config::state::RawState`]; immutable afterwards.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+use crate::config::cohort::{self, VersionRange};
+use crate::config::state::{
+    RawEnvironment, RawMaintenance, RawRule, RawService, RawState, RawStatus, RawUpdateFields,
+    RawUpdateOverride, StateError,
+};
+use crate::proto::name::{Name, NameError};
+
+/// Client platforms a rule can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Platform {
+    Android,
+    Ios,
+    Web,
+    Other,
+}
+
+impl Platform {
+    /// `android`, `ios`, `web` or `other`, any case.
+    pub fn parse(s: &str) -> Option<Platform> {
+        match s.to_ascii_lowercase().as_str() {
+            "android" => Some(Platform::Android),
+            "ios" => Some(Platform::Ios),
+            "web" => Some(Platform::Web),
+            "other" => Some(Platform::Other),
+            _ => None,
+        }
+    }
+}
+
+/// An environment's maintenance window, as shown to SDKs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Maintenance {
+    /// RFC 3339 time it is expected to end (informational).
+    pub until: Option<String>,
+    /// Shown to users.
+    pub message: Option<String>,
+}
+
+/// A backend environment: where its names point and what SDKs sent there
+/// are told.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Environment {
+    /// Its key in the state (`prod`).
+    pub name: String,
+    /// Backend version served (`v0`, `v1`).
+    pub backend_version: String,
+    /// DNS names answered with its addresses (lower case).
+    pub names: Vec<Name>,
+    /// IPv4 addresses.
+    pub v4: Vec<Ipv4Addr>,
+    /// IPv6 addresses.
+    pub v6: Vec<Ipv6Addr>,
+    /// The same addresses as RDATA, for DNS answers.
+    pub v4_rdata: Vec<[u8; 4]>,
+    pub v6_rdata: Vec<[u8; 16]>,
+    /// Base URL SDKs use.
+    pub api_base_url: String,
+    /// Some while the environment is in maintenance.
+    pub maintenance: Option<Maintenance>,
+    /// Bumped to make every SDK of this environment refresh its token.
+    pub token_epoch: u64,
+}
+
+/// Update policy fields after validation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpdateFields {
+    /// Newest SDK version (update recommended below it).
+    pub latest_version: Option<semver::Version>,
+    /// Oldest SDK version allowed (update required below it).
+    pub min_version: Option<semver::Version>,
+    /// Basis points of clients the minimum applies to (None = everyone).
+    pub min_version_bp: Option<u16>,
+    /// Where to get the update.
+    pub url: Option<String>,
+    /// Shown with the update.
+    pub message: Option<String>,
+}
+
+/// Update fields for a platform and/or app id; the most specific wins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateOverride {
+    /// The platform it applies to, if limited to one.
+    pub platform: Option<Platform>,
+    /// The app id it applies to, if limited to one.
+    pub app_id: Option<String>,
+    /// The fields it sets.
+    pub fields: UpdateFields,
+}
+
+/// A routing rule: matchers that must all hold, and the environment the
+/// clients it matches use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Unique within its service.
+    pub name: String,
+    /// Cohort salt for percent matchers.
+    pub salt: String,
+    /// SDK versions it matches.
+    pub sdk_version: Option<VersionRange>,
+    /// Platforms it matches (empty: any).
+    pub platforms: Vec<Platform>,
+    /// App ids it matches (empty: any).
+    pub app_ids: Vec<String>,
+    /// Client ids it matches (empty: any).
+    pub client_ids: HashSet<String>,
+    /// Source networks it matches (empty: any).
+    pub networks: Vec<IpNet>,
+    /// Basis points (0..=10000).
+    pub percent: Option<u16>,
+    /// Index into [`Routing::environments`].
+    pub environment: usize,
+    /// Update fields that override the service's for these clients.
+    pub update: Option<UpdateFields>,
+}
+
+impl Service {
+    /// True when the DNS answer can depend on the client network: a rule
+    /// that DNS evaluates, before the default, has a CIDR or percent matcher.
+    pub fn dns_depends_on_network(&self) -> bool {
+        self.rules
+            .iter()
+            .filter(|r| !r.needs_client_facts())
+            .any(|r| !r.networks.is_empty() || r.percent.is_some())
+    }
+}
+
+impl Rule {
+    /// Needs facts DNS never has (platform, app id, client id).
+    pub fn needs_client_facts(&self) -> bool {
+        !self.platforms.is_empty() || !self.app_ids.is_empty() || !self.client_ids.is_empty()
+    }
+    /// Matches every client (a default rule).
+    pub fn is_match_all(&self) -> bool {
+        self.sdk_version.is_none()
+            && !self.needs_client_facts()
+            && self.networks.is_empty()
+            && self.percent.is_none()
+    }
+}
+
+/// A service: the shared hostnames SDKs hard-code, and the rules that
+/// route its clients to environments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// Its key in the state (`vdh-api`).
+    pub name: String,
+    /// Shared hostnames (lower case).
+    pub hostnames: Vec<Name>,
+    /// The SDK version DNS answers as (clients that only see DNS).
+    pub legacy_sdk_version: semver::Version,
+    /// TTL of DNS answers for the hostnames.
+    pub ttl: u32,
+    /// Base refresh interval of the config document, in seconds.
+    pub refresh_s: u32,
+    /// Ordered rules; the last matches everyone.
+    pub rules: Vec<Rule>,
+    /// Update policy for every client.
+    pub update: UpdateFields,
+    /// Per-platform/app update policy.
+    pub overrides: Vec<UpdateOverride>,
+}
+
+/// The compiled routing state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Routing {
+    /// The state allows a change that removes every service or zone.
+    pub allow_empty: bool,
+    /// Environments, in name order (rules refer to them by index).
+    pub environments: Vec<Environment>,
+    /// Services, in name order.
+    pub services: Vec<Service>,
+    service_index: HashMap<String, usize>,
+}
+
+/// What a client is, as far as rules can tell.
+#[derive(Debug, Clone, Default)]
+pub struct Client<'a> {
+    /// The SDK version it runs.
+    pub sdk_version: Option<&'a semver::Version>,
+    /// Its platform.
+    pub platform: Option<Platform>,
+    /// Its app id.
+    pub app_id: Option<&'a str>,
+    /// Its client id (the key of percent matchers over HTTP).
+    pub client_id: Option<&'a str>,
+    /// Source address for CIDR matchers.
+    pub addr: Option<IpAddr>,
+    /// Key for percent matchers when there is no client id (DNS: the
+    /// client network).
+    pub network_key: Option<&'a [u8]>,
+}
+
+/// TTL of the A/AAAA answers for environment names.
+pub const ENV_NAME_TTL: u32 = 60;
+
+fn name_of(text: &str) -> Result<Name, NameError> {
+    let t = text.trim();
+    let abs = if t.ends_with('.') {
+        t.to_string()
+    } else {
+        format!("{t}.")
+    };
+    Name::parse(&abs, None).map(|n| n.to_lower())
+}
+
+fn looks_like_rfc3339(s: &str) -> bool {
+    // YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return false;
+    }
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if !(digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10)) {
+        return false;
+    }
+    if !(matches!(b[10], b'T' | b't' | b' ')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19))
+    {
+        return false;
+    }
+    let (mo, d, h, mi, se) = (&s[5..7], &s[8..10], &s[11..13], &s[14..16], &s[17..19]);
+    let num = |x: &str| x.parse::<u32>().unwrap_or(99);
+    if !(1..=12).contains(&num(mo))
+        || !(1..=31).contains(&num(d))
+        || num(h) > 23
+        || num(mi) > 59
+        || num(se) > 60
+    {
+        return false;
+    }
+    let mut i = 19;
+    if b[i] == b'.' {
+        i += 1;
+        let st = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == st {
+            return false;
+        }
+    }
+    match &s[i..] {
+        "Z" | "z" => true,
+        tz => {
+            let t = tz.as_bytes();
+            t.len() == 6
+                && matches!(t[0], b'+' | b'-')
+                && t[1..3].iter().all(u8::is_ascii_digit)
+                && t[3] == b':'
+                && t[4..6].iter().all(u8::is_ascii_digit)
+        }
+    }
+}
+
+fn compile_update(f: &RawUpdateFields, path: &str, errors: &mut Vec<StateError>) -> UpdateFields {
+    let mut out = UpdateFields {
+        url: f.url.clone(),
+        message: f.message.clone(),
+        ..Default::default()
+    };
+    let mut version = |v: &Option<String>, key: &str| {
+        v.as_ref().and_then(|t| match cohort::parse_version(t) {
+            Ok(v) => Some(v),
+            Err(m) => {
+                errors.push(StateError::new(format!("{path}.{key}"), m.to_string()));
+                None
+            }
+        })
+    };
+    out.latest_version = version(&f.latest_version, "latest_version");
+    out.min_version = version(&f.min_version, "min_version");
+    if let Some(p) = &f.min_version_percent {
+        match cohort::parse_percent(p) {
+            Ok(bp) => out.min_version_bp = Some(bp),
+            Err(m) => errors.push(StateError::new(
+                format!("{path}.min_version_percent"),
+                m.to_string(),
+            )),
+        }
+    }
+    out
+}
+
+/// What validation carries from one part of the state to the next.
+struct Validator<'a> {
+    zone_origins: &'a [Name],
+    /// Environment indexes by name, for rules.
+    env_index: HashMap<&'a str, usize>,
+    /// Every DNS name the state answers, to catch duplicates.
+    names_seen: HashMap<Name, String>,
+    errors: Vec<StateError>,
+}
+
+impl<'a> Validator<'a> {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(StateError::new(path, message));
+    }
+
+    fn environment(&mut self, ename: &'a str, e: &RawEnvironment) -> Environment {
+        let p = format!("environments.{ename}");
+        if !valid_key(ename) {
+            self.error(
+                &p,
+                "environment names may use only letters, digits, '-', '_' and '.'",
+            );
+        }
+        if e.backend_version.trim().is_empty() {
+            self.error(format!("{p}.backend_version"), "must not be empty");
+        }
+        let names = self.dns_names(&e.names, &format!("{p}.names"), &p);
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for (i, a) in e.addresses.iter().enumerate() {
+            match a.trim().parse::<IpAddr>() {
+                Ok(IpAddr::V4(x)) => v4.push(x),
+                Ok(IpAddr::V6(x)) => v6.push(x),
+                Err(_) => self.error(
+                    format!("{p}.addresses[{i}]"),
+                    format!("'{a}' is not an IP address"),
+                ),
+            }
+        }
+        if e.addresses.is_empty() {
+            self.error(
+                format!("{p}.addresses"),
+                "an environment needs at least one address",
+            );
+        }
+        match url_host(&e.api_base_url) {
+            Some(host) => match name_of(host) {
+                Ok(h) if names.contains(&h) => {}
+                _ => self.error(
+                    format!("{p}.api_base_url"),
+                    format!(
+                        "host '{host}' must be one of this environment's names ({})",
+                        e.names.join(", ")
+                    ),
+                ),
+            },
+            None => self.error(
+                format!("{p}.api_base_url"),
+                format!("'{}' is not an http(s) URL", e.api_base_url),
+            ),
+        }
+        let maintenance = match e.status {
+            RawStatus::Serving => None,
+            RawStatus::Maintenance => {
+                let m = e.maintenance.clone().unwrap_or(RawMaintenance {
+                    until: None,
+                    message: None,
+                });
+                Some(Maintenance {
+                    until: m.until,
+                    message: m.message,
+                })
+            }
+        };
+        if let Some(until) = e.maintenance.as_ref().and_then(|m| m.until.as_ref())
+            && !looks_like_rfc3339(until)
+        {
+            self.error(
+                format!("{p}.maintenance.until"),
+                format!("'{until}' is not an RFC 3339 time such as 2026-12-01T06:00:00Z"),
+            );
+        }
+        self.env_index.insert(ename, self.env_index.len());
+        Environment {
+            name: ename.to_string(),
+            backend_version: e.backend_version.clone(),
+            names,
+            v4_rdata: v4.iter().map(Ipv4Addr::octets).collect(),
+            v6_rdata: v6.iter().map(Ipv6Addr::octets).collect(),
+            v4,
+            v6,
+            api_base_url: e.api_base_url.clone(),
+            maintenance,
+            token_epoch: e.token_epoch,
+        }
+    }
+
+    fn service(&mut self, sname: &str, s: &RawService) -> Service {
+        let p = format!("services.{sname}");
+        if !valid_key(sname) {
+            self.error(
+                &p,
+                "service names may use only letters, digits, '-', '_' and '.'",
+            );
+        }
+        let hostnames = self.dns_names(&s.hostnames, &format!("{p}.hostnames"), &p);
+        if s.hostnames.is_empty() {
+            self.error(
+                format!("{p}.hostnames"),
+                "a service needs at least one hostname",
+            );
+        }
+        let legacy = match cohort::parse_version(&s.legacy_sdk_version) {
+            Ok(v) => v,
+            Err(m) => {
+                self.error(format!("{p}.legacy_sdk_version"), m.to_string());
+                semver::Version::new(0, 0, 0)
+            }
+        };
+        if s.refresh_s == 0 {
+            self.error(format!("{p}.refresh_s"), "must be at least 1 second");
+        }
+        let mut rules = Vec::new();
+        let mut rule_names = BTreeSet::new();
+        for (i, r) in s.rules.iter().enumerate() {
+            let rp = format!("{p}.rules[{i}]");
+            if !rule_names.insert(r.name.clone()) {
+                self.error(
+                    format!("{rp}.name"),
+                    format!("rule name '{}' is used twice in {sname}", r.name),
+                );
+            }
+            rules.push(self.rule(sname, &rp, r));
+        }
+        match rules.iter().position(Rule::is_match_all) {
+            None => self.error(
+                format!("{p}.rules"),
+                "the service has no default rule: end the list with a rule without 'match'",
+            ),
+            Some(i) if i + 1 < rules.len() => self.error(
+                format!("{p}.rules[{}]", i + 1),
+                format!(
+                    "unreachable: rule '{}' before it matches every client",
+                    rules[i].name
+                ),
+            ),
+            _ => {}
+        }
+        let update = compile_update(&s.update.fields, &format!("{p}.update"), &mut self.errors);
+        let overrides = s
+            .update
+            .overrides
+            .iter()
+            .enumerate()
+            .map(|(i, o)| self.update_override(&format!("{p}.update.overrides[{i}]"), o))
+            .collect();
+        Service {
+            name: sname.to_string(),
+            hostnames,
+            legacy_sdk_version: legacy,
+            ttl: s.ttl,
+            refresh_s: s.refresh_s,
+            rules,
+            update,
+            overrides,
+        }
+    }
+
+    fn rule(&mut self, sname: &str, rp: &str, r: &RawRule) -> Rule {
+        let m = &r.matcher;
+        let sdk_version = m
+            .sdk_version
+            .as_ref()
+            .and_then(|t| match VersionRange::parse(t) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.error(format!("{rp}.match.sdk_version"), e.to_string());
+                    None
+                }
+            });
+        let mut platforms = Vec::new();
+        for (j, pl) in m.platforms.iter().enumerate() {
+            match Platform::parse(pl) {
+                Some(x) => platforms.push(x),
+                None => self.error(
+                    format!("{rp}.match.platforms[{j}]"),
+                    format!("unknown platform '{pl}': use android, ios, web or other"),
+                ),
+            }
+        }
+        let mut networks = Vec::new();
+        for (j, n) in m.networks.iter().enumerate() {
+            match n.trim().parse::<IpNet>() {
+                Ok(net) if net.trunc() == net => networks.push(net),
+                Ok(net) => self.error(
+                    format!("{rp}.match.networks[{j}]"),
+                    format!("'{n}' has host bits set; did you mean {}?", net.trunc()),
+                ),
+                Err(_) => self.error(
+                    format!("{rp}.match.networks[{j}]"),
+                    format!("'{n}' is not a CIDR network"),
+                ),
+            }
+        }
+        let percent = m
+            .percent
+            .as_ref()
+            .and_then(|t| match cohort::parse_percent(t) {
+                Ok(bp) => Some(bp),
+                Err(e) => {
+                    self.error(format!("{rp}.match.percent"), e.to_string());
+                    None
+                }
+            });
+        let environment = if let Some(&i) = self.env_index.get(r.environment.as_str()) {
+            i
+        } else {
+            self.error(
+                format!("{rp}.environment"),
+                format!("unknown environment '{}'", r.environment),
+            );
+            0
+        };
+        let update = r
+            .update
+            .as_ref()
+            .map(|u| compile_update(u, &format!("{rp}.update"), &mut self.errors));
+        Rule {
+            name: r.name.clone(),
+            salt: r
+                .salt
+                .clone()
+                .unwrap_or_else(|| format!("{sname}/{}", r.name)),
+            sdk_version,
+            platforms,
+            app_ids: m.app_ids.clone(),
+            client_ids: m.client_ids.iter().cloned().collect(),
+            networks,
+            percent,
+            environment,
+            update,
+        }
+    }
+
+    fn update_override(&mut self, op: &str, o: &RawUpdateOverride) -> UpdateOverride {
+        let platform = o
+            .platform
+            .as_ref()
+            .and_then(|pl| match Platform::parse(pl) {
+                Some(x) => Some(x),
+                None => {
+                    self.error(format!("{op}.platform"), format!("unknown platform '{pl}'"));
+                    None
+                }
+            });
+        if o.platform.is_none() && o.app_id.is_none() {
+            self.error(op, "an override needs a platform, an app_id or both");
+        }
+        UpdateOverride {
+            platform,
+            app_id: o.app_id.clone(),
+            fields: compile_update(&o.fields, op, &mut self.errors),
+        }
+    }
+
+    /// Validates DNS names of the state: syntax, inside a served zone, not
+    /// used twice (`names_seen` maps each name to its owner's path).
+    fn dns_names(&mut self, texts: &[String], path: &str, owner: &str) -> Vec<Name> {
+        let mut out = Vec::new();
+        for (i, n) in texts.iter().enumerate() {
+            let at = format!("{path}[{i}]");
+            match name_of(n) {
+                Ok(name) => {
+                    if !self.zone_origins.iter().any(|z| name.is_subdomain_of(z)) {
+                        self.error(&at, format!("{name} is outside every served zone"));
+                    }
+                    if let Some(prev) = self.names_seen.insert(name.clone(), owner.to_string()) {
+                        self.error(&at, format!("{name} is already used by {prev}"));
+                    }
+                    out.push(name);
+                }
+                Err(m) => self.error(&at, m.to_string()),
+            }
+        }
+        out
+    }
+}
+
+impl Routing {
+    /// Validates and compiles a raw state. `zone_origins` are the served
+    /// zones (lower-case); every DNS name of the state must fall in one.
+    /// Every problem is reported, each with its document path.
+    pub fn compile(raw: &RawState, zone_origins: &[Name]) -> Result<Routing, Vec<StateError>> {
+        let mut v = Validator {
+            zone_origins,
+            env_index: HashMap::new(),
+            names_seen: HashMap::new(),
+            errors: Vec::new(),
+        };
+        let environments: Vec<Environment> = raw
+            .environments
+            .iter()
+            .map(|(name, e)| v.environment(name, e))
+            .collect();
+        let services: Vec<Service> = raw
+            .services
+            .iter()
+            .map(|(name, s)| v.service(name, s))
+            .collect();
+        if !v.errors.is_empty() {
+            return Err(v.errors);
+        }
+        let service_index = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        Ok(Routing {
+            allow_empty: raw.allow_empty,
+            environments,
+            services,
+            service_index,
+        })
+    }
+
+    /// The service named `name`.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.service_index.get(name).map(|&i| &self.services[i])
+    }
+}
+
+fn valid_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// The host of an `http://` or `https://` URL.
+pub fn url_host(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let hostport = &rest[..end];
+    let host = match hostport.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|c| c.is_ascii_digit()) => h,
+        _ => hostport,
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// How a client asked, which decides what rules can see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// A DNS query: rules that need platform, app id or client id are
+    /// skipped, and percent matchers hash the client network.
+    OverDns,
+    /// A config request: every matcher applies, and percent matchers hash
+    /// the client id.
+    OverHttp,
+}
+
+/// Which rule a client gets, and what was looked at to decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Index of the rule in the service.
+    pub rule: usize,
+    /// Longest CIDR prefix among the rules evaluated up to the match.
+    pub longest_cidr: u8,
+    /// A percent matcher was evaluated.
+    pub percent_evaluated: bool,
+}
+
+impl Service {
+    /// Evaluates the rules in order for `client`, asked as `asked` says.
+    /// Falls back to the last rule.
+    pub fn decide(&self, client: &Client, asked: Asked) -> Decision {
+        let dns = asked == Asked::OverDns;
+        let mut d = Decision {
+            rule: self.rules.len() - 1,
+            longest_cidr: 0,
+            percent_evaluated: false,
+        };
+        for (i, r) in self.rules.iter().enumerate() {
+            if dns && r.needs_client_facts() {
+                continue;
+            }
+            if let Some(range) = &r.sdk_version {
+                match client.sdk_version {
+                    Some(v) if range.matches(v) => {}
+                    _ => continue,
+                }
+            }
+            if !r.platforms.is_empty() && !client.platform.is_some_and(|p| r.platforms.contains(&p))
+            {
+                continue;
+            }
+            if !r.app_ids.is_empty()
+                && !client
+                    .app_id
+                    .is_some_and(|a| r.app_ids.iter().any(|x| x == a))
+            {
+                continue;
+            }
+            if !r.client_ids.is_empty()
+                && !client.client_id.is_some_and(|c| r.client_ids.contains(c))
+            {
+                continue;
+            }
+            if !r.networks.is_empty() {
+                let longest = r.networks.iter().map(IpNet::prefix_len).max().unwrap_or(0);
+                d.longest_cidr = d.longest_cidr.max(longest);
+                if !client
+                    .addr
+                    .is_some_and(|a| r.networks.iter().any(|n| n.contains(&a)))
+                {
+                    continue;
+                }
+            }
+            if let Some(bp) = r.percent {
+                d.percent_evaluated = true;
+                let key: Option<&[u8]> = if dns {
+                    client.network_key
+                } else {
+                    client.client_id.map(str::as_bytes)
+                };
+                let inside = bp >= 10_000 || key.is_some_and(|k| cohort::bucket(&r.salt, k) < bp);
+                if !inside {
+                    continue;
+                }
+            }
+            d.rule = i;
+            return d;
+        }
+        d
+    }
+}

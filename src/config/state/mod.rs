@@ -1,0 +1,361 @@
+//! The routing state as operators write it (YAML file or etcd keys), and its
+//! validation into [`crate::config::routing::Routing`].
+//!
+//! Serde types stop here: everything past [`compile`] sees checked, built
+//! values. Validation reports every problem at once, each with the document
+//! path it concerns; [`StateError::with_lines`] turns paths into lines.
+
+pub mod yaml_lines;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The whole desired state (SPEC §3).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// Allow a published change that removes every service or every zone.
+    /// A wiped etcd prefix must not take the fleet down, so this is off by
+    /// default.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_empty: bool,
+    /// Backend environments by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environments: BTreeMap<String, RawEnvironment>,
+    /// Services (shared hostnames that SDKs hard-code) by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, RawService>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A backend environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvironment {
+    /// Backend version served (`v0`, `v1`, ...). During an in-place upgrade,
+    /// the version it will serve when maintenance ends.
+    pub backend_version: String,
+    /// DNS names of this environment; each answers its addresses.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// IPv4 and IPv6 addresses.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Base URL SDKs use; its host must be one of `names`.
+    pub api_base_url: String,
+    /// `serving` or `maintenance`.
+    #[serde(default)]
+    pub status: RawStatus,
+    /// Shown while in maintenance. `until` is informational only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<RawMaintenance>,
+    /// Bump to make every SDK of this environment refresh its token.
+    #[serde(default)]
+    pub token_epoch: u64,
+}
+
+/// Whether an environment serves or is in maintenance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawStatus {
+    #[default]
+    Serving,
+    Maintenance,
+}
+
+/// What SDKs are told during maintenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaintenance {
+    /// RFC 3339 time the maintenance is expected to end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A service: the hostnames old SDKs hard-code and the rules that route
+/// clients to environments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// Shared hostnames (e.g. `vdh-api.yingzi.com.`), each inside a served zone.
+    pub hostnames: Vec<String>,
+    /// SDK version that SDKs seeing only DNS run; DNS answers as if asked by one.
+    pub legacy_sdk_version: String,
+    /// TTL of DNS answers for the hostnames.
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// Base refresh interval of the config document, in seconds.
+    #[serde(default = "default_refresh")]
+    pub refresh_s: u32,
+    /// Ordered rules; the first that matches wins; the last must match all.
+    pub rules: Vec<RawRule>,
+    /// Update policy for every client of this service.
+    #[serde(default)]
+    pub update: RawUpdate,
+}
+
+fn default_ttl() -> u32 {
+    60
+}
+fn default_refresh() -> u32 {
+    300
+}
+
+/// A routing rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Unique within the service; shown in documents and metrics.
+    pub name: String,
+    /// Cohort salt; default `<service>/<name>`. Keep it when editing a
+    /// percent so cohorts stay nested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    /// Conditions that must all hold; empty matches everyone.
+    #[serde(default, rename = "match", skip_serializing_if = "RawMatch::is_empty")]
+    pub matcher: RawMatch,
+    /// Environment clients matching this rule use.
+    pub environment: String,
+    /// Update policy fields that override the service's for these clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<RawUpdateFields>,
+}
+
+/// Rule conditions (all optional, all must hold).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    /// SemVer range, e.g. `>=1.0.0, <2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdk_version: Option<String>,
+    /// `android`, `ios`, `web`, `other` (case-insensitive).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub app_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_ids: Vec<String>,
+    /// Source networks (CIDR).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    /// 0 to 100 with up to two decimals, e.g. `"12.5"`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "percent_text"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub percent: Option<String>,
+}
+
+impl RawMatch {
+    pub fn is_empty(&self) -> bool {
+        *self == RawMatch::default()
+    }
+}
+
+/// Accepts a percent written as a YAML number or string and keeps its text.
+fn percent_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum P {
+        S(String),
+        U(u64),
+        F(f64),
+    }
+    Ok(Option::<P>::deserialize(d)?.map(|p| match p {
+        P::S(s) => s,
+        P::U(u) => u.to_string(),
+        // Rust prints the shortest text that reads back as the same float,
+        // which is the text the operator wrote for any sane percent.
+        P::F(f) => f.to_string(),
+    }))
+}
+
+/// Update policy of a service, with per-platform/app overrides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpdate {
+    #[serde(flatten)]
+    pub fields: RawUpdateFields,
+    /// Overrides for a platform and/or app id; the most specific wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<RawUpdateOverride>,
+}
+
+/// Update policy fields; unset fields inherit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpdateFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<String>,
+    /// Share of clients (sticky cohort) to which `min_version` applies.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "percent_text"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub min_version_percent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Update fields for a platform and/or app id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpdateOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    #[serde(flatten)]
+    pub fields: RawUpdateFields,
+}
+
+/// One problem in a state document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct StateError {
+    /// Path in the document, e.g. `services.vdh-api.rules[0].environment`.
+    pub path: String,
+    pub message: String,
+    /// Line in the source text, when known.
+    pub line: Option<usize>,
+}
+
+impl StateError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        StateError {
+            path: path.into(),
+            message: message.into(),
+            line: None,
+        }
+    }
+
+    /// Fills in lines from the YAML text the state was read from.
+    pub fn with_lines(mut errors: Vec<StateError>, text: &str) -> Vec<StateError> {
+        let lines = yaml_lines::yaml_lines(text);
+        for e in &mut errors {
+            if e.line.is_none() {
+                e.line = yaml_lines::line_of(&lines, &e.path);
+            }
+        }
+        errors
+    }
+}
+
+/// Reads a state from YAML (JSON is YAML too). An empty document is `{}`.
+pub fn from_yaml(text: &str) -> Result<RawState, StateError> {
+    if text.trim().is_empty() {
+        return Ok(RawState::default());
+    }
+    serde_norway::from_str(text).map_err(|e| {
+        let line = e.location().map(|l| l.line());
+        let msg = e.to_string();
+        // serde_norway appends " at line N column M"; the line goes in front.
+        let msg = match msg.find(" at line ") {
+            Some(i) => msg[..i].to_string(),
+            None => msg,
+        };
+        StateError {
+            path: String::new(),
+            message: msg,
+            line,
+        }
+    })
+}
+
+/// The JSON Schema of [`RawState`], for editors.
+pub fn json_schema() -> String {
+    serde_json::to_string_pretty(&schemars::schema_for!(RawState)).expect("schema serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_is_valid() {
+        assert_eq!(from_yaml("").unwrap(), RawState::default());
+        assert_eq!(from_yaml("{}").unwrap(), RawState::default());
+    }
+
+    /// Adds an unknown key to every mapping of the shipped example in turn;
+    /// each must be rejected.
+    #[test]
+    fn unknown_fields_are_rejected_everywhere() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/state.yaml"))
+                .unwrap();
+        let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
+        fn objects(v: &serde_json::Value, path: Vec<String>, out: &mut Vec<Vec<String>>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    out.push(path.clone());
+                    for (k, c) in m {
+                        let mut p = path.clone();
+                        p.push(k.clone());
+                        objects(c, p, out);
+                    }
+                }
+                serde_json::Value::Array(a) => {
+                    for (i, c) in a.iter().enumerate() {
+                        let mut p = path.clone();
+                        p.push(i.to_string());
+                        objects(c, p, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut paths = Vec::new();
+        objects(&doc, vec![], &mut paths);
+        assert!(paths.len() > 8);
+        for p in paths {
+            let mut d = doc.clone();
+            let mut cur = &mut d;
+            for k in &p {
+                cur = match cur {
+                    serde_json::Value::Object(m) => m.get_mut(k).unwrap(),
+                    serde_json::Value::Array(a) => &mut a[k.parse::<usize>().unwrap()],
+                    _ => unreachable!(),
+                };
+            }
+            cur.as_object_mut()
+                .unwrap()
+                .insert("bogus_field".into(), serde_json::json!({"x": 1}));
+            let yaml = serde_norway::to_string(&d).unwrap();
+            assert!(
+                from_yaml(&yaml).is_err(),
+                "unknown field at {p:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn percent_keeps_text() {
+        let s = from_yaml("services:\n  s:\n    hostnames: [a.]\n    legacy_sdk_version: 0.9.0\n    rules:\n      - name: r\n        match: { percent: 12.5 }\n        environment: e\n").unwrap();
+        assert_eq!(
+            s.services["s"].rules[0].matcher.percent.as_deref(),
+            Some("12.5")
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_lines() {
+        let e = from_yaml("environments:\n  prod: [\n").unwrap_err();
+        assert!(e.line.is_some());
+    }
+}

@@ -1,0 +1,460 @@
+//! Zones: parsed from master files, compiled into lookup tables.
+//!
+//! A [`Zone`] is immutable once built. Every node (owner names, and the
+//! empty non-terminals between them and the apex) sits in one hash map keyed
+//! by the lower-cased wire name, so a lookup costs a few hash probes whatever
+//! the zone's size. Additional-section targets are resolved at build time.
+
+pub mod parse;
+
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::proto::name::Name;
+use crate::proto::types::*;
+pub use parse::{ZoneRecord, parse_zone};
+
+/// One RRset of a node.
+#[derive(Debug, Clone)]
+pub struct RRset {
+    pub rtype: u16,
+    pub ttl: u32,
+    /// Uncompressed wire RDATA of each record, in file order.
+    pub rdatas: Vec<Box<[u8]>>,
+    /// For NS, MX and SRV: in-zone targets whose A/AAAA go in the
+    /// additional section, in record order.
+    pub targets: Vec<Target>,
+}
+
+/// A name whose addresses go in the additional section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The node holding the addresses (a wildcard node when synthesized).
+    pub node: u32,
+    /// The owner to write when it differs from the node's (wildcard synthesis).
+    pub owner: Option<Box<[u8]>>,
+}
+
+impl RRset {
+    pub fn rdata_iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.rdatas.iter().map(|r| &r[..])
+    }
+}
+
+/// One name in the zone.
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    /// The owner as written in the zone file (or derived), lower-cased when
+    /// the node exists only as an empty non-terminal.
+    pub owner: Option<Name>,
+    /// RRsets ordered by type.
+    pub rrsets: Vec<RRset>,
+    /// An NS RRset below the apex: a zone cut.
+    pub delegation: bool,
+    /// A service hostname: its A/AAAA answer depends on the client network
+    /// (see `Snapshot::services_by_name`); the stored records are the answer
+    /// for a client with no network-specific rule.
+    pub dynamic: bool,
+}
+
+impl Node {
+    /// The RRset of type `rtype`, if the node has one.
+    pub fn get(&self, rtype: u16) -> Option<&RRset> {
+        self.rrsets.iter().find(|r| r.rtype == rtype)
+    }
+}
+
+/// A compiled zone.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    /// The origin, lower-cased.
+    pub origin: Name,
+    pub nodes: Vec<Node>,
+    index: HashMap<Box<[u8]>, u32>,
+    pub apex: u32,
+    /// The SOA serial served.
+    pub serial: u32,
+    /// The SOA serial written in the zone's text.
+    pub file_serial: u32,
+    /// min(SOA TTL, SOA MINIMUM): the TTL of the SOA in negative answers.
+    pub negative_ttl: u32,
+    /// Hash of every record (serial excluded), to tell whether content changed.
+    pub content_hash: u64,
+    /// Hash of the inputs the zone was built from (text, derived records);
+    /// equal inputs mean the built zone can be reused as is.
+    pub input_fingerprint: u64,
+}
+
+/// A zone problem found while compiling records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneIssue {
+    pub line: usize,
+    pub message: String,
+}
+
+fn soa_fields(rdata: &[u8]) -> (usize, u32, u32) {
+    let n1 = crate::proto::wire::name_len(rdata);
+    let n2 = crate::proto::wire::name_len(&rdata[n1..]);
+    let at = n1 + n2;
+    let serial = u32::from_be_bytes(rdata[at..at + 4].try_into().unwrap());
+    let minimum = u32::from_be_bytes(rdata[at + 16..at + 20].try_into().unwrap());
+    (at, serial, minimum)
+}
+
+/// RDATA with its domain names lower-cased (for the types whose names we
+/// know), as Knot stores zone data; owners are lower-cased the same way.
+fn canonical_rdata(rtype: u16, rdata: &[u8]) -> Vec<u8> {
+    use crate::proto::name::lower_in_place;
+    use crate::proto::wire::name_len;
+    let mut v = rdata.to_vec();
+    match rtype {
+        NS | CNAME | PTR | DNAME => lower_in_place(&mut v),
+        MX => lower_in_place(&mut v[2..]),
+        SRV => lower_in_place(&mut v[6..]),
+        SOA => {
+            let n1 = name_len(&v);
+            lower_in_place(&mut v[..n1]);
+            lower_in_place(&mut v[n1..]);
+        }
+        _ => {}
+    }
+    v
+}
+
+/// Finds the node that answers for `target` (exactly, or through a
+/// wildcard), as additional-section processing does.
+fn resolve_target(
+    index: &HashMap<Box<[u8]>, u32>,
+    nodes: &[Node],
+    origin: &Name,
+    target: &[u8],
+) -> Option<Target> {
+    let mut key = target.to_vec();
+    crate::proto::name::lower_in_place(&mut key);
+    if !crate::proto::name::is_subdomain(&key, origin.wire()) {
+        return None;
+    }
+    if let Some(&i) = index.get(&key[..]) {
+        return Some(Target {
+            node: i,
+            owner: None,
+        });
+    }
+    // Closest encloser, then its wildcard; never through a zone cut.
+    let mut at = 0;
+    while key[at] != 0 {
+        let next = at + 1 + key[at] as usize;
+        if let Some(&enc) = index.get(&key[next..]) {
+            if nodes[enc as usize].delegation {
+                return None;
+            }
+            let mut wild = vec![1u8, b'*'];
+            wild.extend_from_slice(&key[next..]);
+            return index.get(&wild[..]).map(|&w| Target {
+                node: w,
+                owner: Some(target.into()),
+            });
+        }
+        at = next;
+    }
+    None
+}
+
+impl Zone {
+    /// Builds a zone from records. `serial` overrides the SOA serial when
+    /// given; `dynamic` are the names (lower-case) whose answers are
+    /// computed per query. Reports every problem found (line 0 when not tied
+    /// to a line).
+    pub fn build(
+        origin: &Name,
+        records: &[ZoneRecord],
+        serial: Option<u32>,
+        dynamic: &[Name],
+    ) -> Result<Zone, Vec<ZoneIssue>> {
+        let origin = origin.to_lower();
+        let mut issues = Vec::new();
+        let mut index: HashMap<Box<[u8]>, u32> =
+            HashMap::with_capacity_and_hasher(records.len() + 1, Default::default());
+        let mut nodes: Vec<Node> = Vec::with_capacity(records.len() + 1);
+        let mut lines: Vec<Vec<(u16, usize)>> = Vec::new();
+        let mut get_node =
+            |name: &Name, nodes: &mut Vec<Node>, lines: &mut Vec<Vec<(u16, usize)>>| -> u32 {
+                let key: Box<[u8]> = name.to_lower().wire().into();
+                if let Some(&i) = index.get(&key) {
+                    return i;
+                }
+                let i = nodes.len() as u32;
+                nodes.push(Node::default());
+                lines.push(Vec::new());
+                index.insert(key, i);
+                i
+            };
+        let apex = get_node(&origin, &mut nodes, &mut lines);
+        let mut hasher = std::hash::DefaultHasher::new();
+        use std::hash::{Hash, Hasher};
+        for r in records {
+            if !r.owner.is_subdomain_of(&origin) {
+                issues.push(ZoneIssue {
+                    line: r.line,
+                    message: format!("{} is outside the zone {}", r.owner, origin),
+                });
+                continue;
+            }
+            if r.rtype == SOA && r.owner.to_lower() != origin {
+                issues.push(ZoneIssue {
+                    line: r.line,
+                    message: format!(
+                        "SOA owner {} disagrees with the zone origin {origin} (from the file name)",
+                        r.owner
+                    ),
+                });
+                continue;
+            }
+            let id = get_node(&r.owner, &mut nodes, &mut lines);
+            // Empty non-terminals up to the apex.
+            let mut p = r.owner.parent();
+            while let Some(par) = p {
+                if par.label_count() <= origin.label_count() {
+                    break;
+                }
+                get_node(&par, &mut nodes, &mut lines);
+                p = par.parent();
+            }
+            let node = &mut nodes[id as usize];
+            if node.owner.is_none() {
+                node.owner = Some(r.owner.to_lower());
+            }
+            match node.rrsets.iter_mut().find(|s| s.rtype == r.rtype) {
+                Some(set) => {
+                    if set
+                        .rdatas
+                        .iter()
+                        .any(|d| d[..] == canonical_rdata(r.rtype, &r.rdata)[..])
+                    {
+                        set.ttl = r.ttl;
+                        continue;
+                    }
+                    if r.rtype == SOA {
+                        issues.push(ZoneIssue {
+                            line: r.line,
+                            message: "more than one SOA record".into(),
+                        });
+                        continue;
+                    }
+                    if r.rtype == CNAME {
+                        issues.push(ZoneIssue {
+                            line: r.line,
+                            message: format!("more than one CNAME at {}", r.owner),
+                        });
+                        continue;
+                    }
+                    set.rdatas.push(canonical_rdata(r.rtype, &r.rdata).into());
+                    // As Knot: the TTL read last applies to the whole RRset.
+                    set.ttl = r.ttl;
+                }
+                None => {
+                    node.rrsets.push(RRset {
+                        rtype: r.rtype,
+                        ttl: r.ttl,
+                        rdatas: vec![canonical_rdata(r.rtype, &r.rdata).into()],
+                        targets: vec![],
+                    });
+                    lines[id as usize].push((r.rtype, r.line));
+                }
+            }
+            r.owner.to_lower().hash(&mut hasher);
+            r.rtype.hash(&mut hasher);
+            if r.rtype != SOA {
+                r.rdata.hash(&mut hasher);
+            }
+        }
+        let mut negative_ttl = 0;
+        let mut file_serial = 0;
+        match nodes[apex as usize]
+            .rrsets
+            .iter_mut()
+            .find(|s| s.rtype == SOA)
+        {
+            None => issues.push(ZoneIssue {
+                line: 0,
+                message: format!("no SOA record at the apex {origin}"),
+            }),
+            Some(soa) => {
+                let (at, s, minimum) = soa_fields(&soa.rdatas[0]);
+                // Hash the SOA without its serial.
+                soa.rdatas[0][..at].hash(&mut hasher);
+                soa.rdatas[0][at + 4..].hash(&mut hasher);
+                file_serial = s;
+                let served = serial.unwrap_or(s);
+                soa.rdatas[0][at..at + 4].copy_from_slice(&served.to_be_bytes());
+                negative_ttl = soa.ttl.min(minimum);
+            }
+        }
+        if nodes[apex as usize].get(NS).is_none() {
+            issues.push(ZoneIssue {
+                line: 0,
+                message: format!("no NS records at the apex {origin}"),
+            });
+        }
+        for (i, node) in nodes.iter_mut().enumerate() {
+            node.rrsets.sort_by_key(|s| s.rtype);
+            // Canonical order inside each RRset (bytewise, shorter first), as Knot serves.
+            for set in &mut node.rrsets {
+                set.rdatas.sort();
+            }
+            if node.get(CNAME).is_some() && node.rrsets.len() > 1 {
+                let line = lines[i]
+                    .iter()
+                    .find(|(t, _)| *t == CNAME)
+                    .map_or(0, |l| l.1);
+                issues.push(ZoneIssue {
+                    line,
+                    message: format!(
+                        "CNAME at {} has other records beside it",
+                        node.owner.as_ref().unwrap()
+                    ),
+                });
+            }
+            node.delegation = i as u32 != apex && node.get(NS).is_some();
+            if node.owner.is_none() && i as u32 == apex {
+                node.owner = Some(origin.clone());
+            }
+        }
+        // Empty non-terminals get their lower-cased name as owner.
+        for (k, &i) in index.iter() {
+            if nodes[i as usize].owner.is_none() {
+                nodes[i as usize].owner = Some(Name::from_wire_unchecked(k));
+            }
+        }
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        // Resolve additional-section targets.
+        for i in 0..nodes.len() {
+            for s in 0..nodes[i].rrsets.len() {
+                let set = &nodes[i].rrsets[s];
+                let off = match set.rtype {
+                    NS => 0,
+                    MX => 2,
+                    SRV => 6,
+                    _ => continue,
+                };
+                let targets: Vec<Target> = set
+                    .rdatas
+                    .iter()
+                    .filter_map(|rd| resolve_target(&index, &nodes, &origin, &rd[off..]))
+                    .collect();
+                nodes[i].rrsets[s].targets = targets;
+            }
+        }
+        for d in dynamic {
+            d.hash(&mut hasher);
+            if let Some(&i) = index.get(d.wire()) {
+                nodes[i as usize].dynamic = true;
+            }
+        }
+        let served = serial.unwrap_or(file_serial);
+        Ok(Zone {
+            origin,
+            nodes,
+            index,
+            apex,
+            serial: served,
+            file_serial,
+            negative_ttl,
+            content_hash: hasher.finish(),
+            input_fingerprint: 0,
+        })
+    }
+
+    /// Sets the SOA serial served (the zone is still being built, so not
+    /// yet shared).
+    pub fn set_serial(&mut self, serial: u32) {
+        let apex = self.apex as usize;
+        if let Some(soa) = self.nodes[apex].rrsets.iter_mut().find(|s| s.rtype == SOA) {
+            let (at, _, _) = soa_fields(&soa.rdatas[0]);
+            soa.rdatas[0][at..at + 4].copy_from_slice(&serial.to_be_bytes());
+            self.serial = serial;
+        }
+    }
+
+    /// The node of a lower-cased wire name.
+    pub fn lookup(&self, lower_wire: &[u8]) -> Option<&Node> {
+        self.index.get(lower_wire).map(|&i| &self.nodes[i as usize])
+    }
+
+    pub fn node(&self, id: u32) -> &Node {
+        &self.nodes[id as usize]
+    }
+
+    pub fn apex(&self) -> &Node {
+        &self.nodes[self.apex as usize]
+    }
+
+    /// Number of records (not RRsets) in the zone.
+    pub fn record_count(&self) -> usize {
+        self.nodes
+            .iter()
+            .flat_map(|n| &n.rrsets)
+            .map(|s| s.rdatas.len())
+            .sum()
+    }
+
+    /// The serial of the SOA record as it is served.
+    pub fn soa(&self) -> &RRset {
+        self.apex().get(SOA).expect("a built zone has an SOA")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(text: &str) -> Result<Zone, Vec<ZoneIssue>> {
+        let o = Name::parse("example.com.", None).unwrap();
+        let p = parse_zone(text, &o);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        Zone::build(&o, &p.records, None, &[])
+    }
+
+    #[test]
+    fn builds_nodes_and_ents() {
+        let z = build(
+            "@ 3600 SOA ns h 7 1 1 1 300\n@ NS ns\nns A 192.0.2.1\na.b.c A 192.0.2.2\nmx MX 1 ns\n",
+        )
+        .unwrap();
+        assert_eq!(z.serial, 7);
+        assert_eq!(z.negative_ttl, 300);
+        let ent = z.lookup(b"\x01b\x01c\x07example\x03com\x00").unwrap();
+        assert!(ent.rrsets.is_empty());
+        let mx = z
+            .lookup(b"\x02mx\x07example\x03com\x00")
+            .unwrap()
+            .get(MX)
+            .unwrap();
+        assert_eq!(mx.targets.len(), 1);
+        assert_eq!(z.record_count(), 5);
+    }
+
+    #[test]
+    fn rejects_bad_zones() {
+        let e = build("@ NS ns\nwww CNAME x\nwww A 192.0.2.1\nout.example.net. A 192.0.2.1\n")
+            .unwrap_err();
+        let msgs: Vec<&str> = e.iter().map(|i| i.message.as_str()).collect();
+        assert!(
+            msgs.iter().any(|m| m.contains("outside the zone")),
+            "{msgs:?}"
+        );
+        assert!(msgs.iter().any(|m| m.contains("no SOA")), "{msgs:?}");
+        assert!(msgs.iter().any(|m| m.contains("CNAME")), "{msgs:?}");
+    }
+
+    #[test]
+    fn serial_override_and_content_hash() {
+        let o = Name::parse("example.com.", None).unwrap();
+        let p = parse_zone("@ SOA ns h 7 1 1 1 300\n@ NS ns\n", &o);
+        let a = Zone::build(&o, &p.records, None, &[]).unwrap();
+        let b = Zone::build(&o, &p.records, Some(9), &[]).unwrap();
+        assert_eq!(soa_fields(&b.soa().rdatas[0]).1, 9);
+        assert_eq!(a.content_hash, b.content_hash);
+    }
+}

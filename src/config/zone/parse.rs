@@ -1,0 +1,619 @@
+//! RFC 1035 master-file parser.
+//!
+//! Reads zone text into [`ZoneRecord`]s whose RDATA is already in wire form,
+//! and reports every bad entry with its line. Supports `$ORIGIN`, `$TTL`,
+//! parentheses, quoted strings, escapes, TTL units (`1h30m`), the common
+//! record types and the RFC 3597 generic form (`TYPE65280 \# 2 abcd`).
+//! `$INCLUDE` is refused: a zone is one file, so a change to it is one event.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::proto::name::Name;
+use crate::proto::types::*;
+
+/// One resource record read from a zone file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneRecord {
+    pub owner: Name,
+    pub rtype: u16,
+    pub ttl: u32,
+    /// Uncompressed wire RDATA.
+    pub rdata: Vec<u8>,
+    /// 1-based line where the entry starts.
+    pub line: usize,
+}
+
+/// A parse error at a line of the input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{line}: {message}")]
+pub struct LineError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// The TTL used for records that give none when the file has no `$TTL`
+/// (Knot's scanner default; an earlier explicit TTL does not carry over).
+pub const DEFAULT_TTL: u32 = 3600;
+
+#[derive(Debug)]
+struct Token {
+    text: String,
+    quoted: bool,
+}
+
+struct Entry {
+    line: usize,
+    /// The entry started with white space: the owner is the previous one.
+    blank_owner: bool,
+    tokens: Vec<Token>,
+}
+
+/// Splits zone text into entries (logical lines) of tokens.
+fn lex(text: &str) -> (Vec<Entry>, Vec<LineError>) {
+    let b = text.as_bytes();
+    let mut entries = Vec::new();
+    let mut errors = Vec::new();
+    let mut i = 0;
+    let mut line = 1;
+    let mut depth = 0usize;
+    let mut cur: Option<Entry> = None;
+    let mut at_line_start = true;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\n' => {
+                line += 1;
+                i += 1;
+                if depth == 0 {
+                    if let Some(e) = cur.take()
+                        && !e.tokens.is_empty()
+                    {
+                        entries.push(e);
+                    }
+                    at_line_start = true;
+                }
+            }
+            b' ' | b'\t' | b'\r' => {
+                if at_line_start && depth == 0 && cur.is_none() {
+                    cur = Some(Entry {
+                        line,
+                        blank_owner: true,
+                        tokens: Vec::new(),
+                    });
+                }
+                at_line_start = false;
+                i += 1;
+            }
+            b';' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'(' => {
+                depth += 1;
+                at_line_start = false;
+                cur.get_or_insert(Entry {
+                    line,
+                    blank_owner: false,
+                    tokens: Vec::new(),
+                });
+                i += 1;
+            }
+            b')' => {
+                if depth == 0 {
+                    errors.push(LineError {
+                        line,
+                        message: "unbalanced ')'".into(),
+                    });
+                } else {
+                    depth -= 1;
+                }
+                i += 1;
+            }
+            b'"' => {
+                let start_line = line;
+                let mut s = String::new();
+                i += 1;
+                let mut closed = false;
+                while i < b.len() {
+                    match b[i] {
+                        b'"' => {
+                            closed = true;
+                            i += 1;
+                            break;
+                        }
+                        b'\\' if i + 1 < b.len() => {
+                            s.push('\\');
+                            s.push(b[i + 1] as char);
+                            if b[i + 1] == b'\n' {
+                                line += 1;
+                            }
+                            i += 2;
+                        }
+                        b'\n' => {
+                            line += 1;
+                            s.push('\n');
+                            i += 1;
+                        }
+                        _ => {
+                            let ch_len = utf8_len(b[i]);
+                            s.push_str(&text[i..(i + ch_len).min(b.len())]);
+                            i += ch_len;
+                        }
+                    }
+                }
+                if !closed {
+                    errors.push(LineError {
+                        line: start_line,
+                        message: "unterminated quoted string".into(),
+                    });
+                }
+                at_line_start = false;
+                cur.get_or_insert(Entry {
+                    line: start_line,
+                    blank_owner: false,
+                    tokens: Vec::new(),
+                })
+                .tokens
+                .push(Token {
+                    text: s,
+                    quoted: true,
+                });
+            }
+            _ => {
+                let start = i;
+                while i < b.len()
+                    && !matches!(
+                        b[i],
+                        b' ' | b'\t' | b'\r' | b'\n' | b';' | b'(' | b')' | b'"'
+                    )
+                {
+                    if b[i] == b'\\' && i + 1 < b.len() {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                at_line_start = false;
+                cur.get_or_insert(Entry {
+                    line,
+                    blank_owner: false,
+                    tokens: Vec::new(),
+                })
+                .tokens
+                .push(Token {
+                    text: text[start..i].to_string(),
+                    quoted: false,
+                });
+            }
+        }
+    }
+    if depth != 0 {
+        errors.push(LineError {
+            line,
+            message: "unbalanced '(' at end of file".into(),
+        });
+    }
+    if let Some(e) = cur.take()
+        && !e.tokens.is_empty()
+    {
+        entries.push(e);
+    }
+    (entries, errors)
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0xf0..=0xff => 4,
+        0xe0..=0xef => 3,
+        0xc0..=0xdf => 2,
+        _ => 1,
+    }
+}
+
+/// Parses a TTL: seconds, or units `s m h d w` (`1h30m`), case-insensitive.
+pub fn parse_ttl(s: &str) -> Option<u32> {
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(v) = s.parse::<u32>() {
+        return Some(v);
+    }
+    let mut total: u64 = 0;
+    let mut num: Option<u64> = None;
+    for c in s.chars() {
+        if let Some(d) = c.to_digit(10) {
+            num = Some(num.unwrap_or(0).checked_mul(10)?.checked_add(d as u64)?);
+        } else {
+            let mult = match c.to_ascii_lowercase() {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86400,
+                'w' => 604800,
+                _ => return None,
+            };
+            total = total.checked_add(num.take()?.checked_mul(mult)?)?;
+        }
+    }
+    if let Some(n) = num {
+        total = total.checked_add(n)?;
+    }
+    u32::try_from(total).ok()
+}
+
+/// The outcome of parsing one zone file.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub records: Vec<ZoneRecord>,
+    pub errors: Vec<LineError>,
+}
+
+/// Parses zone text with the given origin.
+pub fn parse_zone(text: &str, origin: &Name) -> Parsed {
+    let (entries, mut errors) = lex(text);
+    let mut out = Parsed::default();
+    let zone_origin = origin.clone();
+    let mut origin = origin.clone();
+    let mut default_ttl: Option<u32> = None;
+    let mut last_owner: Option<Name> = None;
+    for e in entries {
+        let line = e.line;
+        let err = |m: String| LineError { line, message: m };
+        let first = &e.tokens[0];
+        if !e.blank_owner && !first.quoted && first.text.starts_with('$') {
+            let arg = e.tokens.get(1).map(|t| t.text.as_str());
+            match first.text.to_ascii_uppercase().as_str() {
+                "$ORIGIN" => match arg.map(|a| Name::parse(a, Some(&origin))) {
+                    Some(Ok(n)) if !n.is_subdomain_of(&zone_origin) => errors.push(err(format!(
+                        "$ORIGIN {n} disagrees with the zone origin {zone_origin} (from the file name)"
+                    ))),
+                    Some(Ok(n)) => origin = n,
+                    Some(Err(x)) => errors.push(err(format!("bad $ORIGIN: {x}"))),
+                    None => errors.push(err("$ORIGIN needs a name".into())),
+                },
+                "$TTL" => match arg.and_then(parse_ttl) {
+                    Some(t) => default_ttl = Some(t),
+                    None => errors.push(err("$TTL needs a TTL such as 3600 or 1h".into())),
+                },
+                "$INCLUDE" => errors.push(err(
+                    "$INCLUDE is not supported: keep each zone in one file".into(),
+                )),
+                other => errors.push(err(format!("unknown directive {other}"))),
+            }
+            continue;
+        }
+        let mut idx = 0;
+        let owner = if e.blank_owner {
+            match &last_owner {
+                Some(o) => o.clone(),
+                None => {
+                    errors.push(err("record with no owner name and no previous owner".into()));
+                    continue;
+                }
+            }
+        } else {
+            idx = 1;
+            match Name::parse(&first.text, Some(&origin)) {
+                Ok(n) => n,
+                Err(x) => {
+                    errors.push(err(format!("bad owner name: {x}")));
+                    continue;
+                }
+            }
+        };
+        last_owner = Some(owner.clone());
+        let mut ttl: Option<u32> = None;
+        let mut class: Option<u16> = None;
+        let mut rtype: Option<u16> = None;
+        while idx < e.tokens.len() && rtype.is_none() {
+            let t = &e.tokens[idx].text;
+            idx += 1;
+            if ttl.is_none() && t.as_bytes()[0].is_ascii_digit() {
+                match parse_ttl(t) {
+                    Some(v) => ttl = Some(v),
+                    None => {
+                        errors.push(err(format!("bad TTL '{t}'")));
+                        rtype = Some(0);
+                    }
+                }
+            } else if class.is_none()
+                && class_from_str(t).is_some()
+                && !t.to_ascii_uppercase().starts_with("TYPE")
+            {
+                class = class_from_str(t);
+            } else if let Some(rt) = type_from_str(t) {
+                rtype = Some(rt);
+            } else {
+                errors.push(err(format!("unknown record type '{t}'")));
+                rtype = Some(0);
+            }
+        }
+        let Some(rtype) = rtype else {
+            errors.push(err("entry has no record type".into()));
+            continue;
+        };
+        if rtype == 0 {
+            continue;
+        }
+        if let Some(c) = class
+            && c != CLASS_IN
+        {
+            errors.push(err("only class IN is supported".into()));
+            continue;
+        }
+        if is_meta(rtype) {
+            errors.push(err(format!("{} cannot appear in a zone", type_name(rtype))));
+            continue;
+        }
+        let ttl = match ttl {
+            Some(t) => t,
+            // Knot's rule: $TTL, else the built-in default (not the last explicit TTL).
+            None => default_ttl.unwrap_or(DEFAULT_TTL),
+        };
+        let toks: Vec<&Token> = e.tokens[idx..].iter().collect();
+        match rdata_from_tokens(rtype, &toks, &origin) {
+            Ok(rdata) => out.records.push(ZoneRecord {
+                owner,
+                rtype,
+                ttl,
+                rdata,
+                line,
+            }),
+            Err(m) => errors.push(err(format!("{} record: {m}", type_name(rtype)))),
+        }
+    }
+    out.errors = errors;
+    out
+}
+
+fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u8>, String> {
+    if toks.first().is_some_and(|t| !t.quoted && t.text == "\\#") {
+        return generic_rdata(&toks[1..]);
+    }
+    let mut w = Vec::new();
+    let mut it = toks.iter();
+    let mut next = |what: &str| -> Result<&Token, String> {
+        it.next().copied().ok_or_else(|| format!("missing {what}"))
+    };
+    match rtype {
+        A => {
+            let t = next("IPv4 address")?;
+            let a: Ipv4Addr = t
+                .text
+                .parse()
+                .map_err(|_| format!("bad IPv4 address '{}'", t.text))?;
+            w.extend_from_slice(&a.octets());
+        }
+        AAAA => {
+            let t = next("IPv6 address")?;
+            let a: Ipv6Addr = t
+                .text
+                .parse()
+                .map_err(|_| format!("bad IPv6 address '{}'", t.text))?;
+            w.extend_from_slice(&a.octets());
+        }
+        NS | CNAME | PTR | DNAME => put_name(&mut w, next("target name")?, origin)?,
+        MX => {
+            put_u16(&mut w, next("preference")?)?;
+            put_name(&mut w, next("exchange name")?, origin)?;
+        }
+        SOA => {
+            put_name(&mut w, next("primary server name")?, origin)?;
+            put_name(&mut w, next("mailbox name")?, origin)?;
+            let serial = next("serial")?;
+            let s: u32 = serial
+                .text
+                .parse()
+                .map_err(|_| format!("bad serial '{}'", serial.text))?;
+            w.extend_from_slice(&s.to_be_bytes());
+            for what in ["refresh", "retry", "expire", "minimum"] {
+                let t = next(what)?;
+                let v = parse_ttl(&t.text).ok_or_else(|| format!("bad {what} '{}'", t.text))?;
+                w.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+        TXT | SPF => {
+            let mut any = false;
+            for t in it.by_ref() {
+                put_char_string(&mut w, &t.text)?;
+                any = true;
+            }
+            if !any {
+                return Err("missing text".into());
+            }
+        }
+        HINFO => {
+            put_char_string(&mut w, &next("CPU")?.text)?;
+            put_char_string(&mut w, &next("OS")?.text)?;
+        }
+        SRV => {
+            put_u16(&mut w, next("priority")?)?;
+            put_u16(&mut w, next("weight")?)?;
+            put_u16(&mut w, next("port")?)?;
+            put_name(&mut w, next("target name")?, origin)?;
+        }
+        CAA => {
+            put_u8(&mut w, next("flags")?)?;
+            let tag = &next("tag")?.text;
+            if tag.is_empty() || tag.len() > 15 || !tag.bytes().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(format!("bad tag '{tag}'"));
+            }
+            w.push(tag.len() as u8);
+            w.extend_from_slice(tag.as_bytes());
+            w.extend_from_slice(&unescape(&next("value")?.text)?);
+        }
+        NAPTR => {
+            put_u16(&mut w, next("order")?)?;
+            put_u16(&mut w, next("preference")?)?;
+            for what in ["flags", "services", "regexp"] {
+                put_char_string(&mut w, &next(what)?.text)?;
+            }
+            put_name(&mut w, next("replacement")?, origin)?;
+        }
+        SSHFP => {
+            put_u8(&mut w, next("algorithm")?)?;
+            put_u8(&mut w, next("fingerprint type")?)?;
+            put_hex(&mut w, &mut it)?;
+        }
+        TLSA => {
+            put_u8(&mut w, next("usage")?)?;
+            put_u8(&mut w, next("selector")?)?;
+            put_u8(&mut w, next("matching type")?)?;
+            put_hex(&mut w, &mut it)?;
+        }
+        DS => {
+            put_u16(&mut w, next("key tag")?)?;
+            put_u8(&mut w, next("algorithm")?)?;
+            put_u8(&mut w, next("digest type")?)?;
+            put_hex(&mut w, &mut it)?;
+        }
+        _ => {
+            return Err(format!(
+                "presentation format of {} is not supported; write it as \\# <length> <hex> (RFC 3597)",
+                type_name(rtype)
+            ));
+        }
+    }
+    if let Some(extra) = it.next() {
+        return Err(format!("unexpected '{}' after the record data", extra.text));
+    }
+    Ok(w)
+}
+
+fn generic_rdata(toks: &[&Token]) -> Result<Vec<u8>, String> {
+    let len: usize = toks
+        .first()
+        .and_then(|t| t.text.parse().ok())
+        .ok_or("\\# needs a length")?;
+    let hex: String = toks[1..].iter().map(|t| t.text.as_str()).collect();
+    let data = decode_hex(&hex)?;
+    if data.len() != len {
+        return Err(format!(
+            "\\# length {len} does not match {} bytes of data",
+            data.len()
+        ));
+    }
+    if len > 65535 {
+        return Err("record data longer than 65535 bytes".into());
+    }
+    Ok(data)
+}
+
+fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
+    if s.len() % 2 != 0 {
+        return Err("odd number of hex digits".into());
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("bad hex '{}'", &s[i..i + 2]))
+        })
+        .collect()
+}
+
+fn put_hex<'a>(
+    w: &mut Vec<u8>,
+    it: &mut impl Iterator<Item = &'a &'a Token>,
+) -> Result<(), String> {
+    let hex: String = it.by_ref().map(|t| t.text.as_str()).collect();
+    if hex.is_empty() {
+        return Err("missing hex data".into());
+    }
+    w.extend_from_slice(&decode_hex(&hex)?);
+    Ok(())
+}
+
+fn put_name(w: &mut Vec<u8>, t: &Token, origin: &Name) -> Result<(), String> {
+    let n = Name::parse(&t.text, Some(origin)).map_err(|e| e.to_string())?;
+    w.extend_from_slice(n.wire());
+    Ok(())
+}
+
+fn put_u8(w: &mut Vec<u8>, t: &Token) -> Result<(), String> {
+    w.push(
+        t.text
+            .parse::<u8>()
+            .map_err(|_| format!("'{}' is not a number from 0 to 255", t.text))?,
+    );
+    Ok(())
+}
+
+fn put_u16(w: &mut Vec<u8>, t: &Token) -> Result<(), String> {
+    let v = t
+        .text
+        .parse::<u16>()
+        .map_err(|_| format!("'{}' is not a number from 0 to 65535", t.text))?;
+    w.extend_from_slice(&v.to_be_bytes());
+    Ok(())
+}
+
+/// Resolves `\X` and `\DDD` escapes into bytes.
+fn unescape(s: &str) -> Result<Vec<u8>, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            let (v, used) = crate::proto::name::decode_escape(&b[i + 1..])
+                .ok_or_else(|| format!("bad escape in '{s}'"))?;
+            out.push(v);
+            i += 1 + used;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn put_char_string(w: &mut Vec<u8>, s: &str) -> Result<(), String> {
+    let bytes = unescape(s)?;
+    if bytes.len() > 255 {
+        return Err("character string longer than 255 bytes".into());
+    }
+    w.push(bytes.len() as u8);
+    w.extend_from_slice(&bytes);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> Name {
+        Name::parse("example.com.", None).unwrap()
+    }
+
+    #[test]
+    fn parses_common_entries() {
+        let text = "$TTL 1h\n@ IN SOA ns1 hostmaster ( 1 2h 1h 1w\n  300 ) ; c\n  NS ns1\nns1 60 A 192.0.2.1\n\
+                    txt TXT \"a b\" c\nmx MX 10 mail.example.net.\nx TYPE65280 \\# 2 abcd\n";
+        let p = parse_zone(text, &origin());
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.records.len(), 6);
+        let soa = &p.records[0];
+        assert_eq!(soa.rtype, SOA);
+        assert_eq!(soa.ttl, 3600);
+        assert_eq!(&soa.rdata[soa.rdata.len() - 4..], &300u32.to_be_bytes());
+        assert_eq!(p.records[1].owner, origin());
+        assert_eq!(p.records[1].line, 4);
+        assert_eq!(p.records[2].ttl, 60);
+        assert_eq!(p.records[3].rdata, b"\x03a b\x01c");
+        assert_eq!(p.records[5].rdata, vec![0xab, 0xcd]);
+    }
+
+    #[test]
+    fn reports_every_bad_line() {
+        let text = "@ SOA ns1 h 1 2 3 4 5\na A 300.1.1.1\nb BOGUS x\nc AAAA ::1 extra\n";
+        let p = parse_zone(text, &origin());
+        let lines: Vec<usize> = p.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![2, 3, 4], "{:?}", p.errors);
+    }
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("1h30m"), Some(5400));
+        assert_eq!(parse_ttl("1W"), Some(604800));
+        assert_eq!(parse_ttl("x"), None);
+    }
+}

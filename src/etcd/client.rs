@@ -1,0 +1,173 @@
+//! Connecting to etcd ([`EtcdConfig`]), its errors ([`EtcdError`]), and
+//! retrying operator commands through elections.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+
+use super::backoff::Backoff;
+
+/// How to reach etcd.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EtcdConfig {
+    pub(crate) endpoints: Vec<String>,
+    pub(crate) prefix: String,
+    pub(crate) user: Option<(String, String)>,
+    pub(crate) ca: Option<std::path::PathBuf>,
+    pub(crate) cert: Option<std::path::PathBuf>,
+    pub(crate) key: Option<std::path::PathBuf>,
+}
+
+/// Errors talking to etcd or about what is in it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum EtcdError {
+    /// etcd (or the connection to it) said no.
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    /// A TLS file given with `--etcd-ca`, `--etcd-cert` or `--etcd-key` cannot be read.
+    #[error("{}: {source}", path.display())]
+    TlsFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// Only one of `--etcd-cert` and `--etcd-key` was given.
+    #[error("--etcd-cert and --etcd-key go together")]
+    CertWithoutKey,
+    /// A read answer without the response header etcd always sends.
+    #[error("etcd answered without a header")]
+    NoHeader,
+    /// The revision asked for was compacted away.
+    #[error("revision {wanted} is no longer in etcd (compacted); the oldest available is {oldest}")]
+    Compacted { wanted: i64, oldest: i64 },
+    /// The revision asked for has not been written yet.
+    #[error("revision {wanted} is in the future (latest is {latest})")]
+    FutureRevision { wanted: i64, latest: i64 },
+    /// A compared key changed between the read and the write.
+    #[error(
+        "etcd changed since the state was read (a key was written or deleted concurrently); read again, or use --force"
+    )]
+    Conflict,
+    /// The change needs more operations than one transaction may hold.
+    #[error(
+        "the change needs {0} operations in one transaction; etcd allows {max} (--max-txn-ops): split it into smaller changes",
+        max = super::plan::MAX_TXN_OPS
+    )]
+    TooManyOps(usize),
+    /// The change compares more keys than one transaction may hold.
+    #[error(
+        "the change compares {0} keys in one transaction; etcd allows {max} (--max-txn-ops): use fewer environments and services per prefix, or --force",
+        max = super::plan::MAX_TXN_OPS
+    )]
+    TooManyCompares(usize),
+    /// The request would be larger than etcd accepts.
+    #[error(
+        "the change is about {0} KiB; etcd accepts requests up to 1.5 MiB (--max-request-bytes): split it into smaller changes"
+    )]
+    TooLarge(usize),
+}
+
+impl EtcdConfig {
+    /// `<prefix>/`: the range every read, watch, compare and delete uses.
+    pub(crate) fn dir(&self) -> String {
+        format!("{}/", self.prefix.trim_end_matches('/'))
+    }
+
+    /// Where edges register.
+    pub(crate) fn edges_dir(&self) -> String {
+        format!("{}-edges/", self.prefix.trim_end_matches('/'))
+    }
+
+    /// Full key of a key relative to the prefix.
+    pub(crate) fn key(&self, rel: &str) -> String {
+        format!("{}{rel}", self.dir())
+    }
+
+    /// Connects (lazily: etcd may be down; the first call then fails).
+    pub(crate) async fn connect(&self) -> Result<Client, EtcdError> {
+        let mut opts = ConnectOptions::new()
+            // Below 5 s etcd drops the connection; 10 s works (FACTS).
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true)
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(5))
+            .with_require_leader(true);
+        if let Some((u, p)) = &self.user {
+            opts = opts.with_user(u.clone(), p.clone());
+        }
+        if self.ca.is_some() || self.cert.is_some() {
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &self.ca {
+                let pem = read_tls_file(ca)?;
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+            }
+            match (&self.cert, &self.key) {
+                (Some(c), Some(k)) => {
+                    let cert = read_tls_file(c)?;
+                    let key = read_tls_file(k)?;
+                    tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+                }
+                (None, None) => {}
+                _ => return Err(EtcdError::CertWithoutKey),
+            }
+            opts = opts.with_tls(tls);
+        }
+        Ok(Client::connect(&self.endpoints, Some(opts)).await?)
+    }
+}
+
+fn read_tls_file(path: &std::path::Path) -> Result<Vec<u8>, EtcdError> {
+    std::fs::read(path).map_err(|source| EtcdError::TlsFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// True for errors that say "try again" (no leader, leader changed, member
+/// unreachable, timeout) rather than "no".
+pub(crate) fn is_transient(e: &EtcdError) -> bool {
+    match e {
+        EtcdError::Etcd(etcd_client::Error::GRpcStatus(s)) => {
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+            ) || s.message().contains("leader")
+        }
+        EtcdError::Etcd(etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_)) => {
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Retries of an operator command through an election: up to 15 s, with
+/// the waits of [`Backoff`].
+pub(crate) struct Retry {
+    deadline: std::time::Instant,
+    backoff: Backoff,
+}
+
+impl Retry {
+    /// Starts the 15 s budget now.
+    pub(crate) fn new() -> Retry {
+        Retry {
+            deadline: std::time::Instant::now() + Duration::from_secs(15),
+            backoff: Backoff::new(),
+        }
+    }
+
+    /// Waits before the next try; false when `e` is final or time is up.
+    pub(crate) async fn again(&mut self, e: &EtcdError) -> bool {
+        if !is_transient(e) || std::time::Instant::now() >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.backoff.delay()).await;
+        true
+    }
+}
+
+/// True when etcd answered that a revision is outside what it holds
+/// (compacted, or not yet written): gRPC `OutOfRange`.
+pub(crate) fn is_out_of_range(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::OutOfRange)
+}

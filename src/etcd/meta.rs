@@ -1,0 +1,66 @@
+//! The records vdh-edge keeps under `<prefix>/meta/`: who changed what
+//! (`meta/change`), lowered TTLs (`meta/ttl`) and the drain after a repoint
+//! (`meta/drain`). The scheme progress record lives in [`crate::scheme`].
+
+use serde::{Deserialize, Serialize};
+
+/// Who changed what, written with every change.
+pub(crate) const CHANGE: &str = "meta/change";
+/// Service TTLs lowered ahead of a repoint.
+pub(crate) const TTL: &str = "meta/ttl";
+/// The drain of the last repoint of a shared hostname.
+pub(crate) const DRAIN: &str = "meta/drain";
+/// The scheme in progress ([`crate::scheme::SchemeRecord`]).
+pub(crate) const SCHEME: &str = "meta/scheme";
+
+/// The `meta/change` record every vdh-edge write carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ChangeRecord {
+    pub(crate) time: String,
+    pub(crate) user: String,
+    pub(crate) host: String,
+    pub(crate) command: String,
+    pub(crate) summary: String,
+}
+
+impl ChangeRecord {
+    /// A record of `command` written now by this user on this host.
+    pub(crate) fn now(command: &str, summary: String) -> ChangeRecord {
+        ChangeRecord {
+            time: crate::util::rfc3339_now(),
+            user: crate::util::username(),
+            host: crate::util::hostname(),
+            command: command.to_string(),
+            summary,
+        }
+    }
+}
+
+/// A service TTL lowered ahead of a repoint (`<prefix>/meta/ttl`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct TtlLowering {
+    pub(crate) old_ttl: u32,
+    pub(crate) new_ttl: u32,
+    pub(crate) lowered_at: String,
+}
+
+/// The drain after a shared hostname was repointed (`<prefix>/meta/drain`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Drain {
+    pub(crate) names: Vec<String>,
+    pub(crate) changed_at: String,
+    /// The largest TTL resolvers may hold for the old answer.
+    pub(crate) max_ttl: u32,
+    /// changed_at + max_ttl: a lower bound on when every resolver has the
+    /// new answer (TTL floors and long-lived connections can hold longer).
+    pub(crate) until: String,
+}
+
+impl Drain {
+    /// Seconds left, 0 when over.
+    pub(crate) fn remaining_s(&self) -> u64 {
+        crate::util::parse_rfc3339(&self.until)
+            .and_then(|u| u.duration_since(std::time::SystemTime::now()).ok())
+            .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+    }
+}

@@ -1,0 +1,137 @@
+//! The edge registry: each edge keeps a record of what it serves under
+//! `<prefix>-edges/<edge-id>`, held by a lease so a dead edge disappears.
+//! `status` reads these records.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::Client;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::backoff::{Backoff, sleep_or_stop};
+use super::client::EtcdConfig;
+use crate::serve::shared::Shared;
+
+/// What an edge publishes about itself under `<prefix>-edges/<edge-id>`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct EdgeRecord {
+    pub(crate) edge: String,
+    pub(crate) http: String,
+    pub(crate) dns: String,
+    pub(crate) revision: u64,
+    pub(crate) source: String,
+    pub(crate) serials: std::collections::BTreeMap<String, u32>,
+    pub(crate) last_rejection: Option<RejectionRecord>,
+    pub(crate) updated: String,
+}
+
+/// The last change an edge refused, as registered.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RejectionRecord {
+    pub(crate) at: String,
+    pub(crate) revision: u64,
+    pub(crate) errors: Vec<String>,
+}
+
+/// Who this edge is and where it listens.
+#[derive(Debug, Clone)]
+pub(crate) struct Edge {
+    /// `--edge-id`, or `host:http-port`.
+    pub(crate) id: String,
+    /// The HTTP address (`status` fetches `/census` from it).
+    pub(crate) http: String,
+    /// The DNS address.
+    pub(crate) dns: String,
+}
+
+/// Keeps this edge's registration under a lease and up to date with what
+/// it serves, until `shutdown` (then revokes the lease).
+pub(crate) async fn register(
+    cfg: EtcdConfig,
+    mut client: Client,
+    edge: Edge,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    const TTL: i64 = 10;
+    let key = format!("{}{}", cfg.edges_dir(), edge.id);
+    let mut changes = shared.subscribe();
+    let mut backoff = Backoff::new();
+    'outer: loop {
+        let lease = match client.lease_grant(TTL, None).await {
+            Ok(l) => l.id(),
+            Err(error) => {
+                debug!(%error, "lease grant failed");
+                if sleep_or_stop(backoff.delay(), &shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let (mut keeper, mut acks) = match client.lease_keep_alive(lease).await {
+            Ok(k) => k,
+            Err(_) => continue,
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(3));
+        loop {
+            // (Re)write the record when something changed, and on every tick.
+            let snap = shared.snapshot();
+            let record = EdgeRecord {
+                edge: edge.id.clone(),
+                http: edge.http.clone(),
+                dns: edge.dns.clone(),
+                revision: snap.revision,
+                source: snap.kind.as_str().into(),
+                serials: snap
+                    .serials()
+                    .into_iter()
+                    .map(|(k, (s, _))| (k, s))
+                    .collect(),
+                last_rejection: shared
+                    .last_rejection
+                    .lock()
+                    .expect("not poisoned")
+                    .as_ref()
+                    .map(|r| RejectionRecord {
+                        at: crate::util::rfc3339(r.at),
+                        revision: r.revision,
+                        errors: r.errors.clone(),
+                    }),
+                updated: crate::util::rfc3339_now(),
+            };
+            let value = serde_json::to_string(&record).expect("serializable");
+            if let Err(error) = client
+                .put(
+                    key.as_str(),
+                    value,
+                    Some(etcd_client::PutOptions::new().with_lease(lease)),
+                )
+                .await
+            {
+                debug!(%error, "edge registration failed");
+                if sleep_or_stop(backoff.delay(), &shutdown).await {
+                    return;
+                }
+                continue 'outer;
+            }
+            tokio::select! {
+                _ = tick.tick() => {
+                    if keeper.keep_alive().await.is_err() {
+                        continue 'outer;
+                    }
+                    match tokio::time::timeout(Duration::from_secs(2), acks.message()).await {
+                        Ok(Ok(Some(a))) if a.ttl() > 0 => {}
+                        // The lease expired (etcd was away too long): a new one.
+                        _ => continue 'outer,
+                    }
+                }
+                _ = changes.changed() => {}
+                _ = shutdown.cancelled() => {
+                    let _ = client.lease_revoke(lease).await;
+                    return;
+                }
+            }
+        }
+    }
+}

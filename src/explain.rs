@@ -1,0 +1,201 @@
+//! `explain`: what a described client gets, computed by the code that
+//! serves it: the document through [`Document::build`], the DNS answer
+//! through [`crate::front::dns::respond`] and the rule through
+//! [`decide_for_network`]. What it prints is what the server answers.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use anyhow::anyhow;
+use serde::Serialize;
+
+use crate::config::routing::Platform;
+use crate::config::snapshot::Snapshot;
+use crate::document::{Asker, Document};
+use crate::front::dns::answer::decide_for_network;
+use crate::front::dns::{Network, Transport, respond};
+use crate::proto::name::Name;
+use crate::proto::types;
+use crate::proto::wire::{answer_records, rdata_to_ip};
+
+/// The client to explain.
+#[derive(Debug, Clone)]
+pub(crate) struct Query {
+    /// The service asked for.
+    pub(crate) service: String,
+    /// Who asks (version, ids, platform, address).
+    pub(crate) asker: Asker,
+}
+
+impl Query {
+    /// From `explain`'s command line.
+    pub(crate) fn from_args(args: &crate::cli::ExplainArgs) -> anyhow::Result<Query> {
+        let sdk_version = crate::config::cohort::parse_version(&args.sdk_version)
+            .map_err(|m| anyhow!("--sdk-version: {m}"))?;
+        let platform = match &args.platform {
+            None => None,
+            Some(p) => Some(
+                Platform::parse(p)
+                    .ok_or_else(|| anyhow!("--platform: use android, ios, web or other"))?,
+            ),
+        };
+        Ok(Query {
+            service: args.service.clone(),
+            asker: Asker {
+                sdk_version,
+                client_id: args.client_id.clone(),
+                platform,
+                app_id: args.app_id.clone(),
+                addr: Some(args.source_ip),
+            },
+        })
+    }
+}
+
+/// What `explain` reports.
+#[derive(Debug, Serialize)]
+pub(crate) struct Explanation {
+    /// The config document the client gets over HTTP.
+    pub(crate) document: Document,
+    /// The DNS answer of each service hostname, asked from the client's address.
+    pub(crate) dns: Vec<DnsExplanation>,
+}
+
+/// The DNS answer for one service hostname.
+#[derive(Debug, Serialize)]
+pub(crate) struct DnsExplanation {
+    /// The hostname.
+    pub(crate) name: String,
+    /// The network key rules see (`198.51.100.0/24`).
+    pub(crate) network: String,
+    /// The rule DNS picked.
+    pub(crate) rule: String,
+    /// Its environment.
+    pub(crate) environment: String,
+    /// A records answered.
+    pub(crate) a: Vec<String>,
+    /// AAAA records answered.
+    pub(crate) aaaa: Vec<String>,
+    /// Their TTL.
+    pub(crate) ttl: Option<u32>,
+    /// The ECS scope an answer to a query with ECS would carry.
+    pub(crate) ecs_scope: u8,
+}
+
+/// Explains `query` against `snap`. Fails for an unknown service, naming
+/// the known ones.
+pub(crate) fn explain(snap: &Snapshot, query: &Query) -> anyhow::Result<Explanation> {
+    let Some(document) = Document::build(snap, &query.service, &query.asker) else {
+        let known: Vec<&str> = snap
+            .routing
+            .services
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        anyhow::bail!(
+            "no service named '{}' (known: {})",
+            query.service,
+            known.join(", ")
+        );
+    };
+    let svc = snap
+        .routing
+        .service(&query.service)
+        .expect("document built");
+    let src = query.asker.addr.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let net = Network::new(src, None);
+    let (decision, scope) = decide_for_network(svc, &net);
+    let rule = &svc.rules[decision.rule];
+    let dns = svc
+        .hostnames
+        .iter()
+        .map(|h| {
+            let (a, aaaa, ttl) = ask(snap, h, src);
+            DnsExplanation {
+                name: h.to_string(),
+                network: String::from_utf8_lossy(net.key()).into_owned(),
+                rule: rule.name.clone(),
+                environment: snap.routing.environments[rule.environment].name.clone(),
+                a,
+                aaaa,
+                ttl,
+                ecs_scope: scope,
+            }
+        })
+        .collect();
+    Ok(Explanation { document, dns })
+}
+
+/// Asks the real answering code for `name` A and AAAA, as a resolver at
+/// `src` would.
+fn ask(snap: &Snapshot, name: &Name, src: IpAddr) -> (Vec<String>, Vec<String>, Option<u32>) {
+    let mut addrs = [Vec::new(), Vec::new()];
+    let mut ttl = None;
+    for (k, qtype) in [types::A, types::AAAA].into_iter().enumerate() {
+        let mut q = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(name.wire());
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&1u16.to_be_bytes());
+        let mut out = Vec::new();
+        respond(snap, &q, src, Transport::Udp, &mut out);
+        for (rtype, t, rdata) in answer_records(&out).unwrap_or_default() {
+            ttl = Some(t);
+            if matches!(rtype, types::A | types::AAAA)
+                && let Some(ip) = rdata_to_ip(&rdata)
+            {
+                addrs[k].push(ip.to_string());
+            }
+        }
+    }
+    let [a, aaaa] = addrs;
+    (a, aaaa, ttl)
+}
+
+impl Explanation {
+    /// The text `explain` prints: `from` names the source, `sdk_version`
+    /// is the version as given.
+    pub(crate) fn render(&self, from: &str, sdk_version: &str) -> String {
+        let d = &self.document;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "service {} at revision {} ({} SDK {})",
+            d.service, d.revision, from, sdk_version
+        );
+        let _ = writeln!(
+            out,
+            "HTTP: rule '{}' -> environment {} ({}), realm {} epoch {}",
+            d.rule, d.environment, d.backend_version, d.auth.realm, d.auth.epoch
+        );
+        let _ = writeln!(
+            out,
+            "      update: required={} recommended={} min={} latest={}; maintenance: {}",
+            d.update.required,
+            d.update.recommended,
+            d.update.min_version.as_deref().unwrap_or("-"),
+            d.update.latest_version.as_deref().unwrap_or("-"),
+            if d.maintenance.active { "active" } else { "no" }
+        );
+        for x in &self.dns {
+            let mut addrs = x.a.clone();
+            addrs.extend(x.aaaa.iter().cloned());
+            let _ = writeln!(
+                out,
+                "DNS:  {} from {}: rule '{}' -> {} [{}] ttl {} (ECS scope {})",
+                x.name,
+                x.network,
+                x.rule,
+                x.environment,
+                addrs.join(", "),
+                x.ttl.map_or("-".into(), |t| t.to_string()),
+                x.ecs_scope
+            );
+        }
+        let _ = writeln!(
+            out,
+            "document:\n{}",
+            serde_json::to_string_pretty(d).expect("serializable")
+        );
+        out
+    }
+}

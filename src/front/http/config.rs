@@ -1,0 +1,250 @@
+//! `GET /v1/config/{service}`: the SDK config document, with ETag, 304 and
+//! long-poll (`wait`), answered as soon as this client's document changes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{MAX_ID_BYTES, MAX_WAIT_S, error};
+use crate::config::routing::Platform;
+use crate::document::{Asker, Document};
+use crate::metrics::ConfigLabels;
+use crate::serve::shared::Shared;
+
+/// The parsed query parameters of a config request.
+struct ConfigParams {
+    asker: Asker,
+    wait: Option<u64>,
+}
+
+/// Parses and validates the query string. Unknown parameters are ignored;
+/// for a repeated parameter the first wins.
+fn parse_params(
+    raw: Option<&str>,
+    addr: Option<std::net::IpAddr>,
+) -> Result<ConfigParams, Response> {
+    let bad = |p: &str, m: String| error(StatusCode::BAD_REQUEST, "invalid_parameter", Some(p), m);
+    let (mut sdk, mut client_id, mut platform, mut app_id, mut wait) =
+        (None, None, None, None, None);
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        let slot = match k.as_ref() {
+            "sdk_version" => &mut sdk,
+            "client_id" => &mut client_id,
+            "platform" => &mut platform,
+            "app_id" => &mut app_id,
+            "wait" => &mut wait,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(v.into_owned());
+        }
+    }
+    let sdk = sdk.ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "missing_parameter",
+            Some("sdk_version"),
+            "sdk_version is required, e.g. ?sdk_version=1.0.0",
+        )
+    })?;
+    let sdk_version = semver::Version::parse(sdk.trim()).map_err(|e| {
+        bad(
+            "sdk_version",
+            format!("'{}' is not a SemVer 2.0 version: {e}", truncate(&sdk)),
+        )
+    })?;
+    for (name, v) in [("client_id", &client_id), ("app_id", &app_id)] {
+        if let Some(v) = v {
+            if v.is_empty() || v.len() > MAX_ID_BYTES {
+                return Err(bad(
+                    name,
+                    format!("{name} must be 1 to {MAX_ID_BYTES} bytes"),
+                ));
+            }
+        }
+    }
+    let platform = match platform {
+        None => None,
+        Some(p) => Some(Platform::parse(&p).ok_or_else(|| {
+            bad(
+                "platform",
+                format!(
+                    "unknown platform '{}': use android, ios, web or other",
+                    truncate(&p)
+                ),
+            )
+        })?),
+    };
+    let wait = match wait {
+        None => None,
+        Some(w) => match w.parse::<u64>() {
+            Ok(n) if n <= MAX_WAIT_S => Some(n),
+            _ => {
+                return Err(bad(
+                    "wait",
+                    format!("wait must be a whole number of seconds from 0 to {MAX_WAIT_S}"),
+                ));
+            }
+        },
+    };
+    Ok(ConfigParams {
+        asker: Asker {
+            sdk_version,
+            client_id,
+            platform,
+            app_id,
+            addr,
+        },
+        wait,
+    })
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// True when an If-None-Match header value matches `etag`.
+fn etag_matches(inm: &str, etag: &str) -> bool {
+    inm.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
+}
+
+fn document_response(body: Vec<u8>, etag: &str) -> Response {
+    let mut resp = Response::new(axum::body::Body::from(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::ETAG, HeaderValue::from_str(etag).expect("hex etag"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    resp
+}
+
+fn not_modified(etag: &str) -> Response {
+    let mut resp = StatusCode::NOT_MODIFIED.into_response();
+    resp.headers_mut()
+        .insert(header::ETAG, HeaderValue::from_str(etag).expect("hex etag"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    resp
+}
+
+fn unknown_service(service: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "unknown_service",
+        None,
+        format!("no service named '{}'", truncate(service)),
+    )
+}
+
+/// `GET /v1/config/{service}`.
+pub(crate) async fn config(
+    State(shared): State<Arc<Shared>>,
+    Path(service): Path<String>,
+    RawQuery(query): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let addr = Some(peer.ip());
+    let params = match parse_params(query.as_deref(), addr) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if !shared.is_ready() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            None,
+            "no configuration loaded yet; retry shortly",
+        );
+    }
+    let inm = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    // Nothing else of the request is needed: keep long-polls small.
+    drop(headers);
+    drop(query);
+    // Subscribe before reading the snapshot so no publish is missed.
+    let mut changes = shared.subscribe();
+    let snap = shared.snapshot();
+    let Some(doc) = Document::build(&snap, &service, &params.asker) else {
+        return unknown_service(&service);
+    };
+    let (body, etag) = doc.encode();
+    if let Some(id) = &params.asker.client_id {
+        let mut v = params.asker.sdk_version.clone();
+        v.build = semver::BuildMetadata::EMPTY;
+        shared.census.record(
+            id,
+            &v.to_string(),
+            params.asker.app_id.as_deref(),
+            &doc.environment,
+        );
+    }
+    let count = |doc: &Document| {
+        let labels = ConfigLabels {
+            service: doc.service.clone(),
+            environment: doc.environment.clone(),
+            rule: doc.rule.clone(),
+            sdk_major: params.asker.sdk_version.major.min(1000).to_string(),
+        };
+        shared.metrics.config_requests.get_or_create(&labels).inc();
+    };
+    let Some(inm) = inm.filter(|i| etag_matches(i, &etag)) else {
+        count(&doc);
+        return document_response(body, &etag);
+    };
+    let Some(wait) = params.wait.filter(|w| *w > 0) else {
+        return not_modified(&etag);
+    };
+    drop((doc, body, snap));
+    // Long-poll: answer as soon as this client's document changes.
+    shared.metrics.long_polls.inc();
+    let _guard = scopeguard(|| {
+        shared.metrics.long_polls.dec();
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    loop {
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {
+                let snap = shared.snapshot();
+                let Some(doc) = Document::build(&snap, &service, &params.asker) else {
+                    return unknown_service(&service);
+                };
+                let (body, new_etag) = doc.encode();
+                if !etag_matches(&inm, &new_etag) {
+                    count(&doc);
+                    return document_response(body, &new_etag);
+                }
+            }
+            // Shutdown (sender gone) or timeout: nothing changed for this client.
+            Ok(Err(_)) | Err(_) => return not_modified(&etag),
+        }
+    }
+}
+
+/// Runs `f` when dropped (also when the client goes away mid-poll).
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}

@@ -1,0 +1,59 @@
+//! Health, readiness, metrics and the census endpoint.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::serve::shared::Shared;
+
+/// `GET /healthz`: the process is up.
+pub(crate) async fn healthz() -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        "{\"status\":\"ok\"}\n",
+    )
+}
+
+/// `GET /readyz`: a snapshot is live (its revision, source and age).
+pub(crate) async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if !shared.is_ready() {
+        let body = json!({ "revision": null, "source": null, "age_s": null, "etcd": shared.etcd_state(), "error": "no snapshot loaded yet" });
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
+    let snap = shared.snapshot();
+    let age = SystemTime::now()
+        .duration_since(snap.published)
+        .unwrap_or_default()
+        .as_secs();
+    let body = json!({
+        "revision": snap.revision,
+        "source": snap.kind.as_str(),
+        "age_s": age,
+        // null in file mode, which has no etcd connection.
+        "etcd": shared.etcd_state(),
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text.
+pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    shared.metrics.set_census(&shared.census.estimates());
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        shared.metrics.render(),
+    )
+}
+
+/// `GET /census`: this edge's mergeable sketches.
+pub(crate) async fn census(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(shared.census.export()).into_response()
+}

@@ -1,0 +1,95 @@
+//! `vdh-edge apply FILE`: make the prefix hold a state file.
+
+use anyhow::{Context, anyhow};
+
+use super::preview::prepare;
+use super::write::{Change, write_plan};
+use super::{UsageError, require_etcd};
+use crate::cli::ApplyArgs;
+use crate::config::keyed::{self, entries_from_raw};
+use crate::config::snapshot::{self, Inputs, SavedSerials, SourceKind};
+use crate::error::Invalid;
+use crate::etcd::plan::plan;
+use crate::etcd::prefix::read_with_retry;
+
+/// `vdh-edge apply FILE`.
+pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
+    let cfg = require_etcd(&args.source, "apply")?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("{}: cannot read", args.file.display()))?;
+    let raw = crate::config::state::from_yaml(&text).map_err(|e| {
+        let at = e.line.map_or(String::new(), |l| format!(":{l}"));
+        Invalid(vec![format!("{}{at}: {}", args.file.display(), e.message)])
+    })?;
+    let mut client = cfg.connect().await?;
+    let current = read_with_retry(&mut client, &cfg, args.base_revision.unwrap_or(0)).await?;
+    let mut desired = entries_from_raw(&raw);
+    let mut owned = vec![keyed::ENVIRONMENTS, keyed::SERVICES, keyed::ALLOW_EMPTY];
+    let zdir = args.source.zones_dir();
+    if args.upload_zones {
+        let dir = zdir.clone().ok_or_else(|| {
+            UsageError(format!(
+                "--upload-zones: {} is not a folder",
+                args.source.zones.display()
+            ))
+        })?;
+        let files = crate::source::FileSource {
+            zones_dir: dir,
+            state_file: None,
+        }
+        .read(0)
+        .map_err(Invalid::from)?;
+        for z in files.zones {
+            desired.insert(format!("{}{}", keyed::ZONES, z.origin.to_lower()), z.text);
+        }
+        owned.push(keyed::ZONES);
+    }
+    let p = plan(&current, &desired, &owned);
+    // Validate what the edges would see, with file errors named by file.
+    let prepared = prepare(&cfg, zdir.as_ref(), &current, &p);
+    if let Err(e) = &prepared {
+        // Re-run the file-based validation for line numbers when possible.
+        let inputs = Inputs {
+            zones: crate::etcd::watch::inputs_from(&cfg, zdir.as_ref(), &current, SourceKind::Etcd)
+                .map(|i| i.zones)
+                .unwrap_or_default(),
+            state_source: args.file.display().to_string(),
+            state_text: text.clone(),
+            keyed: None,
+            revision: 0,
+            kind: SourceKind::File,
+        };
+        if let Err(errors) = snapshot::compile(&inputs, None, &SavedSerials::default()) {
+            return Err(Invalid::from(errors).into());
+        }
+        return Err(anyhow!("{e}"));
+    }
+    let prepared = prepared?;
+    if p.ops.is_empty() {
+        return Ok(format!(
+            "nothing to change: {} already holds this state (revision {})",
+            cfg.dir(),
+            current.revision
+        ));
+    }
+    if args.dry_run {
+        let mut lines = p.summary_lines(&current);
+        let n = lines.len();
+        lines.extend(prepared.lines.iter().cloned());
+        return Ok(format!(
+            "dry run: {n} key(s) would change at revision {}\n  {}",
+            current.revision,
+            lines.join("\n  ")
+        ));
+    }
+    let change = Change {
+        current: &current,
+        plan: &p,
+        prepared: &prepared,
+        what: format!("apply {}", args.file.display()),
+    };
+    match write_plan(&mut client, &cfg, change, &args.write).await? {
+        Some(rev) => Ok(format!("applied: revision {rev}")),
+        None => Ok(String::new()),
+    }
+}

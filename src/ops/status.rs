@@ -1,0 +1,243 @@
+//! `vdh-edge status`: the prefix, the live edges, the last rejection, the
+//! drain and the census union, read first and rendered apart.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::history::{HistoryEntry, read_history};
+use super::require_etcd;
+use crate::cli::StatusArgs;
+use crate::etcd::EtcdConfig;
+use crate::etcd::meta::{self, Drain};
+use crate::etcd::registry::{EdgeRecord, RejectionRecord};
+
+/// What `status` reports.
+#[derive(Debug, Serialize)]
+pub(crate) struct Status {
+    /// `<prefix>/`.
+    pub(crate) prefix: String,
+    /// etcd's current revision.
+    pub(crate) revision: i64,
+    /// The newest revision that wrote under the prefix: what edges should serve.
+    pub(crate) prefix_revision: i64,
+    /// When the last vdh-edge change was written, and its age in seconds.
+    pub(crate) last_change: Option<HistoryEntry>,
+    /// Seconds since the last change (by the writer's clock).
+    pub(crate) last_change_age_s: Option<u64>,
+    /// `meta/scheme` as written.
+    pub(crate) scheme: Option<serde_json::Value>,
+    /// The live edges' registrations, by edge id.
+    pub(crate) edges: Vec<EdgeRecord>,
+    /// The newest rejection any live edge reports.
+    pub(crate) last_rejection: Option<(String, RejectionRecord)>,
+    /// The oldest revision `rollback --to-revision` can restore.
+    pub(crate) oldest_revision: i64,
+    /// The last repoint of a shared hostname and how long it drains.
+    pub(crate) drain: Option<Drain>,
+    /// Seconds the drain has left (0 when over).
+    pub(crate) drain_remaining_s: u64,
+    /// Distinct clients across the live edges: window → dimension → value.
+    pub(crate) census: BTreeMap<String, BTreeMap<String, BTreeMap<String, f64>>>,
+    /// How many edges answered `/census`.
+    pub(crate) census_edges: usize,
+}
+
+/// GETs a path from an edge's HTTP address; returns the body of a 200.
+async fn http_get(addr: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8(buf).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(3), fut)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Reads everything `status` shows.
+pub(crate) async fn read_status(
+    client: &mut etcd_client::Client,
+    cfg: &EtcdConfig,
+) -> anyhow::Result<Status> {
+    let current = crate::etcd::prefix::read_with_retry(client, cfg, 0).await?;
+    let (hist, _) = read_history(client, cfg, 1).await?;
+    let last_change = hist.into_iter().next();
+    let age = last_change
+        .as_ref()
+        .and_then(|h| crate::util::parse_rfc3339(&h.change.time))
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .map(|d| d.as_secs());
+    let scheme = current
+        .entries
+        .get(meta::SCHEME)
+        .and_then(|e| serde_json::from_str(&e.value).ok());
+    let resp = client
+        .get(
+            cfg.edges_dir(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await?;
+    let mut edges: Vec<EdgeRecord> = resp
+        .kvs()
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+        .collect();
+    edges.sort_by(|a, b| a.edge.cmp(&b.edge));
+    let last_rejection = edges
+        .iter()
+        .filter_map(|e| e.last_rejection.clone().map(|r| (e.edge.clone(), r)))
+        .max_by(|a, b| a.1.at.cmp(&b.1.at));
+    let oldest_revision = crate::etcd::prefix::oldest_revision(client, cfg).await?;
+    let drain: Option<Drain> = current
+        .entries
+        .get(meta::DRAIN)
+        .and_then(|e| serde_json::from_str(&e.value).ok());
+    let drain_remaining_s = drain.as_ref().map_or(0, Drain::remaining_s);
+    let mut exports = Vec::new();
+    for e in &edges {
+        if let Some(body) = http_get(&e.http, "/census").await
+            && let Ok(x) = serde_json::from_str::<crate::census::CensusExport>(&body)
+        {
+            exports.push(x);
+        }
+    }
+    let census = crate::census::union_estimates(&exports);
+    let prefix_revision = current
+        .entries
+        .values()
+        .map(|e| e.mod_revision)
+        .max()
+        .unwrap_or(0);
+    Ok(Status {
+        prefix: cfg.dir(),
+        revision: current.revision,
+        prefix_revision,
+        last_change,
+        last_change_age_s: age,
+        scheme,
+        edges,
+        last_rejection,
+        oldest_revision,
+        drain,
+        drain_remaining_s,
+        census,
+        census_edges: exports.len(),
+    })
+}
+
+/// `vdh-edge status`.
+pub(crate) async fn status(args: &StatusArgs) -> anyhow::Result<String> {
+    let cfg = require_etcd(&args.source, "status")?;
+    let mut client = cfg.connect().await?;
+    let s = read_status(&mut client, &cfg).await?;
+    if args.json {
+        return Ok(serde_json::to_string_pretty(&s).expect("serializable"));
+    }
+    Ok(s.render())
+}
+
+impl Status {
+    /// The text `status` prints.
+    pub(crate) fn render(&self) -> String {
+        let s = self;
+        let mut out = String::new();
+        out.push_str(&format!(
+            "prefix {}  live revision {} (etcd at {})\n",
+            s.prefix, s.prefix_revision, s.revision
+        ));
+        match &s.last_change {
+            Some(h) => out.push_str(&format!(
+                "last change: revision {} at {} ({} s ago) by {}@{}: {}\n",
+                h.revision,
+                h.change.time,
+                s.last_change_age_s.unwrap_or(0),
+                h.change.user,
+                h.change.host,
+                h.change.summary
+            )),
+            None => out.push_str("last change: none recorded by vdh-edge\n"),
+        }
+        if let Some(sc) = &s.scheme {
+            out.push_str(&format!("scheme: {sc}\n"));
+        }
+        out.push_str(&format!("edges: {}\n", s.edges.len()));
+        for e in &s.edges {
+            let rejected_newer = e
+                .last_rejection
+                .as_ref()
+                .is_some_and(|r| r.revision as i64 >= s.prefix_revision);
+            let lag = if e.revision as i64 >= s.prefix_revision {
+                String::new()
+            } else if rejected_newer {
+                "  (kept its snapshot: the newer change was rejected)".to_string()
+            } else {
+                format!("  (behind: live is {})", s.prefix_revision)
+            };
+            out.push_str(&format!(
+                "  {}  http {}  dns {}  revision {}  source {}  updated {}{lag}\n",
+                e.edge, e.http, e.dns, e.revision, e.source, e.updated
+            ));
+        }
+        match &s.last_rejection {
+            Some((edge, r)) => {
+                out.push_str(&format!(
+                    "last rejected change: revision {} at {} (reported by {edge}):\n",
+                    r.revision, r.at
+                ));
+                for e in &r.errors {
+                    out.push_str(&format!("  {e}\n"));
+                }
+            }
+            None => out.push_str("last rejected change: none\n"),
+        }
+        out.push_str(&format!(
+            "oldest revision for rollback: {}\n",
+            s.oldest_revision
+        ));
+        if let Some(d) = &s.drain {
+            if s.drain_remaining_s > 0 {
+                out.push_str(&format!(
+                    "drain: {} repointed at {}; at least {} s left (until {}, TTL {} s; resolvers with TTL floors and long-lived connections can hold longer)\n",
+                    d.names.join(", "),
+                    d.changed_at,
+                    s.drain_remaining_s,
+                    d.until,
+                    d.max_ttl
+                ));
+            } else {
+                out.push_str(&format!(
+                    "drain: {} repointed at {}; drained since {} (lower bound)\n",
+                    d.names.join(", "),
+                    d.changed_at,
+                    d.until
+                ));
+            }
+        }
+        out.push_str(&format!(
+            "census (distinct clients, {} of {} edges answered):\n",
+            s.census_edges,
+            s.edges.len()
+        ));
+        for (window, dims) in &s.census {
+            for (dim, values) in dims {
+                let v: Vec<String> = values.iter().map(|(k, n)| format!("{k}={n:.0}")).collect();
+                out.push_str(&format!(
+                    "  last {window:<4} by {dim:<12} {}\n",
+                    v.join("  ")
+                ));
+            }
+        }
+        out
+    }
+}

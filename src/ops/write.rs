@@ -1,0 +1,84 @@
+//! Writing a plan: show it, refuse what needs `--force`, ask, commit.
+
+use anyhow::anyhow;
+
+use super::confirm::confirm;
+use super::preview::Prepared;
+use crate::cli::WriteArgs;
+use crate::etcd::meta::ChangeRecord;
+use crate::etcd::plan::{Guard, Plan};
+use crate::etcd::{EtcdConfig, EtcdError, PrefixState};
+
+/// One change ready to be written.
+pub(crate) struct Change<'a> {
+    /// The prefix as read.
+    pub(crate) current: &'a PrefixState,
+    /// The keys to write.
+    pub(crate) plan: &'a Plan,
+    /// The preview and the extra `meta/` keys.
+    pub(crate) prepared: &'a Prepared,
+    /// What the change is, for `meta/change` (`apply state.yaml`).
+    pub(crate) what: String,
+}
+
+/// Writes a change after showing it and asking; returns the new revision,
+/// or `None` when the operator said no.
+pub(crate) async fn write_plan(
+    client: &mut etcd_client::Client,
+    cfg: &EtcdConfig,
+    change: Change<'_>,
+    write: &WriteArgs,
+) -> anyhow::Result<Option<i64>> {
+    let Change {
+        current,
+        plan,
+        prepared,
+        what,
+    } = change;
+    let lines = plan.summary_lines(current);
+    eprintln!(
+        "{} at revision {}: {} key(s) change",
+        cfg.dir(),
+        current.revision,
+        lines.len()
+    );
+    for l in lines.iter().chain(prepared.lines.iter()) {
+        eprintln!("  {l}");
+    }
+    if let Some(r) = &prepared.refusal
+        && !write.force
+    {
+        return Err(anyhow!("refused: {r}"));
+    }
+    if !confirm(write, "write this change?")? {
+        eprintln!("nothing written");
+        return Ok(None);
+    }
+    let record = ChangeRecord::now(&command_line(), format!("{what}: {}", lines.join(", ")));
+    match plan
+        .commit_with_retry(
+            client,
+            cfg,
+            &record,
+            &prepared.extra,
+            Guard::from_force(write.force),
+        )
+        .await
+    {
+        Ok(rev) => Ok(Some(rev)),
+        Err(EtcdError::Conflict) => Err(anyhow!(
+            "refused: etcd changed since revision {} (another writer, or a key read was changed or deleted); nothing was written. Run again to apply on top of the new state, or add --force",
+            current.revision
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// This process's command line without secrets, for `meta/change`.
+fn command_line() -> String {
+    std::env::args()
+        .skip(1)
+        .filter(|a| !a.contains("password"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,296 @@
+//! `vdh-edge serve`: start-up in named steps, the reload loop ([`reload`]),
+//! the state the fronts share ([`shared`]) and the cache folder
+//! ([`cache`]).
+//!
+//! Start-up order: load the first snapshot (files must be valid; etcd may
+//! be down, then the cache or nothing), spawn the source and the reload
+//! loop, bind every socket and log its address, spawn the fronts, register
+//! the edge, then wait for a signal and drain within a grace period.
+
+pub(crate) mod cache;
+pub(crate) mod reload;
+pub(crate) mod shared;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cli::{ServeArgs, SourceArgs};
+use crate::config::snapshot::SourceKind;
+use crate::error::Invalid;
+use crate::etcd::{EtcdConfig, EtcdSource, PrefixState};
+use crate::source::StateEvent;
+use cache::CacheDir;
+use shared::{EtcdState, Shared};
+
+/// Binds UDP (one `SO_REUSEPORT` socket per worker) and TCP on the same
+/// address; with port 0 both get one port.
+pub(crate) async fn bind_dns(
+    addr: SocketAddr,
+    workers: usize,
+) -> anyhow::Result<(Vec<std::net::UdpSocket>, TcpListener)> {
+    for _ in 0..20 {
+        let udp = crate::front::dns::udp::bind(addr, workers)
+            .with_context(|| format!("binding DNS UDP on {addr}"))?;
+        let local = udp[0].local_addr()?;
+        match TcpListener::bind(local).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 => {
+                warn!(error = %e, "TCP port taken; trying another");
+            }
+            Err(e) => return Err(e).with_context(|| format!("binding DNS TCP on {local}")),
+        }
+    }
+    bail!("could not bind UDP and TCP on one port")
+}
+
+/// The sockets of one edge, bound before anything is served.
+struct Listeners {
+    udp: Vec<std::net::UdpSocket>,
+    tcp: TcpListener,
+    http: TcpListener,
+}
+
+/// `vdh-edge serve`: runs until SIGINT or SIGTERM.
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    match crate::util::raise_nofile_limit() {
+        Ok(n) => info!(limit = n, "open-file limit"),
+        Err(error) => warn!(%error, "could not raise the open-file limit"),
+    }
+    let mut shared = Shared::with_census(
+        Duration::from_secs(args.census_hour.max(4)),
+        Duration::from_secs(args.census_day.max(6)),
+    );
+    shared.answer_cache = !args.no_answer_cache;
+    let shared = Arc::new(shared);
+    let cache = CacheDir::new(args.cache_dir.clone());
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let (tx, rx) = mpsc::channel(16);
+    let etcd = start_source(&args.source, &shared, &cache, tx, &shutdown, &mut tasks).await?;
+    tasks.spawn(reload::run(rx, shared.clone(), cache, shutdown.clone()));
+    let listeners = bind(&args).await?;
+    let dns_addr = listeners.udp[0].local_addr()?;
+    let http_addr = listeners.http.local_addr()?;
+    spawn_chores(&shared, &shutdown, &mut tasks);
+    if let Some((cfg, client)) = etcd {
+        let edge_id = args
+            .edge_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", crate::util::hostname(), http_addr.port()));
+        tasks.spawn(crate::etcd::registry::register(
+            cfg,
+            client,
+            crate::etcd::registry::Edge {
+                id: edge_id,
+                http: http_addr.to_string(),
+                dns: dns_addr.to_string(),
+            },
+            shared.clone(),
+            shutdown.clone(),
+        ));
+    }
+    spawn_fronts(listeners, &shared, &shutdown, &mut tasks)?;
+    wait_for_signal().await;
+    info!("shutting down");
+    shutdown.cancel();
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    tokio::select! {
+        () = drain => {}
+        () = tokio::time::sleep(Duration::from_secs(5)) => warn!("grace period over; exiting"),
+        () = wait_for_signal() => warn!("second signal; exiting now"),
+    }
+    Ok(())
+}
+
+/// Loads the first snapshot and spawns the task that keeps watching the
+/// source. Returns the etcd settings and client in etcd mode (for the edge
+/// registry).
+async fn start_source(
+    args: &SourceArgs,
+    shared: &Arc<Shared>,
+    cache: &CacheDir,
+    tx: mpsc::Sender<StateEvent>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<Option<(EtcdConfig, etcd_client::Client)>> {
+    let Some(cfg) = args.etcd_config() else {
+        let src = args.file_source()?;
+        // Watch first, so a change made while we load is not missed.
+        let watch = src.clone().start_watch()?;
+        // The first snapshot must be valid: refuse to start on bad files.
+        let inputs = src.read(1).map_err(Invalid::from)?;
+        reload::apply(shared, &inputs, cache).map_err(Invalid::from)?;
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) = watch.run(tx, 1, shutdown).await {
+                warn!(%error, "file watcher failed; changes will not be picked up");
+            }
+        });
+        return Ok(None);
+    };
+    let client = cfg.connect().await?;
+    let mut source = EtcdSource {
+        cfg: cfg.clone(),
+        zones_dir: args.zones_dir(),
+        client: client.clone(),
+    };
+    let start = first_etcd_snapshot(&mut source, shared, cache).await;
+    let (shared, shutdown) = (shared.clone(), shutdown.clone());
+    tasks.spawn(async move { source.run(start, tx, shared, shutdown).await });
+    Ok(Some((cfg, client)))
+}
+
+/// Publishes the first snapshot in etcd mode: from etcd when it answers
+/// with a valid state, otherwise from the last-known-good cache, otherwise
+/// none (not ready until etcd gives a valid state). Never fails over bad or
+/// missing data. Returns the prefix to watch from when it was published.
+async fn first_etcd_snapshot(
+    source: &mut EtcdSource,
+    shared: &Shared,
+    cache: &CacheDir,
+) -> Option<PrefixState> {
+    shared.set_etcd(EtcdState::Down);
+    let first = match tokio::time::timeout(Duration::from_secs(3), source.read()).await {
+        Ok(Ok(p)) => {
+            shared.set_etcd(EtcdState::Up);
+            Some(p)
+        }
+        Ok(Err(error)) => {
+            warn!(%error, "etcd unavailable at start");
+            None
+        }
+        Err(_) => {
+            warn!("etcd did not answer within 3 s at start");
+            None
+        }
+    };
+    if let Some(p) = &first
+        && let Ok(inputs) = source.inputs(p, SourceKind::Etcd)
+        && reload::apply(shared, &inputs, cache).is_ok()
+    {
+        return first;
+    }
+    // An invalid etcd state is watched from scratch: the next valid
+    // revision replaces whatever the cache gives now.
+    match cache.load_prefix(&source.cfg.prefix) {
+        Some(cached) => match source
+            .inputs(&cached, SourceKind::Cache)
+            .and_then(|i| reload::apply(shared, &i, cache))
+        {
+            Ok(s) => warn!(
+                revision = s.revision,
+                "serving the last-known-good state from the cache"
+            ),
+            Err(errors) => warn!(errors = errors.len(), "the cached state is not usable"),
+        },
+        None => warn!("no usable state yet (etcd down or invalid, no cache); not ready, retrying"),
+    }
+    None
+}
+
+/// Binds DNS (UDP and TCP) and HTTP, and logs each bound address (tests
+/// and operators read these lines to learn ports given as 0).
+async fn bind(args: &ServeArgs) -> anyhow::Result<Listeners> {
+    let workers = args
+        .udp_workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+        .max(1);
+    let (udp, tcp) = bind_dns(args.dns, workers).await?;
+    info!(protocol = "udp", address = %udp[0].local_addr()?, workers, "listening");
+    info!(protocol = "tcp", address = %tcp.local_addr()?, "listening");
+    let http = TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("binding HTTP on {}", args.http))?;
+    info!(protocol = "http", address = %http.local_addr()?, "listening");
+    Ok(Listeners { udp, tcp, http })
+}
+
+/// Background chores: log when the first snapshot is live, and give freed
+/// heap pages back to the kernel now and then.
+fn spawn_chores(shared: &Arc<Shared>, shutdown: &CancellationToken, tasks: &mut JoinSet<()>) {
+    let first = shared.clone();
+    let mut changes = first.subscribe();
+    tasks.spawn(async move {
+        while !first.is_ready() {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+        let snap = first.snapshot();
+        info!(
+            revision = snap.revision,
+            source = snap.kind.as_str(),
+            zones = snap.zones.len(),
+            "first snapshot live"
+        );
+    });
+    // After a burst of connections glibc keeps freed pages resident.
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    // SAFETY: malloc_trim only releases free memory.
+                    unsafe { libc::malloc_trim(0) };
+                }
+                () = shutdown.cancelled() => return,
+            }
+        }
+    });
+}
+
+/// Starts the UDP threads, the TCP loop and the HTTP server; all stop with
+/// `shutdown`.
+fn spawn_fronts(
+    listeners: Listeners,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    let udp_stop = Arc::new(AtomicBool::new(false));
+    let udp_threads =
+        crate::front::dns::udp::spawn(listeners.udp, shared.clone(), udp_stop.clone())?;
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        stop.cancelled().await;
+        udp_stop.store(true, Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in udp_threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    });
+    tasks.spawn(crate::front::dns::tcp::run(
+        listeners.tcp,
+        shared.clone(),
+        shutdown.clone(),
+    ));
+    let (shared, shutdown) = (shared.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        if let Err(error) = crate::front::http::run(listeners.http, shared, shutdown).await {
+            warn!(%error, "http server failed");
+        }
+    });
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

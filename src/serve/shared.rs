@@ -1,0 +1,150 @@
+//! State shared by the fronts and the reload loop: the live snapshot,
+//! readiness, metrics and the last rejected change.
+//!
+//! Only [`super::reload`] calls [`Shared::publish`]; the fronts only read.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::census::Census;
+use crate::config::snapshot::Snapshot;
+use crate::metrics::Metrics;
+
+/// A candidate configuration that was refused.
+#[derive(Debug, Clone)]
+pub(crate) struct Rejection {
+    /// When it was refused.
+    pub(crate) at: SystemTime,
+    /// The source revision refused.
+    pub(crate) revision: u64,
+    /// Every error, as `file:line: message` or `key: message`.
+    pub(crate) errors: Vec<String>,
+}
+
+/// The etcd connection as readiness and metrics report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum EtcdState {
+    /// File mode: no etcd.
+    NotConfigured = 0,
+    /// The watch is healthy.
+    Up = 1,
+    /// etcd cannot be reached (serving the last snapshot).
+    Down = 2,
+}
+
+impl EtcdState {
+    fn from_u8(v: u8) -> EtcdState {
+        match v {
+            1 => EtcdState::Up,
+            2 => EtcdState::Down,
+            _ => EtcdState::NotConfigured,
+        }
+    }
+}
+
+/// Everything the fronts read and the reload loop writes: the live
+/// snapshot, readiness, the etcd state, metrics, the census and the last
+/// rejected change. One per process, behind an `Arc`.
+pub(crate) struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    /// Tells long-polls that a new snapshot was published (its revision).
+    published: tokio::sync::watch::Sender<u64>,
+    ready: AtomicBool,
+    /// An [`EtcdState`].
+    etcd: AtomicU8,
+    /// Prometheus metrics.
+    pub(crate) metrics: Metrics,
+    /// The last refused change (reported by `/readyz`'s neighbours and the
+    /// edge registry); written only on a rejection.
+    pub(crate) last_rejection: Mutex<Option<Rejection>>,
+    /// Distinct clients seen by this edge.
+    pub(crate) census: Census,
+    /// Reuse whole UDP answers that do not depend on the client.
+    pub(crate) answer_cache: bool,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shared {
+    /// With census windows of an hour and a day.
+    pub(crate) fn new() -> Shared {
+        Self::with_census(
+            std::time::Duration::from_secs(3600),
+            std::time::Duration::from_secs(86_400),
+        )
+    }
+
+    /// With census windows of the given lengths.
+    pub(crate) fn with_census(hour: std::time::Duration, day: std::time::Duration) -> Shared {
+        Shared {
+            census: Census::new(hour, day),
+            answer_cache: true,
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            published: tokio::sync::watch::Sender::new(0),
+            ready: AtomicBool::new(false),
+            etcd: AtomicU8::new(EtcdState::NotConfigured as u8),
+            metrics: Metrics::new(),
+            last_rejection: Mutex::new(None),
+        }
+    }
+
+    /// The live snapshot. Take it once per request so one snapshot answers.
+    #[inline]
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Records whether the etcd watch is healthy (readiness and metrics).
+    pub(crate) fn set_etcd(&self, state: EtcdState) {
+        self.etcd.store(state as u8, Ordering::Relaxed);
+        self.metrics.etcd_up.set(i64::from(state == EtcdState::Up));
+    }
+
+    /// `Some("up" | "down")` in etcd mode, `None` otherwise.
+    pub(crate) fn etcd_state(&self) -> Option<&'static str> {
+        match EtcdState::from_u8(self.etcd.load(Ordering::Relaxed)) {
+            EtcdState::Up => Some("up"),
+            EtcdState::Down => Some("down"),
+            EtcdState::NotConfigured => None,
+        }
+    }
+
+    /// A per-thread cache of the live snapshot: `load()` costs a pointer
+    /// check, not a reference-count update, while the snapshot is unchanged.
+    pub(crate) fn snapshot_cache(&self) -> arc_swap::Cache<&ArcSwap<Snapshot>, Arc<Snapshot>> {
+        arc_swap::Cache::new(&self.snapshot)
+    }
+
+    /// True once a snapshot has been published.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Makes `snap` the live snapshot (reload only).
+    pub(crate) fn publish(&self, snap: Arc<Snapshot>) {
+        let rev = snap.revision;
+        self.snapshot.store(snap);
+        self.ready.store(true, Ordering::Release);
+        self.metrics.published(rev);
+        self.published.send_replace(rev);
+    }
+
+    /// A receiver that wakes on every publish.
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// Counts and keeps a refused change (reload only).
+    pub(crate) fn reject(&self, r: Rejection) {
+        self.metrics.rejected_changes.inc();
+        *self.last_rejection.lock().expect("not poisoned") = Some(r);
+    }
+}
