@@ -1,4 +1,8 @@
 //! Command-line interface (clap derive).
+//!
+//! The doc comments of arguments are their `--help` text, written for a
+//! terminal rather than for rustdoc.
+#![allow(rustdoc::invalid_html_tags)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,7 +23,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Serve DNS and HTTP from the configured source.
     Serve(ServeArgs),
@@ -43,7 +49,9 @@ pub enum Command {
     Scheme(SchemeCommand),
 }
 
+/// The `scheme` subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum SchemeCommand {
     /// The schemes and their phases.
     List(SchemeListArgs),
@@ -226,7 +234,7 @@ pub struct SourceArgs {
 
 impl SourceArgs {
     /// The etcd settings, when `--etcd` was given.
-    pub fn etcd_config(&self) -> Option<crate::etcd::EtcdConfig> {
+    pub(crate) fn etcd_config(&self) -> Option<crate::etcd::EtcdConfig> {
         if self.etcd.is_empty() {
             return None;
         }
@@ -256,12 +264,12 @@ impl SourceArgs {
 
     /// The zones folder, when it exists (in etcd mode it is optional: zones
     /// may live in etcd).
-    pub fn zones_dir(&self) -> Option<PathBuf> {
+    pub(crate) fn zones_dir(&self) -> Option<PathBuf> {
         self.zones.is_dir().then(|| self.zones.clone())
     }
 
     /// The file source these arguments name; both paths must exist.
-    pub fn file_source(&self) -> anyhow::Result<crate::source::FileSource> {
+    pub(crate) fn file_source(&self) -> anyhow::Result<crate::source::FileSource> {
         if !self.zones.is_dir() {
             anyhow::bail!(
                 "{}: zones folder not found (use --zones DIR)",

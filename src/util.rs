@@ -75,7 +75,7 @@ pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     )
 }
 
-/// Parses the RFC 3339 times [`rfc3339`] writes back to a time.
+/// Parses the RFC 3339 times `rfc3339` writes back to a time.
 pub fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
     let b = s.as_bytes();
     if b.len() < 20 {

@@ -69,9 +69,8 @@ pub(crate) async fn register(
                 continue;
             }
         };
-        let (mut keeper, mut acks) = match client.lease_keep_alive(lease).await {
-            Ok(k) => k,
-            Err(_) => continue,
+        let Ok((mut keeper, mut acks)) = client.lease_keep_alive(lease).await else {
+            continue;
         };
         let mut tick = tokio::time::interval(Duration::from_secs(3));
         loop {

@@ -4,6 +4,9 @@
 //! A leaf: nothing here imports anything else of the crate, so the zone
 //! compiler, the fronts and the tests share one reading of the protocol.
 
+// Wire code: every narrowing cast must be shown to fit.
+#![warn(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
 pub mod name;
 pub mod types;
 pub mod wire;

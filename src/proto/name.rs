@@ -146,7 +146,9 @@ fn push_label(wire: &mut Vec<u8>, label: &[u8], text: &str) -> Result<(), NameEr
     if label.len() > MAX_LABEL_LEN {
         return Err(NameError::LabelTooLong(text.to_string()));
     }
-    wire.push(label.len() as u8);
+    #[allow(clippy::cast_possible_truncation)] // at most 63, checked above
+    let len = label.len() as u8;
+    wire.push(len);
     wire.extend_from_slice(label);
     Ok(())
 }
@@ -182,7 +184,9 @@ pub fn suffix_offsets(wire: &[u8], out: &mut [u8; 128]) -> usize {
     let mut n = 0;
     let mut i = 0;
     while i < wire.len() && wire[i] != 0 {
-        out[n] = i as u8;
+        #[allow(clippy::cast_possible_truncation)] // a wire name is at most 255 bytes
+        let at = i as u8;
+        out[n] = at;
         n += 1;
         i += 1 + wire[i] as usize;
     }

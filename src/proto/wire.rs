@@ -376,7 +376,9 @@ impl<'b> Writer<'b> {
         let mut i = 0;
         while i < name.len() && name[i] != 0 && off + i < 0x4000 {
             if self.nptrs < self.ptrs.len() {
-                self.ptrs[self.nptrs] = (off + i) as u16;
+                #[allow(clippy::cast_possible_truncation)] // below 0x4000, checked above
+                let at = (off + i) as u16;
+                self.ptrs[self.nptrs] = at;
                 self.nptrs += 1;
             }
             i += 1 + name[i] as usize;
@@ -461,6 +463,8 @@ impl<'b> Writer<'b> {
         } else {
             self.buf.extend_from_slice(rdata);
         }
+        // The writer's limit keeps a message (and so any RDATA) under 64 KiB.
+        #[allow(clippy::cast_possible_truncation)]
         let len = (self.buf.len() - len_at - 2) as u16;
         self.buf[len_at..len_at + 2].copy_from_slice(&len.to_be_bytes());
     }
@@ -545,12 +549,15 @@ impl<'b> Writer<'b> {
                 let alen = (cs.source_prefix as usize).div_ceil(8);
                 let olen = 4 + alen;
                 self.buf.extend_from_slice(&OPT_ECS.to_be_bytes());
-                self.buf.extend_from_slice(&(olen as u16).to_be_bytes());
+                #[allow(clippy::cast_possible_truncation)] // 4 + at most 16 address bytes
+                let olen = olen as u16;
+                self.buf.extend_from_slice(&olen.to_be_bytes());
                 self.buf.extend_from_slice(&cs.family.to_be_bytes());
                 self.buf.extend_from_slice(&[cs.source_prefix, scope]);
                 self.buf.extend_from_slice(&cs.addr[..alen]);
             }
         }
+        #[allow(clippy::cast_possible_truncation)] // a few options, far under 64 KiB
         let rdlen = (self.buf.len() - rdlen_at - 2) as u16;
         self.buf[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
         self.add_count(Section::Additional, 1);

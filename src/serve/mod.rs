@@ -258,8 +258,7 @@ fn spawn_fronts(
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
     let udp_stop = Arc::new(AtomicBool::new(false));
-    let udp_threads =
-        crate::front::dns::udp::spawn(listeners.udp, shared.clone(), udp_stop.clone())?;
+    let udp_threads = crate::front::dns::udp::spawn(listeners.udp, shared, &udp_stop)?;
     let stop = shutdown.clone();
     tasks.spawn(async move {
         stop.cancelled().await;

@@ -73,7 +73,7 @@ pub(crate) fn apply(
     let snap = match decide(prev.as_deref(), inputs, &saved) {
         Ok(s) => Arc::new(s),
         Err(errors) => {
-            reject(shared, inputs.revision, errors.clone());
+            reject(shared, inputs.revision, &errors);
             return Err(errors);
         }
     };
@@ -94,8 +94,8 @@ pub(crate) fn apply(
 }
 
 /// Logs, counts and records a refused candidate.
-pub(crate) fn reject(shared: &Shared, revision: u64, errors: Vec<ConfigError>) {
-    for e in &errors {
+pub(crate) fn reject(shared: &Shared, revision: u64, errors: &[ConfigError]) {
+    for e in errors {
         warn!(revision, error = %e, "change rejected");
     }
     warn!(
@@ -136,7 +136,7 @@ pub(crate) async fn run(
         };
         let inputs = match ev {
             StateEvent::Unreadable { revision, errors } => {
-                reject(&shared, revision, errors);
+                reject(&shared, revision, &errors);
                 continue;
             }
             StateEvent::Candidate(inputs) if unchanged(last.as_ref(), &inputs) => continue,

@@ -33,7 +33,7 @@ pub struct FileSource {
     pub state_file: Option<PathBuf>,
 }
 
-fn read_err(path: &Path, e: std::io::Error) -> ConfigError {
+fn read_err(path: &Path, e: &std::io::Error) -> ConfigError {
     ConfigError {
         source: path.display().to_string(),
         line: None,
@@ -47,7 +47,7 @@ impl FileSource {
         let mut errors = Vec::new();
         let mut zones = Vec::new();
         match std::fs::read_dir(&self.zones_dir) {
-            Err(e) => errors.push(read_err(&self.zones_dir, e)),
+            Err(e) => errors.push(read_err(&self.zones_dir, &e)),
             Ok(rd) => {
                 let mut paths: Vec<PathBuf> = rd
                     .filter_map(Result::ok)
@@ -79,7 +79,7 @@ impl FileSource {
                             origin,
                             text,
                         }),
-                        Err(e) => errors.push(read_err(&p, e)),
+                        Err(e) => errors.push(read_err(&p, &e)),
                     }
                 }
             }
@@ -89,7 +89,7 @@ impl FileSource {
             Some(p) => match std::fs::read_to_string(p) {
                 Ok(t) => (p.display().to_string(), t),
                 Err(e) => {
-                    errors.push(read_err(p, e));
+                    errors.push(read_err(p, &e));
                     (p.display().to_string(), String::new())
                 }
             },

@@ -205,7 +205,16 @@ fn bad_requests_get_4xx_json() {
     let long_id = "a".repeat(10_000);
     let id_300 = "b".repeat(300);
     let big_header = "x".repeat(20_000);
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, u16, &str, Option<&str>)> = vec![
+    // (method, target, headers, status, error code, parameter)
+    type Case<'a> = (
+        &'a str,
+        String,
+        Vec<(&'a str, &'a str)>,
+        u16,
+        &'a str,
+        Option<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
         (
             "GET",
             "/v1/config/vdh-api".into(),

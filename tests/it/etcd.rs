@@ -68,7 +68,7 @@ fn edge(endpoints: &str, extra: &[&str]) -> TestServer {
         "--prefix".into(),
         PREFIX.into(),
     ];
-    args.extend(extra.iter().map(std::string::ToString::to_string));
+    args.extend(extra.iter().map(ToString::to_string));
     TestServer::start_with(&args, "protocol=\"http\"")
 }
 

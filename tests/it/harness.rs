@@ -50,7 +50,7 @@ impl TestServer {
             "--state".into(),
             state.display().to_string(),
         ];
-        args.extend(extra.iter().map(std::string::ToString::to_string));
+        args.extend(extra.iter().map(ToString::to_string));
         Self::start_with(&args, "first snapshot live")
     }
 
@@ -82,15 +82,12 @@ impl TestServer {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(l) => l,
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!(
-                        "vdh-edge did not become ready; log:\n{}",
-                        log.lock().unwrap()
-                    );
-                }
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                panic!(
+                    "vdh-edge did not become ready; log:\n{}",
+                    log.lock().unwrap()
+                );
             };
             if line.contains("listening") {
                 if line.contains("protocol=\"udp\"") {

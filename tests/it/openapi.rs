@@ -62,7 +62,7 @@ fn openapi_matches_the_server() {
         "/census",
     ]
     .iter()
-    .map(std::string::ToString::to_string)
+    .map(ToString::to_string)
     .collect();
     assert_eq!(paths, want);
 

@@ -60,7 +60,7 @@ fn edge(ep: &str, prefix: &str, extra: &[&str]) -> TestServer {
         "--prefix".into(),
         prefix.into(),
     ];
-    args.extend(extra.iter().map(std::string::ToString::to_string));
+    args.extend(extra.iter().map(ToString::to_string));
     TestServer::start_with(&args, "first snapshot live")
 }
 

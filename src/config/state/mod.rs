@@ -1,7 +1,7 @@
 //! The routing state as operators write it (YAML file or etcd keys), and its
 //! validation into [`crate::config::routing::Routing`].
 //!
-//! Serde types stop here: everything past [`compile`] sees checked, built
+//! Serde types stop here: everything past [`crate::config::routing::Routing::compile`] sees checked, built
 //! values. Validation reports every problem at once, each with the document
 //! path it concerns; [`StateError::with_lines`] turns paths into lines.
 
@@ -300,28 +300,28 @@ mod tests {
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/state.yaml"))
                 .unwrap();
         let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
-        fn objects(v: &serde_json::Value, path: Vec<String>, out: &mut Vec<Vec<String>>) {
+        fn objects(v: &serde_json::Value, path: &[String], out: &mut Vec<Vec<String>>) {
             match v {
                 serde_json::Value::Object(m) => {
-                    out.push(path.clone());
+                    out.push(path.to_vec());
                     for (k, c) in m {
-                        let mut p = path.clone();
+                        let mut p = path.to_vec();
                         p.push(k.clone());
-                        objects(c, p, out);
+                        objects(c, &p, out);
                     }
                 }
                 serde_json::Value::Array(a) => {
                     for (i, c) in a.iter().enumerate() {
-                        let mut p = path.clone();
+                        let mut p = path.to_vec();
                         p.push(i.to_string());
-                        objects(c, p, out);
+                        objects(c, &p, out);
                     }
                 }
                 _ => {}
             }
         }
         let mut paths = Vec::new();
-        objects(&doc, vec![], &mut paths);
+        objects(&doc, &[], &mut paths);
         assert!(paths.len() > 8);
         for p in paths {
             let mut d = doc.clone();

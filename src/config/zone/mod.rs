@@ -159,6 +159,194 @@ fn resolve_target(
     None
 }
 
+/// A zone being built: nodes by lower-cased wire name, the lines their
+/// RRsets came from, the problems found, and the content hash so far.
+struct Builder {
+    origin: Name,
+    index: HashMap<Box<[u8]>, u32>,
+    nodes: Vec<Node>,
+    /// (type, line) of the first record of each RRset, per node.
+    lines: Vec<Vec<(u16, usize)>>,
+    issues: Vec<ZoneIssue>,
+    hasher: std::hash::DefaultHasher,
+}
+
+impl Builder {
+    fn new(origin: Name, records: usize) -> Builder {
+        Builder {
+            origin,
+            index: HashMap::with_capacity_and_hasher(records + 1, Default::default()),
+            nodes: Vec::with_capacity(records + 1),
+            lines: Vec::new(),
+            issues: Vec::new(),
+            hasher: std::hash::DefaultHasher::new(),
+        }
+    }
+
+    fn issue(&mut self, line: usize, message: String) {
+        self.issues.push(ZoneIssue { line, message });
+    }
+
+    /// The node of `name`, created when new.
+    fn node(&mut self, name: &Name) -> u32 {
+        let key: Box<[u8]> = name.to_lower().wire().into();
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let i = u32::try_from(self.nodes.len()).expect("fewer than 2^32 nodes");
+        self.nodes.push(Node::default());
+        self.lines.push(Vec::new());
+        self.index.insert(key, i);
+        i
+    }
+
+    /// Adds one record (and the empty non-terminals above it).
+    fn add(&mut self, r: &ZoneRecord) {
+        use std::hash::Hash;
+        if !r.owner.is_subdomain_of(&self.origin) {
+            let message = format!("{} is outside the zone {}", r.owner, self.origin);
+            self.issue(r.line, message);
+            return;
+        }
+        if r.rtype == SOA && r.owner.to_lower() != self.origin {
+            let message = format!(
+                "SOA owner {} disagrees with the zone origin {} (from the file name)",
+                r.owner, self.origin
+            );
+            self.issue(r.line, message);
+            return;
+        }
+        let id = self.node(&r.owner);
+        let mut p = r.owner.parent();
+        while let Some(par) = p {
+            if par.label_count() <= self.origin.label_count() {
+                break;
+            }
+            self.node(&par);
+            p = par.parent();
+        }
+        let node = &mut self.nodes[id as usize];
+        if node.owner.is_none() {
+            node.owner = Some(r.owner.to_lower());
+        }
+        let rdata = canonical_rdata(r.rtype, &r.rdata);
+        if let Some(set) = node.rrsets.iter_mut().find(|s| s.rtype == r.rtype) {
+            if set.rdatas.iter().any(|d| d[..] == rdata[..]) {
+                set.ttl = r.ttl;
+                return;
+            }
+            match r.rtype {
+                SOA => return self.issue(r.line, "more than one SOA record".into()),
+                CNAME => {
+                    let message = format!("more than one CNAME at {}", r.owner);
+                    return self.issue(r.line, message);
+                }
+                _ => {}
+            }
+            set.rdatas.push(rdata.into());
+            // As Knot: the TTL read last applies to the whole RRset.
+            set.ttl = r.ttl;
+        } else {
+            node.rrsets.push(RRset {
+                rtype: r.rtype,
+                ttl: r.ttl,
+                rdatas: vec![rdata.into()],
+                targets: vec![],
+            });
+            self.lines[id as usize].push((r.rtype, r.line));
+        }
+        r.owner.to_lower().hash(&mut self.hasher);
+        r.rtype.hash(&mut self.hasher);
+        if r.rtype != SOA {
+            r.rdata.hash(&mut self.hasher);
+        }
+    }
+
+    /// Reads the apex SOA (hashed without its serial) and writes the served
+    /// serial into it. Returns the file's serial and the negative TTL.
+    fn soa(&mut self, apex: u32, serial: Option<u32>) -> (u32, u32) {
+        use std::hash::Hash;
+        let Some(soa) = self.nodes[apex as usize]
+            .rrsets
+            .iter_mut()
+            .find(|s| s.rtype == SOA)
+        else {
+            let message = format!("no SOA record at the apex {}", self.origin);
+            self.issue(0, message);
+            return (0, 0);
+        };
+        let (at, s, minimum) = soa_fields(&soa.rdatas[0]);
+        soa.rdatas[0][..at].hash(&mut self.hasher);
+        soa.rdatas[0][at + 4..].hash(&mut self.hasher);
+        soa.rdatas[0][at..at + 4].copy_from_slice(&serial.unwrap_or(s).to_be_bytes());
+        (s, soa.ttl.min(minimum))
+    }
+
+    /// Puts RRsets and records in canonical order, checks CNAMEs, marks
+    /// zone cuts and names every node.
+    fn finish_nodes(&mut self, apex: u32) {
+        if self.nodes[apex as usize].get(NS).is_none() {
+            let message = format!("no NS records at the apex {}", self.origin);
+            self.issue(0, message);
+        }
+        for (i, node) in (0u32..).zip(self.nodes.iter_mut()) {
+            node.rrsets.sort_by_key(|s| s.rtype);
+            // Canonical order inside each RRset (bytewise, shorter first), as Knot serves.
+            for set in &mut node.rrsets {
+                set.rdatas.sort();
+            }
+            if node.get(CNAME).is_some() && node.rrsets.len() > 1 {
+                let line = self.lines[i as usize]
+                    .iter()
+                    .find(|(t, _)| *t == CNAME)
+                    .map_or(0, |l| l.1);
+                self.issues.push(ZoneIssue {
+                    line,
+                    message: format!(
+                        "CNAME at {} has other records beside it",
+                        node.owner
+                            .as_ref()
+                            .expect("a node with records has an owner")
+                    ),
+                });
+            }
+            node.delegation = i != apex && node.get(NS).is_some();
+            if node.owner.is_none() && i == apex {
+                node.owner = Some(self.origin.clone());
+            }
+        }
+        // Empty non-terminals get their lower-cased name as owner.
+        for (k, &i) in &self.index {
+            if self.nodes[i as usize].owner.is_none() {
+                self.nodes[i as usize].owner = Some(Name::from_wire_unchecked(k));
+            }
+        }
+    }
+
+    /// Resolves the additional-section targets of NS, MX and SRV RRsets.
+    fn resolve_targets(&mut self) {
+        for i in 0..self.nodes.len() {
+            for s in 0..self.nodes[i].rrsets.len() {
+                let set = &self.nodes[i].rrsets[s];
+                let off = match set.rtype {
+                    NS => 0,
+                    MX => 2,
+                    SRV => 6,
+                    _ => continue,
+                };
+                let targets: Vec<Target> = set
+                    .rdatas
+                    .iter()
+                    .filter_map(|rd| {
+                        resolve_target(&self.index, &self.nodes, &self.origin, &rd[off..])
+                    })
+                    .collect();
+                self.nodes[i].rrsets[s].targets = targets;
+            }
+        }
+    }
+}
+
 impl Zone {
     /// Builds a zone from records. `serial` overrides the SOA serial when
     /// given; `dynamic` are the names (lower-case) whose answers are
@@ -170,198 +358,33 @@ impl Zone {
         serial: Option<u32>,
         dynamic: &[Name],
     ) -> Result<Zone, Vec<ZoneIssue>> {
-        let origin = origin.to_lower();
-        let mut issues = Vec::new();
-        let mut index: HashMap<Box<[u8]>, u32> =
-            HashMap::with_capacity_and_hasher(records.len() + 1, Default::default());
-        let mut nodes: Vec<Node> = Vec::with_capacity(records.len() + 1);
-        let mut lines: Vec<Vec<(u16, usize)>> = Vec::new();
-        let mut get_node =
-            |name: &Name, nodes: &mut Vec<Node>, lines: &mut Vec<Vec<(u16, usize)>>| -> u32 {
-                let key: Box<[u8]> = name.to_lower().wire().into();
-                if let Some(&i) = index.get(&key) {
-                    return i;
-                }
-                let i = nodes.len() as u32;
-                nodes.push(Node::default());
-                lines.push(Vec::new());
-                index.insert(key, i);
-                i
-            };
-        let apex = get_node(&origin, &mut nodes, &mut lines);
-        let mut hasher = std::hash::DefaultHasher::new();
         use std::hash::{Hash, Hasher};
+        let mut b = Builder::new(origin.to_lower(), records.len());
+        let apex = b.node(&origin.to_lower());
         for r in records {
-            if !r.owner.is_subdomain_of(&origin) {
-                issues.push(ZoneIssue {
-                    line: r.line,
-                    message: format!("{} is outside the zone {}", r.owner, origin),
-                });
-                continue;
-            }
-            if r.rtype == SOA && r.owner.to_lower() != origin {
-                issues.push(ZoneIssue {
-                    line: r.line,
-                    message: format!(
-                        "SOA owner {} disagrees with the zone origin {origin} (from the file name)",
-                        r.owner
-                    ),
-                });
-                continue;
-            }
-            let id = get_node(&r.owner, &mut nodes, &mut lines);
-            // Empty non-terminals up to the apex.
-            let mut p = r.owner.parent();
-            while let Some(par) = p {
-                if par.label_count() <= origin.label_count() {
-                    break;
-                }
-                get_node(&par, &mut nodes, &mut lines);
-                p = par.parent();
-            }
-            let node = &mut nodes[id as usize];
-            if node.owner.is_none() {
-                node.owner = Some(r.owner.to_lower());
-            }
-            match node.rrsets.iter_mut().find(|s| s.rtype == r.rtype) {
-                Some(set) => {
-                    if set
-                        .rdatas
-                        .iter()
-                        .any(|d| d[..] == canonical_rdata(r.rtype, &r.rdata)[..])
-                    {
-                        set.ttl = r.ttl;
-                        continue;
-                    }
-                    if r.rtype == SOA {
-                        issues.push(ZoneIssue {
-                            line: r.line,
-                            message: "more than one SOA record".into(),
-                        });
-                        continue;
-                    }
-                    if r.rtype == CNAME {
-                        issues.push(ZoneIssue {
-                            line: r.line,
-                            message: format!("more than one CNAME at {}", r.owner),
-                        });
-                        continue;
-                    }
-                    set.rdatas.push(canonical_rdata(r.rtype, &r.rdata).into());
-                    // As Knot: the TTL read last applies to the whole RRset.
-                    set.ttl = r.ttl;
-                }
-                None => {
-                    node.rrsets.push(RRset {
-                        rtype: r.rtype,
-                        ttl: r.ttl,
-                        rdatas: vec![canonical_rdata(r.rtype, &r.rdata).into()],
-                        targets: vec![],
-                    });
-                    lines[id as usize].push((r.rtype, r.line));
-                }
-            }
-            r.owner.to_lower().hash(&mut hasher);
-            r.rtype.hash(&mut hasher);
-            if r.rtype != SOA {
-                r.rdata.hash(&mut hasher);
-            }
+            b.add(r);
         }
-        let mut negative_ttl = 0;
-        let mut file_serial = 0;
-        match nodes[apex as usize]
-            .rrsets
-            .iter_mut()
-            .find(|s| s.rtype == SOA)
-        {
-            None => issues.push(ZoneIssue {
-                line: 0,
-                message: format!("no SOA record at the apex {origin}"),
-            }),
-            Some(soa) => {
-                let (at, s, minimum) = soa_fields(&soa.rdatas[0]);
-                // Hash the SOA without its serial.
-                soa.rdatas[0][..at].hash(&mut hasher);
-                soa.rdatas[0][at + 4..].hash(&mut hasher);
-                file_serial = s;
-                let served = serial.unwrap_or(s);
-                soa.rdatas[0][at..at + 4].copy_from_slice(&served.to_be_bytes());
-                negative_ttl = soa.ttl.min(minimum);
-            }
+        let (file_serial, negative_ttl) = b.soa(apex, serial);
+        b.finish_nodes(apex);
+        if !b.issues.is_empty() {
+            return Err(b.issues);
         }
-        if nodes[apex as usize].get(NS).is_none() {
-            issues.push(ZoneIssue {
-                line: 0,
-                message: format!("no NS records at the apex {origin}"),
-            });
-        }
-        for (i, node) in nodes.iter_mut().enumerate() {
-            node.rrsets.sort_by_key(|s| s.rtype);
-            // Canonical order inside each RRset (bytewise, shorter first), as Knot serves.
-            for set in &mut node.rrsets {
-                set.rdatas.sort();
-            }
-            if node.get(CNAME).is_some() && node.rrsets.len() > 1 {
-                let line = lines[i]
-                    .iter()
-                    .find(|(t, _)| *t == CNAME)
-                    .map_or(0, |l| l.1);
-                issues.push(ZoneIssue {
-                    line,
-                    message: format!(
-                        "CNAME at {} has other records beside it",
-                        node.owner.as_ref().unwrap()
-                    ),
-                });
-            }
-            node.delegation = i as u32 != apex && node.get(NS).is_some();
-            if node.owner.is_none() && i as u32 == apex {
-                node.owner = Some(origin.clone());
-            }
-        }
-        // Empty non-terminals get their lower-cased name as owner.
-        for (k, &i) in index.iter() {
-            if nodes[i as usize].owner.is_none() {
-                nodes[i as usize].owner = Some(Name::from_wire_unchecked(k));
-            }
-        }
-        if !issues.is_empty() {
-            return Err(issues);
-        }
-        // Resolve additional-section targets.
-        for i in 0..nodes.len() {
-            for s in 0..nodes[i].rrsets.len() {
-                let set = &nodes[i].rrsets[s];
-                let off = match set.rtype {
-                    NS => 0,
-                    MX => 2,
-                    SRV => 6,
-                    _ => continue,
-                };
-                let targets: Vec<Target> = set
-                    .rdatas
-                    .iter()
-                    .filter_map(|rd| resolve_target(&index, &nodes, &origin, &rd[off..]))
-                    .collect();
-                nodes[i].rrsets[s].targets = targets;
-            }
-        }
+        b.resolve_targets();
         for d in dynamic {
-            d.hash(&mut hasher);
-            if let Some(&i) = index.get(d.wire()) {
-                nodes[i as usize].dynamic = true;
+            d.hash(&mut b.hasher);
+            if let Some(&i) = b.index.get(d.wire()) {
+                b.nodes[i as usize].dynamic = true;
             }
         }
-        let served = serial.unwrap_or(file_serial);
         Ok(Zone {
-            origin,
-            nodes,
-            index,
+            origin: b.origin,
+            nodes: b.nodes,
+            index: b.index,
             apex,
-            serial: served,
+            serial: serial.unwrap_or(file_serial),
             file_serial,
             negative_ttl,
-            content_hash: hasher.finish(),
+            content_hash: b.hasher.finish(),
             input_fingerprint: 0,
         })
     }

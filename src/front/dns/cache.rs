@@ -53,6 +53,7 @@ impl AnswerCache {
             if len > 63 || i + 1 + len > p.len() || i + len >= 12 + 255 {
                 return None;
             }
+            #[allow(clippy::cast_possible_truncation)] // len <= 63, checked above
             self.key.push(len as u8);
             self.key
                 .extend(p[i + 1..i + 1 + len].iter().map(u8::to_ascii_lowercase));

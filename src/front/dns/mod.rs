@@ -1,10 +1,13 @@
 //! The DNS front: packet in, packet out, from one snapshot.
 //!
-//! [`respond`] is the whole protocol decision for one query, [`answer`] the
+//! [`respond`] is the whole protocol decision for one query, [`mod@answer`] the
 //! lookup inside a zone, [`cache`] the per-thread memo of answers that do
 //! not depend on the client; [`udp`] and [`tcp`] own the sockets. This
 //! front never talks to etcd or the file system: it reads the snapshot it
 //! is handed.
+
+// Wire code: every narrowing cast must be shown to fit.
+#![warn(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 pub(crate) mod answer;
 pub(crate) mod cache;
@@ -54,7 +57,7 @@ impl Network {
     pub(crate) fn new(src: IpAddr, ecs: Option<&wire::ClientSubnet>) -> Network {
         let src = match src {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(src, IpAddr::V4),
-            v4 => v4,
+            v4 @ IpAddr::V4(_) => v4,
         };
         let (addr, source, zero_scope) = match ecs {
             Some(cs) if cs.source_prefix > 0 => {
@@ -81,7 +84,9 @@ impl Network {
         };
         let mut cur = std::io::Cursor::new(&mut n.key[..]);
         let _ = std::io::Write::write_fmt(&mut cur, format_args!("{}/{}", net.addr(), prefix));
-        n.key_len = cur.position() as usize;
+        #[allow(clippy::cast_possible_truncation)] // at most the 48-byte buffer
+        let len = cur.position() as usize;
+        n.key_len = len;
         n
     }
 
@@ -152,13 +157,17 @@ pub fn respond(
             r as u16
         }
     };
-    w.set_rcode((rcode & 0xf) as u8);
+    // An extended rcode has 12 bits: the low 4 go in the header, the high 8
+    // in the OPT record.
+    #[allow(clippy::cast_possible_truncation)]
+    let (low, high) = ((rcode & 0xf) as u8, (rcode >> 4) as u8);
+    w.set_rcode(low);
     w.unreserve(opt_len);
     if let Some(e) = &req.edns {
         // ECS is echoed with the scope the answer depended on (RFC 7871 §7.2.1).
         w.opt(
             MAX_UDP_PAYLOAD,
-            (rcode >> 4) as u8,
+            high,
             e.dnssec_ok,
             ecs.map(|cs| (cs, dynamic.scope)),
             ede,
@@ -236,7 +245,9 @@ fn chaos(req: &Request, w: &mut Writer) -> u8 {
         return RCODE_REFUSED;
     }
     let mut rdata = [0u8; 64];
-    rdata[0] = VERSION_TXT.len() as u8;
+    #[allow(clippy::cast_possible_truncation)] // a short constant
+    let len = VERSION_TXT.len() as u8;
+    rdata[0] = len;
     rdata[1..1 + VERSION_TXT.len()].copy_from_slice(VERSION_TXT);
     let _ = w.rrset_class(
         wire::Section::Answer,

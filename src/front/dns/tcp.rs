@@ -79,7 +79,8 @@ async fn serve_tcp(
             Some(o) => {
                 shared.metrics.dns_query(Transport::Tcp, o.qtype, o.rcode);
                 framed.clear();
-                framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+                let len = u16::try_from(out.len()).expect("TCP answers are limited to 65535 bytes");
+                framed.extend_from_slice(&len.to_be_bytes());
                 framed.extend_from_slice(&out);
                 stream.write_all(&framed).await?;
                 if o.close {

@@ -3,6 +3,11 @@
 //! answering each datagram inline from a per-thread cached snapshot. No task
 //! and no allocation per query.
 
+// Socket plumbing through libc: C struct sizes (socklen_t), iovec counts
+// and the counts the kernel returns (non-negative once checked) are cast
+// at the FFI boundary.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -127,8 +132,8 @@ pub(crate) fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket
 /// `stop` being set.
 pub(crate) fn spawn(
     socks: Vec<UdpSocket>,
-    shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
+    shared: &Arc<Shared>,
+    stop: &Arc<AtomicBool>,
 ) -> io::Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::new();
     for (i, sock) in socks.into_iter().enumerate() {
@@ -137,7 +142,7 @@ pub(crate) fn spawn(
         handles.push(
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || worker(sock, shared, stop))?,
+                .spawn(move || worker(&sock, &shared, &stop))?,
         );
     }
     Ok(handles)
@@ -181,7 +186,9 @@ impl Buffers {
     }
 }
 
-fn worker(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+/// One answering thread: receive a batch, answer each query from the
+/// snapshot, send the batch, flush the tallies.
+fn worker(sock: &UdpSocket, shared: &Shared, stop: &AtomicBool) {
     let fd = sock.as_raw_fd();
     let mut b = Buffers::new();
     let mut cache = shared.snapshot_cache();

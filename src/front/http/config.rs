@@ -22,7 +22,9 @@ struct ConfigParams {
 }
 
 /// Parses and validates the query string. Unknown parameters are ignored;
-/// for a repeated parameter the first wins.
+/// for a repeated parameter the first wins. The error is the 400 to send
+/// (a cold path: its size does not matter).
+#[allow(clippy::result_large_err)]
 fn parse_params(
     raw: Option<&str>,
     addr: Option<std::net::IpAddr>,
