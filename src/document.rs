@@ -1,4 +1,5 @@
-//! The SDK config document (SPEC §5): what one client gets from one
+//! The SDK config document (README "The SDK config document",
+//! `docs/openapi.yaml`): what one client gets from one
 //! snapshot, and its ETag.
 //!
 //! The HTTP front and `explain` both call [`Document::build`], so what
@@ -27,7 +28,7 @@ pub(crate) struct Asker {
     pub(crate) addr: Option<IpAddr>,
 }
 
-/// The document's `update` object (SPEC §5).
+/// The document's `update` object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct Update {
     /// The SDK must update before going on.

@@ -1,4 +1,4 @@
-//! The four cutover schemes (SPEC §1, §8) as data: each a list of phases
+//! The four cutover schemes (README "Cutover schemes") as data: each a list of phases
 //! that transform the routing state.
 //!
 //! A scheme file (`deploy/schemes/*.yaml`, compiled in; `--schemes DIR`

@@ -1,4 +1,4 @@
-//! The routing state as keys (SPEC §7): `environments/<name>` and
+//! The routing state as keys (README "Production: etcd"): `environments/<name>` and
 //! `services/<name>` hold JSON, `meta/allow_empty` holds `true`, and
 //! `zones/<origin>` holds zone-file text.
 //!

@@ -732,3 +732,207 @@ impl Service {
         d
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "\
+environments:
+  prod:
+    backend_version: v0
+    names: [prod.example.com]
+    addresses: [192.0.2.10, 2001:db8::10]
+    api_base_url: https://prod.example.com/api
+  next:
+    backend_version: v1
+    names: [next.example.com]
+    addresses: [192.0.2.20]
+    api_base_url: https://next.example.com
+services:
+  api:
+    hostnames: [api.example.com]
+    legacy_sdk_version: 0.9.0
+    rules:
+      - name: new
+        match: { sdk_version: '>=1.0.0' }
+        environment: next
+      - name: default
+        environment: prod
+";
+
+    fn origins() -> Vec<Name> {
+        vec![Name::parse("example.com.", None).unwrap()]
+    }
+
+    /// Compiles `yaml` and returns its errors as `path: message` lines.
+    fn errors(yaml: &str) -> Vec<String> {
+        let raw = crate::config::state::from_yaml(yaml).expect("valid YAML");
+        match Routing::compile(&raw, &origins()) {
+            Ok(_) => vec![],
+            Err(es) => es.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn has(errors: &[String], path: &str, fragment: &str) -> bool {
+        errors
+            .iter()
+            .any(|e| e.starts_with(&format!("{path}: ")) && e.contains(fragment))
+    }
+
+    #[test]
+    fn compiles_a_valid_state() {
+        let raw = crate::config::state::from_yaml(BASE).unwrap();
+        let r = Routing::compile(&raw, &origins()).unwrap();
+        assert_eq!(r.environments.len(), 2);
+        let prod = &r.environments[r.service("api").unwrap().rules[1].environment];
+        assert_eq!(prod.name, "prod");
+        assert_eq!(prod.v4_rdata, vec![[192, 0, 2, 10]]);
+        assert_eq!(prod.v6.len(), 1);
+        assert_eq!(r.services[0].rules[0].salt, "api/new", "default salt");
+        assert!(r.service("nope").is_none());
+    }
+
+    #[test]
+    fn reports_every_environment_problem_with_its_path() {
+        let bad = BASE
+            .replace("addresses: [192.0.2.20]", "addresses: [192.0.2.300]")
+            .replace(
+                "api_base_url: https://prod.example.com/api",
+                "api_base_url: https://elsewhere.example.com",
+            )
+            .replace("names: [next.example.com]", "names: [next.example.org]")
+            .replace("backend_version: v0", "backend_version: ' '");
+        let e = errors(&bad);
+        assert!(
+            has(&e, "environments.next.addresses[0]", "not an IP address"),
+            "{e:?}"
+        );
+        assert!(
+            has(
+                &e,
+                "environments.prod.api_base_url",
+                "must be one of this environment's names"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            has(
+                &e,
+                "environments.next.names[0]",
+                "outside every served zone"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            has(&e, "environments.prod.backend_version", "must not be empty"),
+            "{e:?}"
+        );
+        // next's URL host is no longer one of its (changed) names either.
+        assert!(
+            has(&e, "environments.next.api_base_url", "(next.example.org)"),
+            "{e:?}"
+        );
+        assert_eq!(e.len(), 5, "{e:?}");
+    }
+
+    #[test]
+    fn reports_rule_problems() {
+        let bad = BASE
+            .replace(
+                "sdk_version: '>=1.0.0'",
+                "sdk_version: '>=1.x', networks: [10.0.0.1/8], percent: '101'",
+            )
+            .replace("environment: next", "environment: nowhere");
+        let e = errors(&bad);
+        let r = "services.api.rules[0]";
+        assert!(
+            has(
+                &e,
+                &format!("{r}.match.sdk_version"),
+                "not a SemVer version"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            has(
+                &e,
+                &format!("{r}.match.networks[0]"),
+                "did you mean 10.0.0.0/8?"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            has(&e, &format!("{r}.match.percent"), "from 0 to 100"),
+            "{e:?}"
+        );
+        assert!(
+            has(
+                &e,
+                &format!("{r}.environment"),
+                "unknown environment 'nowhere'"
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn needs_a_last_default_rule_and_no_unreachable_rules() {
+        let no_default = BASE.replace("      - name: default\n        environment: prod\n", "");
+        assert!(has(
+            &errors(&no_default),
+            "services.api.rules",
+            "no default rule"
+        ));
+        let unreachable = BASE.replace(
+            "      - name: new\n        match: { sdk_version: '>=1.0.0' }\n        environment: next\n",
+            "",
+        ) + "      - name: late\n        match: { platforms: [ios] }\n        environment: next\n";
+        let e = errors(&unreachable);
+        assert!(
+            has(&e, "services.api.rules[1]", "unreachable: rule 'default'"),
+            "{e:?}"
+        );
+        let twice = BASE.replace("name: new", "name: default");
+        assert!(has(
+            &errors(&twice),
+            "services.api.rules[1].name",
+            "used twice"
+        ));
+    }
+
+    #[test]
+    fn a_dns_name_is_used_once() {
+        let dup = BASE.replace(
+            "hostnames: [api.example.com]",
+            "hostnames: [prod.example.com]",
+        );
+        let e = errors(&dup);
+        assert!(
+            has(
+                &e,
+                "services.api.hostnames[0]",
+                "already used by environments.prod"
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn dns_skips_rules_that_need_client_facts() {
+        let state = BASE.replace(
+            "        match: { sdk_version: '>=1.0.0' }",
+            "        match: { app_ids: [shop] }",
+        );
+        let raw = crate::config::state::from_yaml(&state).unwrap();
+        let r = Routing::compile(&raw, &origins()).unwrap();
+        let svc = r.service("api").unwrap();
+        let client = Client {
+            app_id: Some("shop"),
+            ..Default::default()
+        };
+        assert_eq!(svc.decide(&client, Asked::OverHttp).rule, 0);
+        assert_eq!(svc.decide(&client, Asked::OverDns).rule, 1);
+        assert!(!svc.dns_depends_on_network());
+    }
+}

@@ -422,7 +422,7 @@ impl Zone {
             .sum()
     }
 
-    /// The serial of the SOA record as it is served.
+    /// The apex SOA RRset, carrying the serial as served.
     pub fn soa(&self) -> &RRset {
         self.apex().get(SOA).expect("a built zone has an SOA")
     }

@@ -39,7 +39,8 @@ pub struct Outcome {
     pub cacheable: bool,
 }
 
-/// The client network a DNS answer may depend on (SPEC §4): the ECS
+/// The client network a DNS answer may depend on (README "DNS routing by
+/// client network"): the ECS
 /// address masked to min(source prefix, 24 | 56), or else the packet source
 /// masked to 24 | 56.
 #[derive(Debug, Clone)]
