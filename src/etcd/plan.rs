@@ -178,38 +178,14 @@ impl Plan {
         Ok(())
     }
 
-    /// [`Plan::commit`], retried through elections: after a transient error
-    /// it checks whether the write landed (its `meta/change` record is
-    /// there) before trying again, so a write is never applied twice and a
-    /// landed write is not reported as a conflict.
-    pub(crate) async fn commit_with_retry(
-        &self,
-        client: &mut Client,
-        cfg: &EtcdConfig,
-        change: &ChangeRecord,
-        extra: &[(String, String)],
-        guard: Guard,
-    ) -> Result<i64, EtcdError> {
-        let ours = serde_json::to_string(change).expect("serializable");
-        let mut retry = Retry::new();
-        loop {
-            match self.commit(client, cfg, change, extra, guard).await {
-                Err(e) if retry.again(&e).await => {
-                    if let Ok(r) = client.get(cfg.key(meta::CHANGE), None).await
-                        && let Some(kv) = r.kvs().first()
-                        && kv.value() == ours.as_bytes()
-                    {
-                        return Ok(kv.mod_revision());
-                    }
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// Writes the plan and `meta/change` (and any `extra` puts) in one
     /// transaction that compares every key read (unless `guard` is
-    /// [`Guard::Force`]). Returns the new revision.
+    /// [`Guard::Force`]); returns the new revision.
+    ///
+    /// Retried through elections: after a transient error it checks whether
+    /// the write landed (its `meta/change` record is there) before trying
+    /// again, so a write is never applied twice and a landed write is not
+    /// reported as a conflict.
     pub(crate) async fn commit(
         &self,
         client: &mut Client,
@@ -220,6 +196,32 @@ impl Plan {
     ) -> Result<i64, EtcdError> {
         let change_json = serde_json::to_string(change).expect("serializable");
         self.check_limits(cfg.dir().len(), &change_json, extra, guard)?;
+        let txn = self.txn(cfg, &change_json, extra, guard);
+        let mut retry = Retry::new();
+        loop {
+            match send(client, txn.clone()).await {
+                Err(e) if retry.again(&e).await => {
+                    if let Ok(r) = client.get(cfg.key(meta::CHANGE), None).await
+                        && let Some(kv) = r.kvs().first()
+                        && kv.value() == change_json.as_bytes()
+                    {
+                        return Ok(kv.mod_revision());
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The transaction: compares (per `guard`), then the plan's operations,
+    /// the `extra` puts and `meta/change`.
+    fn txn(
+        &self,
+        cfg: &EtcdConfig,
+        change_json: &str,
+        extra: &[(String, String)],
+        guard: Guard,
+    ) -> Txn {
         let mut ops: Vec<TxnOp> = self
             .ops
             .iter()
@@ -240,15 +242,17 @@ impl Plan {
                 .map(|(k, rev)| Compare::mod_revision(cfg.key(k), CompareOp::Equal, *rev))
                 .collect(),
         };
-        let txn = Txn::new().when(compares).and_then(ops);
-        let resp = client.txn(txn).await?;
-        if !resp.succeeded() {
-            return Err(EtcdError::Conflict);
-        }
-        Ok(resp
-            .header()
-            .map_or(0, etcd_client::ResponseHeader::revision))
+        Txn::new().when(compares).and_then(ops)
     }
+}
+
+/// Sends one transaction; a failed compare is a [`EtcdError::Conflict`].
+async fn send(client: &mut Client, txn: Txn) -> Result<i64, EtcdError> {
+    let resp = client.txn(txn).await?;
+    if !resp.succeeded() {
+        return Err(EtcdError::Conflict);
+    }
+    Ok(resp.header().map_or(0, |h| h.revision()))
 }
 
 #[cfg(test)]

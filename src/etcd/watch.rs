@@ -238,68 +238,13 @@ impl EtcdSource {
             probed = false;
             shared.set_etcd(EtcdState::Up);
             backoff.reset();
-            if resp.canceled() {
-                if resp.compact_revision() > 0 {
-                    warn!(
-                        revision = state.revision,
-                        compacted = resp.compact_revision(),
-                        "watch start was compacted; reloading in full"
-                    );
-                    return WatchEnd::Reload;
-                }
-                warn!(
-                    reason = resp.cancel_reason(),
-                    "etcd canceled the watch; reloading in full"
-                );
+            if must_reload(&resp, &state) {
                 return WatchEnd::Reload;
-            }
-            if let Some(h) = resp.header() {
-                if h.cluster_id() != 0
-                    && state.cluster_id != 0
-                    && h.cluster_id() != state.cluster_id
-                {
-                    warn!(
-                        old = state.cluster_id,
-                        new = h.cluster_id(),
-                        "etcd cluster id changed; reloading in full"
-                    );
-                    return WatchEnd::Reload;
-                }
-                if h.revision() < state.revision {
-                    warn!(
-                        old = state.revision,
-                        new = h.revision(),
-                        "etcd revision went backwards; reloading in full"
-                    );
-                    return WatchEnd::Reload;
-                }
             }
             if resp.events().is_empty() {
                 continue;
             }
-            let mut newest = state.revision;
-            for ev in resp.events() {
-                let Some(kv) = ev.kv() else { continue };
-                newest = newest.max(kv.mod_revision());
-                let Ok(key) = kv.key_str() else { continue };
-                let Some(rel) = key.strip_prefix(&dir) else {
-                    continue;
-                };
-                match ev.event_type() {
-                    EventType::Put => {
-                        state.entries.insert(
-                            rel.to_string(),
-                            Entry {
-                                value: String::from_utf8_lossy(kv.value()).into_owned(),
-                                mod_revision: kv.mod_revision(),
-                            },
-                        );
-                    }
-                    EventType::Delete => {
-                        state.entries.remove(rel);
-                    }
-                }
-            }
+            let newest = apply_events(&mut state, &resp, &dir);
             state.revision = newest;
             debug!(
                 revision = newest,
@@ -313,8 +258,83 @@ impl EtcdSource {
     }
 }
 
+/// Why a watch stopped.
 enum WatchEnd {
+    /// Shutdown, or the reload loop is gone.
     Stop,
+    /// Start over with a full read.
     Reload,
+    /// Watch again from this state after a pause.
     Retry(PrefixState),
+}
+
+/// True when a watch response means the copy of the prefix can no longer
+/// be followed event by event: the watch was canceled (compaction), the
+/// cluster changed, or the revision went backwards (etcd was restored or
+/// wiped).
+fn must_reload(resp: &etcd_client::WatchResponse, state: &PrefixState) -> bool {
+    if resp.canceled() {
+        if resp.compact_revision() > 0 {
+            warn!(
+                revision = state.revision,
+                compacted = resp.compact_revision(),
+                "watch start was compacted; reloading in full"
+            );
+        } else {
+            warn!(
+                reason = resp.cancel_reason(),
+                "etcd canceled the watch; reloading in full"
+            );
+        }
+        return true;
+    }
+    let Some(h) = resp.header() else {
+        return false;
+    };
+    if h.cluster_id() != 0 && state.cluster_id != 0 && h.cluster_id() != state.cluster_id {
+        warn!(
+            old = state.cluster_id,
+            new = h.cluster_id(),
+            "etcd cluster id changed; reloading in full"
+        );
+        return true;
+    }
+    if h.revision() < state.revision {
+        warn!(
+            old = state.revision,
+            new = h.revision(),
+            "etcd revision went backwards; reloading in full"
+        );
+        return true;
+    }
+    false
+}
+
+/// Applies a watch response's events (whole revisions) to `state`; returns
+/// the newest revision they carry.
+fn apply_events(state: &mut PrefixState, resp: &etcd_client::WatchResponse, dir: &str) -> i64 {
+    let mut newest = state.revision;
+    for ev in resp.events() {
+        let Some(kv) = ev.kv() else { continue };
+        newest = newest.max(kv.mod_revision());
+        let Ok(key) = kv.key_str() else { continue };
+        let Some(rel) = key.strip_prefix(dir) else {
+            continue;
+        };
+        match ev.event_type() {
+            EventType::Put => {
+                state.entries.insert(
+                    rel.to_string(),
+                    Entry {
+                        value: String::from_utf8_lossy(kv.value()).into_owned(),
+                        mod_revision: kv.mod_revision(),
+                    },
+                );
+            }
+            EventType::Delete => {
+                state.entries.remove(rel);
+            }
+        }
+    }
+    newest
 }

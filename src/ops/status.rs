@@ -2,6 +2,7 @@
 //! drain and the census union, read first and rendered apart.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use serde::Serialize;
 
@@ -150,94 +151,121 @@ pub(crate) async fn status(args: &StatusArgs) -> anyhow::Result<String> {
 impl Status {
     /// The text `status` prints.
     pub(crate) fn render(&self) -> String {
-        let s = self;
         let mut out = String::new();
-        out.push_str(&format!(
-            "prefix {}  live revision {} (etcd at {})\n",
-            s.prefix, s.prefix_revision, s.revision
-        ));
-        match &s.last_change {
-            Some(h) => out.push_str(&format!(
-                "last change: revision {} at {} ({} s ago) by {}@{}: {}\n",
-                h.revision,
-                h.change.time,
-                s.last_change_age_s.unwrap_or(0),
-                h.change.user,
-                h.change.host,
-                h.change.summary
-            )),
+        self.render_head(&mut out);
+        self.render_edges(&mut out);
+        self.render_rejection(&mut out);
+        let _ = writeln!(
+            out,
+            "oldest revision for rollback: {}",
+            self.oldest_revision
+        );
+        self.render_drain(&mut out);
+        self.render_census(&mut out);
+        out
+    }
+
+    fn render_head(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "prefix {}  live revision {} (etcd at {})",
+            self.prefix, self.prefix_revision, self.revision
+        );
+        match &self.last_change {
+            Some(h) => {
+                let _ = writeln!(
+                    out,
+                    "last change: revision {} at {} ({} s ago) by {}@{}: {}",
+                    h.revision,
+                    h.change.time,
+                    self.last_change_age_s.unwrap_or(0),
+                    h.change.user,
+                    h.change.host,
+                    h.change.summary
+                );
+            }
             None => out.push_str("last change: none recorded by vdh-edge\n"),
         }
-        if let Some(sc) = &s.scheme {
-            out.push_str(&format!("scheme: {sc}\n"));
+        if let Some(sc) = &self.scheme {
+            let _ = writeln!(out, "scheme: {sc}");
         }
-        out.push_str(&format!("edges: {}\n", s.edges.len()));
-        for e in &s.edges {
+    }
+
+    /// One line per edge, saying when it is behind and why.
+    fn render_edges(&self, out: &mut String) {
+        let live = self.prefix_revision;
+        let _ = writeln!(out, "edges: {}", self.edges.len());
+        for e in &self.edges {
             let rejected_newer = e
                 .last_rejection
                 .as_ref()
-                .is_some_and(|r| r.revision as i64 >= s.prefix_revision);
-            let lag = if e.revision as i64 >= s.prefix_revision {
+                .is_some_and(|r| i64::try_from(r.revision).unwrap_or(i64::MAX) >= live);
+            let lag = if i64::try_from(e.revision).unwrap_or(i64::MAX) >= live {
                 String::new()
             } else if rejected_newer {
                 "  (kept its snapshot: the newer change was rejected)".to_string()
             } else {
-                format!("  (behind: live is {})", s.prefix_revision)
+                format!("  (behind: live is {live})")
             };
-            out.push_str(&format!(
-                "  {}  http {}  dns {}  revision {}  source {}  updated {}{lag}\n",
+            let _ = writeln!(
+                out,
+                "  {}  http {}  dns {}  revision {}  source {}  updated {}{lag}",
                 e.edge, e.http, e.dns, e.revision, e.source, e.updated
-            ));
+            );
         }
-        match &s.last_rejection {
+    }
+
+    fn render_rejection(&self, out: &mut String) {
+        match &self.last_rejection {
             Some((edge, r)) => {
-                out.push_str(&format!(
-                    "last rejected change: revision {} at {} (reported by {edge}):\n",
+                let _ = writeln!(
+                    out,
+                    "last rejected change: revision {} at {} (reported by {edge}):",
                     r.revision, r.at
-                ));
+                );
                 for e in &r.errors {
-                    out.push_str(&format!("  {e}\n"));
+                    let _ = writeln!(out, "  {e}");
                 }
             }
             None => out.push_str("last rejected change: none\n"),
         }
-        out.push_str(&format!(
-            "oldest revision for rollback: {}\n",
-            s.oldest_revision
-        ));
-        if let Some(d) = &s.drain {
-            if s.drain_remaining_s > 0 {
-                out.push_str(&format!(
-                    "drain: {} repointed at {}; at least {} s left (until {}, TTL {} s; resolvers with TTL floors and long-lived connections can hold longer)\n",
-                    d.names.join(", "),
-                    d.changed_at,
-                    s.drain_remaining_s,
-                    d.until,
-                    d.max_ttl
-                ));
-            } else {
-                out.push_str(&format!(
-                    "drain: {} repointed at {}; drained since {} (lower bound)\n",
-                    d.names.join(", "),
-                    d.changed_at,
-                    d.until
-                ));
-            }
+    }
+
+    fn render_drain(&self, out: &mut String) {
+        let Some(d) = &self.drain else { return };
+        if self.drain_remaining_s > 0 {
+            let _ = writeln!(
+                out,
+                "drain: {} repointed at {}; at least {} s left (until {}, TTL {} s; resolvers with TTL floors and long-lived connections can hold longer)",
+                d.names.join(", "),
+                d.changed_at,
+                self.drain_remaining_s,
+                d.until,
+                d.max_ttl
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "drain: {} repointed at {}; drained since {} (lower bound)",
+                d.names.join(", "),
+                d.changed_at,
+                d.until
+            );
         }
-        out.push_str(&format!(
-            "census (distinct clients, {} of {} edges answered):\n",
-            s.census_edges,
-            s.edges.len()
-        ));
-        for (window, dims) in &s.census {
+    }
+
+    fn render_census(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "census (distinct clients, {} of {} edges answered):",
+            self.census_edges,
+            self.edges.len()
+        );
+        for (window, dims) in &self.census {
             for (dim, values) in dims {
                 let v: Vec<String> = values.iter().map(|(k, n)| format!("{k}={n:.0}")).collect();
-                out.push_str(&format!(
-                    "  last {window:<4} by {dim:<12} {}\n",
-                    v.join("  ")
-                ));
+                let _ = writeln!(out, "  last {window:<4} by {dim:<12} {}", v.join("  "));
             }
         }
-        out
     }
 }

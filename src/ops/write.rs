@@ -56,7 +56,7 @@ pub(crate) async fn write_plan(
     }
     let record = ChangeRecord::now(&command_line(), format!("{what}: {}", lines.join(", ")));
     match plan
-        .commit_with_retry(
+        .commit(
             client,
             cfg,
             &record,

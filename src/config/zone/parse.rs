@@ -112,36 +112,7 @@ fn lex(text: &str) -> (Vec<Entry>, Vec<LineError>) {
             }
             b'"' => {
                 let start_line = line;
-                let mut s = String::new();
-                i += 1;
-                let mut closed = false;
-                while i < b.len() {
-                    match b[i] {
-                        b'"' => {
-                            closed = true;
-                            i += 1;
-                            break;
-                        }
-                        b'\\' if i + 1 < b.len() => {
-                            s.push('\\');
-                            s.push(b[i + 1] as char);
-                            if b[i + 1] == b'\n' {
-                                line += 1;
-                            }
-                            i += 2;
-                        }
-                        b'\n' => {
-                            line += 1;
-                            s.push('\n');
-                            i += 1;
-                        }
-                        _ => {
-                            let ch_len = utf8_len(b[i]);
-                            s.push_str(&text[i..(i + ch_len).min(b.len())]);
-                            i += ch_len;
-                        }
-                    }
-                }
+                let (s, closed) = quoted(text, &mut i, &mut line);
                 if !closed {
                     errors.push(LineError {
                         line: start_line,
@@ -162,17 +133,7 @@ fn lex(text: &str) -> (Vec<Entry>, Vec<LineError>) {
             }
             _ => {
                 let start = i;
-                while i < b.len()
-                    && !matches!(
-                        b[i],
-                        b' ' | b'\t' | b'\r' | b'\n' | b';' | b'(' | b')' | b'"'
-                    )
-                {
-                    if b[i] == b'\\' && i + 1 < b.len() {
-                        i += 1;
-                    }
-                    i += 1;
-                }
+                i = word_end(b, i);
                 at_line_start = false;
                 cur.get_or_insert(Entry {
                     line,
@@ -199,6 +160,58 @@ fn lex(text: &str) -> (Vec<Entry>, Vec<LineError>) {
         entries.push(e);
     }
     (entries, errors)
+}
+
+/// Reads a quoted string whose opening quote is at `*i`; leaves `*i` after
+/// the closing quote and counts the lines it spans. Escapes are kept for
+/// the RDATA parser. Returns the text and whether the quote was closed.
+fn quoted(text: &str, i: &mut usize, line: &mut usize) -> (String, bool) {
+    let b = text.as_bytes();
+    let mut s = String::new();
+    *i += 1;
+    while *i < b.len() {
+        match b[*i] {
+            b'"' => {
+                *i += 1;
+                return (s, true);
+            }
+            b'\\' if *i + 1 < b.len() => {
+                s.push('\\');
+                s.push(char::from(b[*i + 1]));
+                if b[*i + 1] == b'\n' {
+                    *line += 1;
+                }
+                *i += 2;
+            }
+            b'\n' => {
+                *line += 1;
+                s.push('\n');
+                *i += 1;
+            }
+            _ => {
+                let ch_len = utf8_len(b[*i]);
+                s.push_str(&text[*i..(*i + ch_len).min(b.len())]);
+                *i += ch_len;
+            }
+        }
+    }
+    (s, false)
+}
+
+/// The end of a bare word starting at `i` (escaped characters included).
+fn word_end(b: &[u8], mut i: usize) -> usize {
+    while i < b.len()
+        && !matches!(
+            b[i],
+            b' ' | b'\t' | b'\r' | b'\n' | b';' | b'(' | b')' | b'"'
+        )
+    {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            i += 1;
+        }
+        i += 1;
+    }
+    i
 }
 
 fn utf8_len(first: u8) -> usize {

@@ -9,7 +9,7 @@ use super::Network;
 use crate::config::routing::{Asked, Client, Decision, Environment, Service};
 use crate::config::snapshot::Snapshot;
 use crate::config::zone::{Node, Target, Zone};
-use crate::proto::name::suffix_offsets;
+use crate::proto::name::{Name, suffix_offsets};
 use crate::proto::types::*;
 use crate::proto::wire::{ClientSubnet, Section, Writer};
 
@@ -97,10 +97,7 @@ fn additional(
     let mut ok = true;
     for t in targets {
         let node = zone.node(t.node);
-        let owner = t
-            .owner
-            .as_deref()
-            .or(node.owner.as_ref().map(crate::proto::name::Name::wire));
+        let owner = t.owner.as_deref().or(node.owner.as_ref().map(Name::wire));
         for rtype in [A, AAAA] {
             if let Some(set) = node.get(rtype)
                 && w.rrset(Section::Additional, owner, rtype, set.ttl, set.rdata_iter())
@@ -250,24 +247,7 @@ pub(crate) fn answer_in_zone(
             Some(&owner_buf[..owner_len])
         };
         let (node, synthesized) = match find(zone, sname, qtype) {
-            Found::Cut(cut) => {
-                if chain == 0 {
-                    w.clear_aa();
-                }
-                let ns = cut.get(NS).expect("a cut has NS");
-                let cut_owner = cut.owner.as_ref().map(crate::proto::name::Name::wire);
-                if w.rrset(Section::Authority, cut_owner, NS, ns.ttl, ns.rdata_iter())
-                    .is_err()
-                {
-                    w.set_tc();
-                    return RCODE_NOERROR;
-                }
-                // Glue below the cut that does not fit truncates the referral.
-                if !additional(w, zone, &ns.targets, cut_owner) {
-                    w.set_tc();
-                }
-                return RCODE_NOERROR;
-            }
+            Found::Cut(cut) => return referral(w, zone, cut, chain == 0),
             Found::Exact(node) => (node, false),
             Found::Missing(encloser) => match wildcard_of(zone, encloser) {
                 Some(node) => (node, true),
@@ -316,55 +296,77 @@ pub(crate) fn answer_in_zone(
             && matches!(qtype, A | AAAA | ANY)
             && let Some((env, ttl)) = dynamic.resolve(&sname_buf[..sname_len])
         {
-            let v4 = env.v4_rdata.iter().map(|a| &a[..]);
-            let v6 = env.v6_rdata.iter().map(|a| &a[..]);
-            let wrote = match qtype {
-                AAAA if !env.v6_rdata.is_empty() => {
-                    Some(w.rrset(Section::Answer, owner, AAAA, ttl, v6))
-                }
-                A | ANY if !env.v4_rdata.is_empty() => {
-                    Some(w.rrset(Section::Answer, owner, A, ttl, v4))
-                }
-                ANY if !env.v6_rdata.is_empty() => {
-                    Some(w.rrset(Section::Answer, owner, AAAA, ttl, v6))
-                }
-                _ => None,
-            };
-            match wrote {
-                Some(Err(_)) => w.set_tc(),
-                Some(Ok(())) => {}
-                None => negative(w, zone),
-            }
+            per_network(w, zone, owner, qtype, env, ttl);
             return RCODE_NOERROR;
         }
-        if qtype == ANY {
-            // RFC 8482: one RRset suffices; take the lowest type.
-            match node.rrsets.first() {
-                Some(set) => {
-                    if w.rrset(Section::Answer, owner, set.rtype, set.ttl, set.rdata_iter())
-                        .is_err()
-                    {
-                        w.set_tc();
-                    } else {
-                        additional(w, zone, &set.targets, None);
-                    }
-                }
-                None => negative(w, zone),
-            }
-            return RCODE_NOERROR;
-        }
-        match node.get(qtype) {
+        // RFC 8482: for ANY one RRset suffices; take the lowest type.
+        let set = if qtype == ANY {
+            node.rrsets.first()
+        } else {
+            node.get(qtype)
+        };
+        match set {
             Some(set) => {
                 if w.rrset(Section::Answer, owner, set.rtype, set.ttl, set.rdata_iter())
                     .is_err()
                 {
                     w.set_tc();
-                    return RCODE_NOERROR;
+                } else {
+                    additional(w, zone, &set.targets, None);
                 }
-                additional(w, zone, &set.targets, None);
             }
             None => negative(w, zone),
         }
         return RCODE_NOERROR;
+    }
+}
+
+/// A referral to the zone cut `cut`: its NS RRset in the authority section
+/// and the glue that fits. AA is cleared unless a CNAME was followed first
+/// (`first` is true for the question itself).
+#[inline]
+fn referral(w: &mut Writer, zone: &Zone, cut: &Node, first: bool) -> u8 {
+    if first {
+        w.clear_aa();
+    }
+    let ns = cut.get(NS).expect("a cut has NS");
+    let cut_owner = cut.owner.as_ref().map(Name::wire);
+    if w.rrset(Section::Authority, cut_owner, NS, ns.ttl, ns.rdata_iter())
+        .is_err()
+    {
+        w.set_tc();
+        return RCODE_NOERROR;
+    }
+    // Glue below the cut that does not fit truncates the referral.
+    if !additional(w, zone, &ns.targets, cut_owner) {
+        w.set_tc();
+    }
+    RCODE_NOERROR
+}
+
+/// The answer for a service hostname asked from a network: the addresses
+/// of the environment its rules chose (A, AAAA, or for ANY the first family
+/// there is), or a negative answer when it has none of that family.
+#[inline]
+fn per_network(
+    w: &mut Writer,
+    zone: &Zone,
+    owner: Option<&[u8]>,
+    qtype: u16,
+    env: &Environment,
+    ttl: u32,
+) {
+    let v4 = env.v4_rdata.iter().map(|a| &a[..]);
+    let v6 = env.v6_rdata.iter().map(|a| &a[..]);
+    let wrote = match qtype {
+        AAAA if !env.v6_rdata.is_empty() => Some(w.rrset(Section::Answer, owner, AAAA, ttl, v6)),
+        A | ANY if !env.v4_rdata.is_empty() => Some(w.rrset(Section::Answer, owner, A, ttl, v4)),
+        ANY if !env.v6_rdata.is_empty() => Some(w.rrset(Section::Answer, owner, AAAA, ttl, v6)),
+        _ => None,
+    };
+    match wrote {
+        Some(Err(_)) => w.set_tc(),
+        Some(Ok(())) => {}
+        None => negative(w, zone),
     }
 }
