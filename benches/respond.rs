@@ -1,5 +1,5 @@
 //! Micro-benchmark of the answering code alone (no sockets): the time
-//! `dns::respond` takes per query of the benchmark mix, on the benchmark
+//! `front::dns::respond` takes per query of the benchmark mix, on the benchmark
 //! zone. Run: `cargo bench --bench respond -- ZONE_DIR QUERY_FILE`
 //! (inputs from `python3 bench/gen.py DIR`).
 

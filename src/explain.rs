@@ -6,7 +6,6 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use anyhow::anyhow;
 use serde::Serialize;
 
 use crate::config::routing::Platform;
@@ -17,6 +16,21 @@ use crate::front::dns::{Network, Transport, respond};
 use crate::proto::name::Name;
 use crate::proto::types;
 use crate::proto::wire::{answer_records, rdata_to_ip};
+
+/// What keeps a client from being explained.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum ExplainError {
+    /// `--sdk-version` is not SemVer.
+    #[error("--sdk-version: {0}")]
+    SdkVersion(crate::config::cohort::CohortError),
+    /// `--platform` is not a platform.
+    #[error("--platform: use android, ios, web or other")]
+    Platform,
+    /// No such service.
+    #[error("no service named '{service}' (known: {known})")]
+    UnknownService { service: String, known: String },
+}
 
 /// The client to explain.
 #[derive(Debug, Clone)]
@@ -29,15 +43,12 @@ pub(crate) struct Query {
 
 impl Query {
     /// From `explain`'s command line.
-    pub(crate) fn from_args(args: &crate::cli::ExplainArgs) -> anyhow::Result<Query> {
+    pub(crate) fn from_args(args: &crate::cli::ExplainArgs) -> Result<Query, ExplainError> {
         let sdk_version = crate::config::cohort::parse_version(&args.sdk_version)
-            .map_err(|m| anyhow!("--sdk-version: {m}"))?;
+            .map_err(ExplainError::SdkVersion)?;
         let platform = match &args.platform {
             None => None,
-            Some(p) => Some(
-                Platform::parse(p)
-                    .ok_or_else(|| anyhow!("--platform: use android, ios, web or other"))?,
-            ),
+            Some(p) => Some(Platform::parse(p).ok_or(ExplainError::Platform)?),
         };
         Ok(Query {
             service: args.service.clone(),
@@ -84,7 +95,7 @@ pub(crate) struct DnsExplanation {
 
 /// Explains `query` against `snap`. Fails for an unknown service, naming
 /// the known ones.
-pub(crate) fn explain(snap: &Snapshot, query: &Query) -> anyhow::Result<Explanation> {
+pub(crate) fn explain(snap: &Snapshot, query: &Query) -> Result<Explanation, ExplainError> {
     let Some(document) = Document::build(snap, &query.service, &query.asker) else {
         let known: Vec<&str> = snap
             .routing
@@ -92,11 +103,10 @@ pub(crate) fn explain(snap: &Snapshot, query: &Query) -> anyhow::Result<Explanat
             .iter()
             .map(|s| s.name.as_str())
             .collect();
-        anyhow::bail!(
-            "no service named '{}' (known: {})",
-            query.service,
-            known.join(", ")
-        );
+        return Err(ExplainError::UnknownService {
+            service: query.service.clone(),
+            known: known.join(", "),
+        });
     };
     let svc = snap
         .routing

@@ -29,6 +29,7 @@ pub(crate) mod metrics;
 pub(crate) mod ops;
 pub(crate) mod scheme;
 pub(crate) mod serve;
+pub(crate) mod shared;
 pub(crate) mod source;
 pub(crate) mod util;
 
@@ -74,4 +75,99 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         println!("{}", text.trim_end());
     }
     Ok(())
+}
+
+/// The dependency rules of ARCHITECTURE.md, checked on the source text:
+/// which modules a module's code (comments aside) may name.
+#[cfg(test)]
+mod layering {
+    use std::path::Path;
+
+    /// Every `crate::<module>` named in code (not comments) under `dir`.
+    fn uses(dir: &str) -> Vec<(String, String)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![root.join(dir)];
+        if !dir.ends_with(".rs") {
+            files = walk(&root.join(dir));
+        }
+        let mut out = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for line in text.lines() {
+                let code = line.split("//").next().unwrap_or("");
+                for (i, _) in code.match_indices("crate::") {
+                    let rest = &code[i + 7..];
+                    let m: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    out.push((f.display().to_string(), m));
+                }
+            }
+        }
+        out
+    }
+
+    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    fn check(dir: &str, allowed: &[&str]) {
+        let bad: Vec<_> = uses(dir)
+            .into_iter()
+            .filter(|(_, m)| !allowed.contains(&m.as_str()))
+            .collect();
+        assert!(bad.is_empty(), "{dir} may name only {allowed:?}: {bad:?}");
+    }
+
+    #[test]
+    fn proto_is_a_leaf() {
+        check("proto", &["proto"]);
+    }
+
+    #[test]
+    fn config_depends_only_on_proto() {
+        check("config", &["proto", "config"]);
+    }
+
+    #[test]
+    fn fronts_never_reach_sources_or_commands() {
+        let forbidden = ["etcd", "source", "serve", "scheme", "ops", "cli"];
+        let bad: Vec<_> = uses("front")
+            .into_iter()
+            .filter(|(_, m)| forbidden.contains(&m.as_str()))
+            .collect();
+        assert!(bad.is_empty(), "{bad:?}");
+    }
+
+    #[test]
+    fn only_run_calls_the_commands() {
+        for dir in [
+            "config",
+            "etcd",
+            "front",
+            "proto",
+            "serve",
+            "source",
+            "census.rs",
+            "document.rs",
+            "explain.rs",
+            "metrics.rs",
+            "scheme.rs",
+            "shared.rs",
+            "util.rs",
+        ] {
+            let bad: Vec<_> = uses(dir).into_iter().filter(|(_, m)| m == "ops").collect();
+            assert!(bad.is_empty(), "{bad:?}");
+        }
+    }
 }

@@ -11,7 +11,7 @@ use tracing::debug;
 
 use super::backoff::{Backoff, sleep_or_stop};
 use super::client::EtcdConfig;
-use crate::serve::shared::Shared;
+use crate::shared::Shared;
 
 /// What an edge publishes about itself under `<prefix>-edges/<edge-id>`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

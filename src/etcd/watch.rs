@@ -25,7 +25,7 @@ use super::prefix::PrefixState;
 use crate::config::ConfigError;
 use crate::config::keyed::{Entry, KeyedState};
 use crate::config::snapshot::{Inputs, SourceKind, ZoneText};
-use crate::serve::shared::{EtcdState, Shared};
+use crate::shared::{EtcdState, Shared};
 use crate::source::StateEvent;
 
 /// A silent watch stream gets a progress request after this long.

@@ -1,5 +1,5 @@
 //! The fronts: DNS (UDP and TCP) and HTTP. Each reads the live snapshot
-//! from [`crate::serve::shared::Shared`] once per request and never talks to
+//! from [`crate::shared::Shared`] once per request and never talks to
 //! a config source.
 
 pub(crate) mod dns;

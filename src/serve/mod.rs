@@ -1,6 +1,6 @@
-//! `vdh-edge serve`: start-up in named steps, the reload loop ([`reload`]),
-//! the state the fronts share ([`shared`]) and the cache folder
-//! ([`cache`]).
+//! `vdh-edge serve`: start-up in named steps, the reload loop ([`reload`])
+//! and the cache folder ([`cache`]). The state the reload loop and the
+//! fronts share is [`crate::shared`].
 //!
 //! Start-up order: load the first snapshot (files must be valid; etcd may
 //! be down, then the cache or nothing), spawn the source and the reload
@@ -9,7 +9,6 @@
 
 pub(crate) mod cache;
 pub(crate) mod reload;
-pub(crate) mod shared;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,9 +26,9 @@ use crate::cli::{ServeArgs, SourceArgs};
 use crate::config::snapshot::SourceKind;
 use crate::error::Invalid;
 use crate::etcd::{EtcdConfig, EtcdSource, PrefixState};
+use crate::shared::{EtcdState, Shared};
 use crate::source::StateEvent;
 use cache::CacheDir;
-use shared::{EtcdState, Shared};
 
 /// Binds UDP (one `SO_REUSEPORT` socket per worker) and TCP on the same
 /// address; with port 0 both get one port.
@@ -125,16 +124,14 @@ async fn start_source(
     let Some(cfg) = args.etcd_config() else {
         let src = args.file_source()?;
         // Watch first, so a change made while we load is not missed.
-        let watch = src.clone().start_watch()?;
+        let watch = src
+            .clone()
+            .start_watch()
+            .context("watching the zones folder and the state file")?;
         // The first snapshot must be valid: refuse to start on bad files.
         let inputs = src.read(1).map_err(Invalid::from)?;
         reload::apply(shared, &inputs, cache).map_err(Invalid::from)?;
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            if let Err(error) = watch.run(tx, 1, shutdown).await {
-                warn!(%error, "file watcher failed; changes will not be picked up");
-            }
-        });
+        tasks.spawn(watch.run(tx, 1, shutdown.clone()));
         return Ok(None);
     };
     let client = cfg.connect().await?;

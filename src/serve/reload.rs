@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::cache::CacheDir;
-use super::shared::{Rejection, Shared};
 use crate::config::ConfigError;
 use crate::config::snapshot::{self, Inputs, SavedSerials, Snapshot, SourceKind};
+use crate::shared::{Rejection, Shared};
 use crate::source::StateEvent;
 
 /// Compiles `inputs` against `prev` (the live snapshot, if any) and says

@@ -128,7 +128,7 @@ impl FileSource {
 
     /// Starts watching the inputs. Call it before the first [`FileSource::read`]
     /// so no change slips between that read and the watch.
-    pub(crate) fn start_watch(self) -> anyhow::Result<FileWatch> {
+    pub(crate) fn start_watch(self) -> notify::Result<FileWatch> {
         let (etx, erx) = mpsc::unbounded_channel::<()>();
         let zones_dir = self
             .zones_dir
@@ -192,26 +192,27 @@ pub(crate) struct FileWatch {
 }
 
 impl FileWatch {
-    /// Sends a candidate after each burst of changes. `first_revision` is
-    /// the revision of the snapshot already loaded.
+    /// Sends a candidate after each burst of changes until `shutdown` or
+    /// until the reload loop is gone. `first_revision` is the revision of
+    /// the snapshot already loaded.
     pub(crate) async fn run(
         mut self,
         tx: mpsc::Sender<StateEvent>,
         first_revision: u64,
         shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) {
         let erx = &mut self.events;
         let mut revision = first_revision;
         loop {
             tokio::select! {
-                e = erx.recv() => if e.is_none() { return Ok(()) },
-                _ = shutdown.cancelled() => return Ok(()),
+                e = erx.recv() => if e.is_none() { return },
+                () = shutdown.cancelled() => return,
             }
             // Debounce: wait for a quiet period.
             loop {
                 match tokio::time::timeout(DEBOUNCE, erx.recv()).await {
                     Ok(Some(())) => continue,
-                    Ok(None) => return Ok(()),
+                    Ok(None) => return,
                     Err(_) => break,
                 }
             }
@@ -225,7 +226,7 @@ impl FileWatch {
                 if !shutdown.is_cancelled() {
                     warn!("reload loop has stopped; file watcher exits");
                 }
-                return Ok(());
+                return;
             }
         }
     }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{Transport, respond};
-use crate::serve::shared::Shared;
+use crate::shared::Shared;
 
 /// Most TCP connections served at once; more wait in the accept queue.
 pub(crate) const MAX_TCP_CONNECTIONS: usize = 1024;

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 
 use super::{Transport, respond};
 use crate::metrics::DnsTally;
-use crate::serve::shared::Shared;
+use crate::shared::Shared;
 
 /// Datagrams handled per system call.
 const BATCH: usize = 64;

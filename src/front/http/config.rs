@@ -13,7 +13,7 @@ use super::{MAX_ID_BYTES, MAX_WAIT_S, error};
 use crate::config::routing::Platform;
 use crate::document::{Asker, Document};
 use crate::metrics::ConfigLabels;
-use crate::serve::shared::Shared;
+use crate::shared::Shared;
 
 /// The parsed query parameters of a config request.
 struct ConfigParams {

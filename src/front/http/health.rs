@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::serve::shared::Shared;
+use crate::shared::Shared;
 
 /// `GET /healthz`: the process is up.
 pub(crate) async fn healthz() -> impl IntoResponse {

@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::HttpLabels;
-use crate::serve::shared::Shared;
+use crate::shared::Shared;
 
 /// Longest request target accepted (path and query); longer gets 414.
 pub(crate) const MAX_URI_BYTES: usize = 4096;

@@ -1,7 +1,9 @@
 //! State shared by the fronts and the reload loop: the live snapshot,
 //! readiness, metrics and the last rejected change.
 //!
-//! Only [`super::reload`] calls [`Shared::publish`]; the fronts only read.
+//! Only [`crate::serve::reload`] calls [`Shared::publish`]; the fronts only
+//! read. This module sits below the fronts, the sources and `serve`, so
+//! none of them depends on another through it.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
