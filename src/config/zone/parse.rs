@@ -379,14 +379,62 @@ pub fn parse_zone(text: &str, origin: &Name) -> Parsed {
     out
 }
 
-fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u8>, String> {
+/// Why a record's data does not parse (reported as `TYPE record: ...` on
+/// its line).
+#[derive(Debug, thiserror::Error)]
+enum RdataError {
+    #[error("missing {0}")]
+    Missing(&'static str),
+    #[error("bad IPv4 address '{0}'")]
+    Ipv4(String),
+    #[error("bad IPv6 address '{0}'")]
+    Ipv6(String),
+    #[error("bad serial '{0}'")]
+    Serial(String),
+    #[error("bad {what} '{text}'")]
+    Ttl { what: &'static str, text: String },
+    #[error("missing text")]
+    NoText,
+    #[error("bad tag '{0}'")]
+    Tag(String),
+    #[error(
+        "presentation format of {0} is not supported; write it as \\# <length> <hex> (RFC 3597)"
+    )]
+    Unsupported(String),
+    #[error("unexpected '{0}' after the record data")]
+    Extra(String),
+    #[error("\\# needs a length")]
+    NoLength,
+    #[error("\\# length {expected} does not match {actual} bytes of data")]
+    Length { expected: usize, actual: usize },
+    #[error("record data longer than 65535 bytes")]
+    TooLong,
+    #[error("odd number of hex digits")]
+    OddHex,
+    #[error("bad hex '{0}'")]
+    Hex(String),
+    #[error("missing hex data")]
+    NoHex,
+    #[error("{0}")]
+    Name(#[from] crate::proto::name::NameError),
+    #[error("'{0}' is not a number from 0 to 255")]
+    NotU8(String),
+    #[error("'{0}' is not a number from 0 to 65535")]
+    NotU16(String),
+    #[error("bad escape in '{0}'")]
+    Escape(String),
+    #[error("character string longer than 255 bytes")]
+    CharString,
+}
+
+fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u8>, RdataError> {
     if toks.first().is_some_and(|t| !t.quoted && t.text == "\\#") {
         return generic_rdata(&toks[1..]);
     }
     let mut w = Vec::new();
     let mut it = toks.iter();
-    let mut next = |what: &str| -> Result<&Token, String> {
-        it.next().copied().ok_or_else(|| format!("missing {what}"))
+    let mut next = |what: &'static str| -> Result<&Token, RdataError> {
+        it.next().copied().ok_or(RdataError::Missing(what))
     };
     match rtype {
         A => {
@@ -394,7 +442,7 @@ fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u
             let a: Ipv4Addr = t
                 .text
                 .parse()
-                .map_err(|_| format!("bad IPv4 address '{}'", t.text))?;
+                .map_err(|_| RdataError::Ipv4(t.text.clone()))?;
             w.extend_from_slice(&a.octets());
         }
         AAAA => {
@@ -402,7 +450,7 @@ fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u
             let a: Ipv6Addr = t
                 .text
                 .parse()
-                .map_err(|_| format!("bad IPv6 address '{}'", t.text))?;
+                .map_err(|_| RdataError::Ipv6(t.text.clone()))?;
             w.extend_from_slice(&a.octets());
         }
         NS | CNAME | PTR | DNAME => put_name(&mut w, next("target name")?, origin)?,
@@ -417,11 +465,14 @@ fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u
             let s: u32 = serial
                 .text
                 .parse()
-                .map_err(|_| format!("bad serial '{}'", serial.text))?;
+                .map_err(|_| RdataError::Serial(serial.text.clone()))?;
             w.extend_from_slice(&s.to_be_bytes());
             for what in ["refresh", "retry", "expire", "minimum"] {
                 let t = next(what)?;
-                let v = parse_ttl(&t.text).ok_or_else(|| format!("bad {what} '{}'", t.text))?;
+                let v = parse_ttl(&t.text).ok_or_else(|| RdataError::Ttl {
+                    what,
+                    text: t.text.clone(),
+                })?;
                 w.extend_from_slice(&v.to_be_bytes());
             }
         }
@@ -432,7 +483,7 @@ fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u
                 any = true;
             }
             if !any {
-                return Err("missing text".into());
+                return Err(RdataError::NoText);
             }
         }
         HINFO => {
@@ -448,10 +499,11 @@ fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u
         CAA => {
             put_u8(&mut w, next("flags")?)?;
             let tag = &next("tag")?.text;
-            if tag.is_empty() || tag.len() > 15 || !tag.bytes().all(|c| c.is_ascii_alphanumeric()) {
-                return Err(format!("bad tag '{tag}'"));
+            let len = u8::try_from(tag.len()).unwrap_or(u8::MAX);
+            if len == 0 || len > 15 || !tag.bytes().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(RdataError::Tag(tag.clone()));
             }
-            w.push(tag.len() as u8);
+            w.push(len);
             w.extend_from_slice(tag.as_bytes());
             w.extend_from_slice(&unescape(&next("value")?.text)?);
         }
@@ -481,45 +533,42 @@ fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u
             put_hex(&mut w, &mut it)?;
         }
         _ => {
-            return Err(format!(
-                "presentation format of {} is not supported; write it as \\# <length> <hex> (RFC 3597)",
-                type_name(rtype)
-            ));
+            return Err(RdataError::Unsupported(type_name(rtype)));
         }
     }
     if let Some(extra) = it.next() {
-        return Err(format!("unexpected '{}' after the record data", extra.text));
+        return Err(RdataError::Extra(extra.text.clone()));
     }
     Ok(w)
 }
 
-fn generic_rdata(toks: &[&Token]) -> Result<Vec<u8>, String> {
+fn generic_rdata(toks: &[&Token]) -> Result<Vec<u8>, RdataError> {
     let len: usize = toks
         .first()
         .and_then(|t| t.text.parse().ok())
-        .ok_or("\\# needs a length")?;
+        .ok_or(RdataError::NoLength)?;
     let hex: String = toks[1..].iter().map(|t| t.text.as_str()).collect();
     let data = decode_hex(&hex)?;
     if data.len() != len {
-        return Err(format!(
-            "\\# length {len} does not match {} bytes of data",
-            data.len()
-        ));
+        return Err(RdataError::Length {
+            expected: len,
+            actual: data.len(),
+        });
     }
     if len > 65535 {
-        return Err("record data longer than 65535 bytes".into());
+        return Err(RdataError::TooLong);
     }
     Ok(data)
 }
 
-fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
+fn decode_hex(s: &str) -> Result<Vec<u8>, RdataError> {
     if s.len() % 2 != 0 {
-        return Err("odd number of hex digits".into());
+        return Err(RdataError::OddHex);
     }
     (0..s.len())
         .step_by(2)
         .map(|i| {
-            u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("bad hex '{}'", &s[i..i + 2]))
+            u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| RdataError::Hex(s[i..i + 2].into()))
         })
         .collect()
 }
@@ -527,48 +576,48 @@ fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
 fn put_hex<'a>(
     w: &mut Vec<u8>,
     it: &mut impl Iterator<Item = &'a &'a Token>,
-) -> Result<(), String> {
+) -> Result<(), RdataError> {
     let hex: String = it.by_ref().map(|t| t.text.as_str()).collect();
     if hex.is_empty() {
-        return Err("missing hex data".into());
+        return Err(RdataError::NoHex);
     }
     w.extend_from_slice(&decode_hex(&hex)?);
     Ok(())
 }
 
-fn put_name(w: &mut Vec<u8>, t: &Token, origin: &Name) -> Result<(), String> {
-    let n = Name::parse(&t.text, Some(origin)).map_err(|e| e.to_string())?;
+fn put_name(w: &mut Vec<u8>, t: &Token, origin: &Name) -> Result<(), RdataError> {
+    let n = Name::parse(&t.text, Some(origin))?;
     w.extend_from_slice(n.wire());
     Ok(())
 }
 
-fn put_u8(w: &mut Vec<u8>, t: &Token) -> Result<(), String> {
+fn put_u8(w: &mut Vec<u8>, t: &Token) -> Result<(), RdataError> {
     w.push(
         t.text
             .parse::<u8>()
-            .map_err(|_| format!("'{}' is not a number from 0 to 255", t.text))?,
+            .map_err(|_| RdataError::NotU8(t.text.clone()))?,
     );
     Ok(())
 }
 
-fn put_u16(w: &mut Vec<u8>, t: &Token) -> Result<(), String> {
+fn put_u16(w: &mut Vec<u8>, t: &Token) -> Result<(), RdataError> {
     let v = t
         .text
         .parse::<u16>()
-        .map_err(|_| format!("'{}' is not a number from 0 to 65535", t.text))?;
+        .map_err(|_| RdataError::NotU16(t.text.clone()))?;
     w.extend_from_slice(&v.to_be_bytes());
     Ok(())
 }
 
 /// Resolves `\X` and `\DDD` escapes into bytes.
-fn unescape(s: &str) -> Result<Vec<u8>, String> {
+fn unescape(s: &str) -> Result<Vec<u8>, RdataError> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' {
             let (v, used) = crate::proto::name::decode_escape(&b[i + 1..])
-                .ok_or_else(|| format!("bad escape in '{s}'"))?;
+                .ok_or_else(|| RdataError::Escape(s.to_string()))?;
             out.push(v);
             i += 1 + used;
         } else {
@@ -579,12 +628,10 @@ fn unescape(s: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn put_char_string(w: &mut Vec<u8>, s: &str) -> Result<(), String> {
+fn put_char_string(w: &mut Vec<u8>, s: &str) -> Result<(), RdataError> {
     let bytes = unescape(s)?;
-    if bytes.len() > 255 {
-        return Err("character string longer than 255 bytes".into());
-    }
-    w.push(bytes.len() as u8);
+    let len = u8::try_from(bytes.len()).map_err(|_| RdataError::CharString)?;
+    w.push(len);
     w.extend_from_slice(&bytes);
     Ok(())
 }
@@ -621,6 +668,23 @@ mod tests {
         let p = parse_zone(text, &origin());
         let lines: Vec<usize> = p.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![2, 3, 4], "{:?}", p.errors);
+    }
+
+    #[test]
+    fn record_data_errors_say_what_is_wrong() {
+        let cases = [
+            ("a A 300.1.1.1", "A record: bad IPv4 address '300.1.1.1'"),
+            ("a MX 70000 mx", "MX record: '70000' is not a number from 0 to 65535"),
+            ("a TXT", "TXT record: missing text"),
+            ("a TYPE999 \\# 2 01", "TYPE999 record: \\# length 2 does not match 1 bytes of data"),
+            ("a SSHFP 1 1 abc", "SSHFP record: odd number of hex digits"),
+            ("a CAA 0 is-sue x", "CAA record: bad tag 'is-sue'"),
+        ];
+        for (line, want) in cases {
+            let p = parse_zone(line, &origin());
+            let got: Vec<&str> = p.errors.iter().map(|e| e.message.as_str()).collect();
+            assert_eq!(got, vec![want], "{line}");
+        }
     }
 
     #[test]
