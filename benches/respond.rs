@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
-use vdh_edge::config::snapshot::{Inputs, SourceKind, compile};
+use vdh_edge::{Inputs, SourceKind, compile};
 use vdh_edge::{FileSource, Transport, respond};
 
 fn main() {
@@ -35,10 +35,10 @@ fn main() {
         .map(|l| {
             let mut it = l.split_whitespace();
             let name = it.next().unwrap();
-            let t = vdh_edge::proto::types::type_from_str(it.next().unwrap()).unwrap();
+            let t = vdh_edge::type_from_str(it.next().unwrap()).unwrap();
             let mut p = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1];
             p.extend_from_slice(
-                vdh_edge::proto::name::Name::parse(&format!("{name}."), None)
+                vdh_edge::Name::parse(&format!("{name}."), None)
                     .unwrap()
                     .wire(),
             );

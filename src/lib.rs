@@ -13,20 +13,21 @@
 //! - `scheme`, `explain`, `ops`: the cutover schemes and the commands.
 //!
 //! Only what the binary, the integration tests and the benchmarks use is
-//! public: `cli`, `error`, `proto`, `config`, and the re-exports below.
+//! public: `cli`, `error`, and the re-exports below. Everything else is
+//! private to the crate, so the compiler reports what nothing uses.
 
 pub mod cli;
-pub mod config;
 pub mod error;
-pub mod proto;
 
 pub(crate) mod census;
+pub(crate) mod config;
 pub(crate) mod document;
 pub(crate) mod etcd;
 pub(crate) mod explain;
 pub(crate) mod front;
 pub(crate) mod metrics;
 pub(crate) mod ops;
+pub(crate) mod proto;
 pub(crate) mod scheme;
 pub(crate) mod serve;
 pub(crate) mod shared;
@@ -34,9 +35,13 @@ pub(crate) mod source;
 pub(crate) mod util;
 
 // What the integration tests and the benchmarks drive directly.
+pub use config::cohort::bucket;
+pub use config::snapshot::{Inputs, SourceKind, compile};
 pub use front::dns::{Transport, respond};
 pub use front::http::MAX_WAIT_S;
 pub use source::FileSource;
+pub use proto::name::Name;
+pub use proto::types::{class_from_str, type_from_str};
 pub use util::{parse_rfc3339, raise_nofile_limit};
 
 use cli::{Command, SchemeCommand};

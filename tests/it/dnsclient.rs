@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use vdh_edge::proto::name::Name;
+use vdh_edge::Name;
 
 /// How to ask.
 #[derive(Debug, Clone)]

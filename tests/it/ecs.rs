@@ -59,7 +59,7 @@ fn echoed_ecs(r: &[u8]) -> Option<(u8, u8)> {
 fn net24(inside: bool) -> String {
     for i in 0..255u32 {
         let net = format!("100.64.{i}.0/24");
-        let b = vdh_edge::config::cohort::bucket("vdh-api/half", net.as_bytes());
+        let b = vdh_edge::bucket("vdh-api/half", net.as_bytes());
         if (b < 5000) == inside {
             return format!("100.64.{i}.7");
         }
@@ -122,7 +122,7 @@ fn no_ecs_in_query_means_none_in_answer() {
     let (a, e) = ask(&s, "vdh-api.yingzi.com", 1, None);
     assert_eq!(e, None);
     // 127.0.0.0/24 from the packet source decides.
-    let b = vdh_edge::config::cohort::bucket("vdh-api/half", b"127.0.0.0/24");
+    let b = vdh_edge::bucket("vdh-api/half", b"127.0.0.0/24");
     assert_eq!(
         a,
         if b < 5000 {

@@ -181,7 +181,7 @@ fn summarize(resp: &[u8]) -> Summary {
 fn parse_line(line: &str) -> Option<Query> {
     let mut it = line.split_whitespace();
     let name = it.next()?;
-    let qtype = vdh_edge::proto::types::type_from_str(it.next()?).expect("known qtype in corpus");
+    let qtype = vdh_edge::type_from_str(it.next()?).expect("known qtype in corpus");
     let mut q = Query::new(name, qtype);
     for opt in it {
         match opt {
@@ -193,7 +193,7 @@ fn parse_line(line: &str) -> Option<Query> {
                 q.edns = Some(o[8..].parse().expect("bufsize number"));
             }
             o if o.starts_with("class=") => {
-                q.class = vdh_edge::proto::types::class_from_str(&o[6..]).expect("class");
+                q.class = vdh_edge::class_from_str(&o[6..]).expect("class");
             }
             o => panic!("unknown corpus option {o}"),
         }
