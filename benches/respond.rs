@@ -7,8 +7,8 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
-use vdh_edge::{Inputs, SourceKind, compile};
 use vdh_edge::{FileSource, Transport, respond};
+use vdh_edge::{Inputs, SourceKind, compile};
 
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();

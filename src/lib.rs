@@ -39,9 +39,9 @@ pub use config::cohort::bucket;
 pub use config::snapshot::{Inputs, SourceKind, compile};
 pub use front::dns::{Transport, respond};
 pub use front::http::MAX_WAIT_S;
-pub use source::FileSource;
 pub use proto::name::Name;
 pub use proto::types::{class_from_str, type_from_str};
+pub use source::FileSource;
 pub use util::{parse_rfc3339, raise_nofile_limit};
 
 use cli::{Command, SchemeCommand};

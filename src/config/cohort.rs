@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 /// A percent, version or version range that does not parse.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum CohortError {
+pub(crate) enum CohortError {
     /// Not a percent from 0 to 100 with at most two decimals.
     #[error("percent '{0}' must be a number from 0 to 100 with at most two decimals")]
     Percent(String),
@@ -45,7 +45,7 @@ pub fn bucket(salt: &str, key: &[u8]) -> u16 {
 
 /// Parses a percent (`0` to `100`, at most two decimals) into basis points
 /// without going through floating point.
-pub fn parse_percent(text: &str) -> Result<u16, CohortError> {
+pub(crate) fn parse_percent(text: &str) -> Result<u16, CohortError> {
     let t = text.trim();
     let bad = || CohortError::Percent(text.to_string());
     let (int, frac) = match t.split_once('.') {
@@ -80,7 +80,7 @@ pub fn parse_percent(text: &str) -> Result<u16, CohortError> {
 /// A SemVer range such as `>=1.0.0, <2`, compared by precedence with
 /// pre-releases included (`1.0.0-rc.1 < 1.0.0`), build metadata ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionRange {
+pub(crate) struct VersionRange {
     text: String,
     bounds: Vec<(Op, semver::Version)>,
 }
@@ -98,7 +98,7 @@ impl VersionRange {
     /// Parses comma-separated comparators (`>=`, `>`, `<`, `<=`, `=`; a bare
     /// version means `=`). Partial versions are filled with zeros, except that
     /// `<=1.2` and `>1.2` cover the whole `1.2` line.
-    pub fn parse(text: &str) -> Result<VersionRange, CohortError> {
+    pub(crate) fn parse(text: &str) -> Result<VersionRange, CohortError> {
         let mut bounds = Vec::new();
         for part in text.split(',') {
             let p = part.trim();
@@ -170,7 +170,7 @@ impl VersionRange {
     }
 
     /// True when `v` satisfies every comparator.
-    pub fn matches(&self, v: &semver::Version) -> bool {
+    pub(crate) fn matches(&self, v: &semver::Version) -> bool {
         self.bounds.iter().all(|(op, b)| {
             let o = cmp_precedence(v, b);
             match op {
@@ -185,14 +185,14 @@ impl VersionRange {
 }
 
 /// SemVer 2.0 precedence: build metadata does not count.
-pub fn cmp_precedence(a: &semver::Version, b: &semver::Version) -> std::cmp::Ordering {
+pub(crate) fn cmp_precedence(a: &semver::Version, b: &semver::Version) -> std::cmp::Ordering {
     (a.major, a.minor, a.patch)
         .cmp(&(b.major, b.minor, b.patch))
         .then_with(|| a.pre.cmp(&b.pre))
 }
 
 /// Parses a full SemVer 2.0 version (`1.0.0`, `1.0.0-rc.1+build`).
-pub fn parse_version(text: &str) -> Result<semver::Version, CohortError> {
+pub(crate) fn parse_version(text: &str) -> Result<semver::Version, CohortError> {
     semver::Version::parse(text.trim()).map_err(|source| CohortError::Version {
         text: text.to_string(),
         source,

@@ -7,16 +7,16 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// The file or etcd key the problem is in.
-    pub source: String,
+    pub(crate) source: String,
     /// The line in that file, when known.
-    pub line: Option<usize>,
+    pub(crate) line: Option<usize>,
     /// What is wrong, and what to do about it where that is clear.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl ConfigError {
     /// An error about a whole file or key.
-    pub fn at(source: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn at(source: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             source: source.into(),
             line: None,

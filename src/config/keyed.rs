@@ -17,45 +17,45 @@ use crate::config::state::{RawEnvironment, RawService, RawState};
 use crate::proto::name::Name;
 
 /// Key groups (relative to the prefix) the state is written to.
-pub const ENVIRONMENTS: &str = "environments/";
+pub(crate) const ENVIRONMENTS: &str = "environments/";
 /// See [`ENVIRONMENTS`].
-pub const SERVICES: &str = "services/";
+pub(crate) const SERVICES: &str = "services/";
 /// Zone-file texts, by origin.
-pub const ZONES: &str = "zones/";
+pub(crate) const ZONES: &str = "zones/";
 /// `true` allows a change that removes every service or zone.
-pub const ALLOW_EMPTY: &str = "meta/allow_empty";
+pub(crate) const ALLOW_EMPTY: &str = "meta/allow_empty";
 
 /// A value under the prefix with its revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub value: String,
-    pub mod_revision: i64,
+pub(crate) struct Entry {
+    pub(crate) value: String,
+    pub(crate) mod_revision: i64,
 }
 
 /// The state part of a prefix: keys relative to it, with their values and
 /// mod revisions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyedState {
+pub(crate) struct KeyedState {
     /// The prefix, e.g. `/vdh-edge` (keys are `<prefix>/<relative key>`).
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// By key relative to the prefix, with mod revisions.
-    pub entries: BTreeMap<String, Entry>,
+    pub(crate) entries: BTreeMap<String, Entry>,
 }
 
 impl KeyedState {
     /// The full key of a relative key.
-    pub fn key(&self, rel: &str) -> String {
+    pub(crate) fn key(&self, rel: &str) -> String {
         format!("{}/{rel}", self.prefix.trim_end_matches('/'))
     }
 
     /// Reads the state the entries hold. Errors name the key.
-    pub fn raw(&self) -> Result<RawState, Vec<ConfigError>> {
+    pub(crate) fn raw(&self) -> Result<RawState, Vec<ConfigError>> {
         raw_from_entries(&self.prefix, &self.entries)
     }
 
     /// Maps a validation path (`services.vdh-api.rules[0]`) to the key it
     /// lives in and the path inside that key's JSON.
-    pub fn locate(&self, path: &str) -> (String, String) {
+    pub(crate) fn locate(&self, path: &str) -> (String, String) {
         for group in ["environments", "services"] {
             if let Some(rest) = path.strip_prefix(&format!("{group}.")) {
                 let end = rest.find(['.', '[']).unwrap_or(rest.len());
@@ -70,7 +70,7 @@ impl KeyedState {
     }
 
     /// Highest mod revision among the keys `rels` that exist.
-    pub fn max_revision<'a>(&self, rels: impl Iterator<Item = &'a str>) -> Option<i64> {
+    pub(crate) fn max_revision<'a>(&self, rels: impl Iterator<Item = &'a str>) -> Option<i64> {
         rels.filter_map(|r| self.entries.get(r).map(|e| e.mod_revision))
             .max()
     }
@@ -78,7 +78,12 @@ impl KeyedState {
     /// The keys (relative) whose values feed a zone: its own text (when it
     /// came from a key), the environments named in it, and the services
     /// with hostnames in it together with the environments their rules use.
-    pub fn feeding_keys(&self, routing: &Routing, origin: &Name, zone_source: &str) -> Vec<String> {
+    pub(crate) fn feeding_keys(
+        &self,
+        routing: &Routing,
+        origin: &Name,
+        zone_source: &str,
+    ) -> Vec<String> {
         let mut keys = Vec::new();
         if zone_source == self.key(&format!("{ZONES}{origin}")) {
             keys.push(format!("{ZONES}{origin}"));
@@ -147,7 +152,7 @@ fn raw_from_entries(
 
 /// The keys (relative) and JSON values that represent `raw`'s
 /// environments, services and `allow_empty`.
-pub fn entries_from_raw(raw: &RawState) -> BTreeMap<String, String> {
+pub(crate) fn entries_from_raw(raw: &RawState) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (n, e) in &raw.environments {
         out.insert(

@@ -6,13 +6,13 @@
 //! `config` depends only on [`crate::proto`]; sources, fronts and commands
 //! depend on it, never the other way round.
 
-pub mod cohort;
-pub mod error;
-pub mod keyed;
-pub mod routing;
-pub mod serial;
-pub mod snapshot;
-pub mod state;
-pub mod zone;
+pub(crate) mod cohort;
+pub(crate) mod error;
+pub(crate) mod keyed;
+pub(crate) mod routing;
+pub(crate) mod serial;
+pub(crate) mod snapshot;
+pub(crate) mod state;
+pub(crate) mod zone;
 
-pub use error::ConfigError;
+pub(crate) use error::ConfigError;

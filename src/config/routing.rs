@@ -18,7 +18,7 @@ use crate::proto::name::{Name, NameError};
 
 /// Client platforms a rule can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Platform {
+pub(crate) enum Platform {
     Android,
     Ios,
     Web,
@@ -27,7 +27,7 @@ pub enum Platform {
 
 impl Platform {
     /// `android`, `ios`, `web` or `other`, any case.
-    pub fn parse(s: &str) -> Option<Platform> {
+    pub(crate) fn parse(s: &str) -> Option<Platform> {
         match s.to_ascii_lowercase().as_str() {
             "android" => Some(Platform::Android),
             "ios" => Some(Platform::Ios),
@@ -40,94 +40,94 @@ impl Platform {
 
 /// An environment's maintenance window, as shown to SDKs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Maintenance {
+pub(crate) struct Maintenance {
     /// RFC 3339 time it is expected to end (informational).
-    pub until: Option<String>,
+    pub(crate) until: Option<String>,
     /// Shown to users.
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
 }
 
 /// A backend environment: where its names point and what SDKs sent there
 /// are told.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Environment {
+pub(crate) struct Environment {
     /// Its key in the state (`prod`).
-    pub name: String,
+    pub(crate) name: String,
     /// Backend version served (`v0`, `v1`).
-    pub backend_version: String,
+    pub(crate) backend_version: String,
     /// DNS names answered with its addresses (lower case).
-    pub names: Vec<Name>,
+    pub(crate) names: Vec<Name>,
     /// IPv4 addresses.
-    pub v4: Vec<Ipv4Addr>,
+    pub(crate) v4: Vec<Ipv4Addr>,
     /// IPv6 addresses.
-    pub v6: Vec<Ipv6Addr>,
+    pub(crate) v6: Vec<Ipv6Addr>,
     /// The same addresses as RDATA, for DNS answers.
-    pub v4_rdata: Vec<[u8; 4]>,
-    pub v6_rdata: Vec<[u8; 16]>,
+    pub(crate) v4_rdata: Vec<[u8; 4]>,
+    pub(crate) v6_rdata: Vec<[u8; 16]>,
     /// Base URL SDKs use.
-    pub api_base_url: String,
+    pub(crate) api_base_url: String,
     /// Some while the environment is in maintenance.
-    pub maintenance: Option<Maintenance>,
+    pub(crate) maintenance: Option<Maintenance>,
     /// Bumped to make every SDK of this environment refresh its token.
-    pub token_epoch: u64,
+    pub(crate) token_epoch: u64,
 }
 
 /// Update policy fields after validation.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct UpdateFields {
+pub(crate) struct UpdateFields {
     /// Newest SDK version (update recommended below it).
-    pub latest_version: Option<semver::Version>,
+    pub(crate) latest_version: Option<semver::Version>,
     /// Oldest SDK version allowed (update required below it).
-    pub min_version: Option<semver::Version>,
+    pub(crate) min_version: Option<semver::Version>,
     /// Basis points of clients the minimum applies to (None = everyone).
-    pub min_version_bp: Option<u16>,
+    pub(crate) min_version_bp: Option<u16>,
     /// Where to get the update.
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// Shown with the update.
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
 }
 
 /// Update fields for a platform and/or app id; the most specific wins.
 #[derive(Debug, Clone, PartialEq)]
-pub struct UpdateOverride {
+pub(crate) struct UpdateOverride {
     /// The platform it applies to, if limited to one.
-    pub platform: Option<Platform>,
+    pub(crate) platform: Option<Platform>,
     /// The app id it applies to, if limited to one.
-    pub app_id: Option<String>,
+    pub(crate) app_id: Option<String>,
     /// The fields it sets.
-    pub fields: UpdateFields,
+    pub(crate) fields: UpdateFields,
 }
 
 /// A routing rule: matchers that must all hold, and the environment the
 /// clients it matches use.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Rule {
+pub(crate) struct Rule {
     /// Unique within its service.
-    pub name: String,
+    pub(crate) name: String,
     /// Cohort salt for percent matchers.
-    pub salt: String,
+    pub(crate) salt: String,
     /// SDK versions it matches.
-    pub sdk_version: Option<VersionRange>,
+    pub(crate) sdk_version: Option<VersionRange>,
     /// Platforms it matches (empty: any).
-    pub platforms: Vec<Platform>,
+    pub(crate) platforms: Vec<Platform>,
     /// App ids it matches (empty: any).
-    pub app_ids: Vec<String>,
+    pub(crate) app_ids: Vec<String>,
     /// Client ids it matches (empty: any).
-    pub client_ids: HashSet<String>,
+    pub(crate) client_ids: HashSet<String>,
     /// Source networks it matches (empty: any).
-    pub networks: Vec<IpNet>,
+    pub(crate) networks: Vec<IpNet>,
     /// Basis points (0..=10000).
-    pub percent: Option<u16>,
+    pub(crate) percent: Option<u16>,
     /// Index into [`Routing::environments`].
-    pub environment: usize,
+    pub(crate) environment: usize,
     /// Update fields that override the service's for these clients.
-    pub update: Option<UpdateFields>,
+    pub(crate) update: Option<UpdateFields>,
 }
 
 impl Service {
     /// True when the DNS answer can depend on the client network: a rule
     /// that DNS evaluates, before the default, has a CIDR or percent matcher.
-    pub fn dns_depends_on_network(&self) -> bool {
+    pub(crate) fn dns_depends_on_network(&self) -> bool {
         self.rules
             .iter()
             .filter(|r| !r.needs_client_facts())
@@ -137,11 +137,11 @@ impl Service {
 
 impl Rule {
     /// Needs facts DNS never has (platform, app id, client id).
-    pub fn needs_client_facts(&self) -> bool {
+    pub(crate) fn needs_client_facts(&self) -> bool {
         !self.platforms.is_empty() || !self.app_ids.is_empty() || !self.client_ids.is_empty()
     }
     /// Matches every client (a default rule).
-    pub fn is_match_all(&self) -> bool {
+    pub(crate) fn is_match_all(&self) -> bool {
         self.sdk_version.is_none()
             && !self.needs_client_facts()
             && self.networks.is_empty()
@@ -152,57 +152,57 @@ impl Rule {
 /// A service: the shared hostnames SDKs hard-code, and the rules that
 /// route its clients to environments.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Service {
+pub(crate) struct Service {
     /// Its key in the state (`vdh-api`).
-    pub name: String,
+    pub(crate) name: String,
     /// Shared hostnames (lower case).
-    pub hostnames: Vec<Name>,
+    pub(crate) hostnames: Vec<Name>,
     /// The SDK version DNS answers as (clients that only see DNS).
-    pub legacy_sdk_version: semver::Version,
+    pub(crate) legacy_sdk_version: semver::Version,
     /// TTL of DNS answers for the hostnames.
-    pub ttl: u32,
+    pub(crate) ttl: u32,
     /// Base refresh interval of the config document, in seconds.
-    pub refresh_s: u32,
+    pub(crate) refresh_s: u32,
     /// Ordered rules; the last matches everyone.
-    pub rules: Vec<Rule>,
+    pub(crate) rules: Vec<Rule>,
     /// Update policy for every client.
-    pub update: UpdateFields,
+    pub(crate) update: UpdateFields,
     /// Per-platform/app update policy.
-    pub overrides: Vec<UpdateOverride>,
+    pub(crate) overrides: Vec<UpdateOverride>,
 }
 
 /// The compiled routing state.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Routing {
+pub(crate) struct Routing {
     /// The state allows a change that removes every service or zone.
-    pub allow_empty: bool,
+    pub(crate) allow_empty: bool,
     /// Environments, in name order (rules refer to them by index).
-    pub environments: Vec<Environment>,
+    pub(crate) environments: Vec<Environment>,
     /// Services, in name order.
-    pub services: Vec<Service>,
+    pub(crate) services: Vec<Service>,
     service_index: HashMap<String, usize>,
 }
 
 /// What a client is, as far as rules can tell.
 #[derive(Debug, Clone, Default)]
-pub struct Client<'a> {
+pub(crate) struct Client<'a> {
     /// The SDK version it runs.
-    pub sdk_version: Option<&'a semver::Version>,
+    pub(crate) sdk_version: Option<&'a semver::Version>,
     /// Its platform.
-    pub platform: Option<Platform>,
+    pub(crate) platform: Option<Platform>,
     /// Its app id.
-    pub app_id: Option<&'a str>,
+    pub(crate) app_id: Option<&'a str>,
     /// Its client id (the key of percent matchers over HTTP).
-    pub client_id: Option<&'a str>,
+    pub(crate) client_id: Option<&'a str>,
     /// Source address for CIDR matchers.
-    pub addr: Option<IpAddr>,
+    pub(crate) addr: Option<IpAddr>,
     /// Key for percent matchers when there is no client id (DNS: the
     /// client network).
-    pub network_key: Option<&'a [u8]>,
+    pub(crate) network_key: Option<&'a [u8]>,
 }
 
 /// TTL of the A/AAAA answers for environment names.
-pub const ENV_NAME_TTL: u32 = 60;
+pub(crate) const ENV_NAME_TTL: u32 = 60;
 
 fn name_of(text: &str) -> Result<Name, NameError> {
     let t = text.trim();
@@ -587,7 +587,10 @@ impl Routing {
     /// Validates and compiles a raw state. `zone_origins` are the served
     /// zones (lower-case); every DNS name of the state must fall in one.
     /// Every problem is reported, each with its document path.
-    pub fn compile(raw: &RawState, zone_origins: &[Name]) -> Result<Routing, Vec<StateError>> {
+    pub(crate) fn compile(
+        raw: &RawState,
+        zone_origins: &[Name],
+    ) -> Result<Routing, Vec<StateError>> {
         let mut v = Validator {
             zone_origins,
             env_index: HashMap::new(),
@@ -621,7 +624,7 @@ impl Routing {
     }
 
     /// The service named `name`.
-    pub fn service(&self, name: &str) -> Option<&Service> {
+    pub(crate) fn service(&self, name: &str) -> Option<&Service> {
         self.service_index.get(name).map(|&i| &self.services[i])
     }
 }
@@ -633,7 +636,7 @@ fn valid_key(s: &str) -> bool {
 }
 
 /// The host of an `http://` or `https://` URL.
-pub fn url_host(url: &str) -> Option<&str> {
+pub(crate) fn url_host(url: &str) -> Option<&str> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))?;
@@ -648,7 +651,7 @@ pub fn url_host(url: &str) -> Option<&str> {
 
 /// How a client asked, which decides what rules can see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Asked {
+pub(crate) enum Asked {
     /// A DNS query: rules that need platform, app id or client id are
     /// skipped, and percent matchers hash the client network.
     OverDns,
@@ -659,19 +662,19 @@ pub enum Asked {
 
 /// Which rule a client gets, and what was looked at to decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// Index of the rule in the service.
-    pub rule: usize,
+    pub(crate) rule: usize,
     /// Longest CIDR prefix among the rules evaluated up to the match.
-    pub longest_cidr: u8,
+    pub(crate) longest_cidr: u8,
     /// A percent matcher was evaluated.
-    pub percent_evaluated: bool,
+    pub(crate) percent_evaluated: bool,
 }
 
 impl Service {
     /// Evaluates the rules in order for `client`, asked as `asked` says.
     /// Falls back to the last rule.
-    pub fn decide(&self, client: &Client, asked: Asked) -> Decision {
+    pub(crate) fn decide(&self, client: &Client, asked: Asked) -> Decision {
         let dns = asked == Asked::OverDns;
         let mut d = Decision {
             rule: self.rules.len() - 1,

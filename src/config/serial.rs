@@ -11,13 +11,13 @@
 //!   floor, kept as is when the content is the same.
 
 /// Serial arithmetic (RFC 1982): is `a` after `b`?
-pub fn serial_gt(a: u32, b: u32) -> bool {
+pub(crate) fn serial_gt(a: u32, b: u32) -> bool {
     a != b && a.wrapping_sub(b) < 0x8000_0000
 }
 
 /// Where the configuration comes from, as far as serials care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SerialMode {
+pub(crate) enum SerialMode {
     /// Files: an unchanged zone keeps its serial whatever its file says.
     File,
     /// etcd: a zone also moves to a newer candidate when a feeding key
@@ -27,7 +27,7 @@ pub enum SerialMode {
 
 /// What to serve for a zone that was just built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SerialChoice {
+pub(crate) enum SerialChoice {
     /// Keep the live zone as it is (same content, same serial).
     KeepLive,
     /// Serve the new build with this serial.
@@ -35,12 +35,12 @@ pub enum SerialChoice {
 }
 
 /// A serial with the content hash it was served for.
-pub type Served = (u32, u64);
+pub(crate) type Served = (u32, u64);
 
 /// Picks the serial of a built zone with content hash `content`.
 /// `live` is the zone in the live snapshot, `saved` what a previous run
 /// served (only consulted when there is no live zone).
-pub fn choose(
+pub(crate) fn choose(
     candidate: u32,
     content: u64,
     live: Option<Served>,

@@ -20,15 +20,15 @@ use crate::proto::name::Name;
 use crate::proto::types::{A, AAAA};
 
 /// Zones by lower-cased wire origin.
-pub type Zones = rustc_hash::FxHashMap<Box<[u8]>, Arc<Zone>>;
+pub(crate) type Zones = rustc_hash::FxHashMap<Box<[u8]>, Arc<Zone>>;
 
 /// Service hostnames (lower-case wire) whose DNS answers depend on the
 /// client network, with the service's index in `routing.services`.
-pub type ServicesByName = rustc_hash::FxHashMap<Box<[u8]>, usize>;
+pub(crate) type ServicesByName = rustc_hash::FxHashMap<Box<[u8]>, usize>;
 
 /// Last serial served and content hash per zone origin (the cache folder's
 /// `serials.json`).
-pub type SavedSerials = BTreeMap<String, serial::Served>;
+pub(crate) type SavedSerials = BTreeMap<String, serial::Served>;
 
 /// Where a snapshot came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub enum SourceKind {
 
 impl SourceKind {
     /// `file`, `etcd` or `cache` (readiness, status, the edge registry).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SourceKind::File => "file",
             SourceKind::Etcd => "etcd",
@@ -54,29 +54,29 @@ impl SourceKind {
 
 /// One zone file's text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ZoneText {
+pub(crate) struct ZoneText {
     /// Where it came from (a path, or an etcd key), for error messages.
-    pub source: String,
+    pub(crate) source: String,
     /// The origin, from the file name or the key.
-    pub origin: Name,
+    pub(crate) origin: Name,
     /// The master-file text.
-    pub text: String,
+    pub(crate) text: String,
 }
 
 /// The raw material of a snapshot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inputs {
     /// Zone texts; an origin may appear once.
-    pub zones: Vec<ZoneText>,
+    pub(crate) zones: Vec<ZoneText>,
     /// Where the state came from, for error messages.
-    pub state_source: String,
+    pub(crate) state_source: String,
     /// The state as YAML (file mode; unused when `keyed` is set).
-    pub state_text: String,
+    pub(crate) state_text: String,
     /// The state as keys, when it comes from etcd (then errors name keys
     /// and serials follow revisions).
-    pub keyed: Option<KeyedState>,
+    pub(crate) keyed: Option<KeyedState>,
     /// Revision of the source (etcd revision; a counter for files).
-    pub revision: u64,
+    pub(crate) revision: u64,
     /// Which kind of source produced these inputs.
     pub kind: SourceKind,
 }
@@ -85,22 +85,22 @@ pub struct Inputs {
 #[derive(Debug)]
 pub struct Snapshot {
     /// The source revision it was compiled from.
-    pub revision: u64,
+    pub(crate) revision: u64,
     /// Which kind of source it came from.
-    pub kind: SourceKind,
+    pub(crate) kind: SourceKind,
     /// The served zones, by lower-case wire origin.
-    pub zones: Zones,
+    pub(crate) zones: Zones,
     /// The validated routing state.
-    pub routing: Routing,
+    pub(crate) routing: Routing,
     /// Service hostnames answered per client network.
-    pub services_by_name: ServicesByName,
+    pub(crate) services_by_name: ServicesByName,
     /// When it was compiled (readiness reports its age).
-    pub published: SystemTime,
+    pub(crate) published: SystemTime,
 }
 
 impl Snapshot {
     /// A snapshot with nothing in it (used before the first publish).
-    pub fn empty() -> Snapshot {
+    pub(crate) fn empty() -> Snapshot {
         Snapshot {
             revision: 0,
             kind: SourceKind::File,
@@ -112,7 +112,7 @@ impl Snapshot {
     }
 
     /// Serial served and content hash of each zone, by origin text.
-    pub fn serials(&self) -> SavedSerials {
+    pub(crate) fn serials(&self) -> SavedSerials {
         self.zones
             .values()
             .map(|z| (z.origin.to_string(), (z.serial, z.content_hash)))

@@ -7,6 +7,6 @@
 // Wire code: every narrowing cast must be shown to fit.
 #![warn(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
-pub mod name;
-pub mod types;
-pub mod wire;
+pub(crate) mod name;
+pub(crate) mod types;
+pub(crate) mod wire;

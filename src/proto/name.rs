@@ -7,9 +7,9 @@
 use std::fmt;
 
 /// Longest name on the wire, root label included (RFC 1035 §3.1).
-pub const MAX_NAME_LEN: usize = 255;
+pub(crate) const MAX_NAME_LEN: usize = 255;
 /// Longest label (RFC 1035 §2.3.4).
-pub const MAX_LABEL_LEN: usize = 63;
+pub(crate) const MAX_LABEL_LEN: usize = 63;
 
 /// A fully qualified domain name in uncompressed wire form.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -33,12 +33,12 @@ pub enum NameError {
 
 impl Name {
     /// The root name `.`.
-    pub fn root() -> Name {
+    pub(crate) fn root() -> Name {
         Name(Box::new([0]))
     }
 
     /// Wraps wire bytes that are known to be a valid uncompressed name.
-    pub fn from_wire_unchecked(wire: &[u8]) -> Name {
+    pub(crate) fn from_wire_unchecked(wire: &[u8]) -> Name {
         Name(wire.into())
     }
 
@@ -104,24 +104,24 @@ impl Name {
     }
 
     /// A lower-cased copy (ASCII only, as DNS compares names).
-    pub fn to_lower(&self) -> Name {
+    pub(crate) fn to_lower(&self) -> Name {
         let mut w = self.0.clone();
         lower_in_place(&mut w);
         Name(w)
     }
 
     /// Number of labels, the root not counted.
-    pub fn label_count(&self) -> usize {
+    pub(crate) fn label_count(&self) -> usize {
         label_count(&self.0)
     }
 
     /// True when `self` is `other` or lies below it (case-insensitive).
-    pub fn is_subdomain_of(&self, other: &Name) -> bool {
+    pub(crate) fn is_subdomain_of(&self, other: &Name) -> bool {
         is_subdomain(&self.0, &other.0)
     }
 
     /// The name with its first label removed, or `None` for the root.
-    pub fn parent(&self) -> Option<Name> {
+    pub(crate) fn parent(&self) -> Option<Name> {
         if self.0[0] == 0 {
             None
         } else {
@@ -132,7 +132,7 @@ impl Name {
 
 /// Decodes the escape after a backslash: `\DDD` (decimal byte) or `\X`.
 /// Returns the byte and how many bytes of `rest` it used.
-pub fn decode_escape(rest: &[u8]) -> Option<(u8, usize)> {
+pub(crate) fn decode_escape(rest: &[u8]) -> Option<(u8, usize)> {
     if rest.len() >= 3 && rest[..3].iter().all(u8::is_ascii_digit) {
         let v =
             (rest[0] - b'0') as u32 * 100 + (rest[1] - b'0') as u32 * 10 + (rest[2] - b'0') as u32;
@@ -155,7 +155,7 @@ fn push_label(wire: &mut Vec<u8>, label: &[u8], text: &str) -> Result<(), NameEr
 
 /// Lower-cases ASCII letters of a wire name in place (length bytes are < 64,
 /// so they never fall in `A..=Z`).
-pub fn lower_in_place(wire: &mut [u8]) {
+pub(crate) fn lower_in_place(wire: &mut [u8]) {
     let mut i = 0;
     while i < wire.len() {
         let len = wire[i] as usize;
@@ -168,7 +168,7 @@ pub fn lower_in_place(wire: &mut [u8]) {
 }
 
 /// Labels in a wire name, the root not counted.
-pub fn label_count(wire: &[u8]) -> usize {
+pub(crate) fn label_count(wire: &[u8]) -> usize {
     let mut n = 0;
     let mut i = 0;
     while i < wire.len() && wire[i] != 0 {
@@ -180,7 +180,7 @@ pub fn label_count(wire: &[u8]) -> usize {
 
 /// Offsets of each suffix of a wire name, longest first; the root is not
 /// included.
-pub fn suffix_offsets(wire: &[u8], out: &mut [u8; 128]) -> usize {
+pub(crate) fn suffix_offsets(wire: &[u8], out: &mut [u8; 128]) -> usize {
     let mut n = 0;
     let mut i = 0;
     while i < wire.len() && wire[i] != 0 {
@@ -194,7 +194,7 @@ pub fn suffix_offsets(wire: &[u8], out: &mut [u8; 128]) -> usize {
 }
 
 /// True when wire name `a` equals or lies below wire name `b`, ignoring case.
-pub fn is_subdomain(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn is_subdomain(a: &[u8], b: &[u8]) -> bool {
     if b.len() > a.len() {
         return false;
     }
@@ -211,7 +211,7 @@ pub fn is_subdomain(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Writes a wire name in presentation format.
-pub fn fmt_wire(wire: &[u8], f: &mut impl fmt::Write) -> fmt::Result {
+pub(crate) fn fmt_wire(wire: &[u8], f: &mut impl fmt::Write) -> fmt::Result {
     if wire.first() == Some(&0) || wire.is_empty() {
         return f.write_char('.');
     }

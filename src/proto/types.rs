@@ -1,56 +1,56 @@
 //! Record types, classes and response codes as plain numbers, with the
 //! mnemonics the zone parser and the logs use.
 
-pub const A: u16 = 1;
-pub const NS: u16 = 2;
-pub const CNAME: u16 = 5;
-pub const SOA: u16 = 6;
-pub const PTR: u16 = 12;
-pub const NULL: u16 = 10;
-pub const HINFO: u16 = 13;
-pub const MX: u16 = 15;
-pub const TXT: u16 = 16;
-pub const AAAA: u16 = 28;
-pub const SRV: u16 = 33;
-pub const NAPTR: u16 = 35;
-pub const DNAME: u16 = 39;
-pub const OPT: u16 = 41;
-pub const DS: u16 = 43;
-pub const SSHFP: u16 = 44;
-pub const RRSIG: u16 = 46;
-pub const NSEC: u16 = 47;
-pub const DNSKEY: u16 = 48;
-pub const NSEC3: u16 = 50;
-pub const NSEC3PARAM: u16 = 51;
-pub const TLSA: u16 = 52;
-pub const SPF: u16 = 99;
-pub const TKEY: u16 = 249;
-pub const TSIG: u16 = 250;
-pub const IXFR: u16 = 251;
-pub const AXFR: u16 = 252;
-pub const MAILB: u16 = 253;
-pub const MAILA: u16 = 254;
-pub const ANY: u16 = 255;
-pub const CAA: u16 = 257;
+pub(crate) const A: u16 = 1;
+pub(crate) const NS: u16 = 2;
+pub(crate) const CNAME: u16 = 5;
+pub(crate) const SOA: u16 = 6;
+pub(crate) const PTR: u16 = 12;
+pub(crate) const NULL: u16 = 10;
+pub(crate) const HINFO: u16 = 13;
+pub(crate) const MX: u16 = 15;
+pub(crate) const TXT: u16 = 16;
+pub(crate) const AAAA: u16 = 28;
+pub(crate) const SRV: u16 = 33;
+pub(crate) const NAPTR: u16 = 35;
+pub(crate) const DNAME: u16 = 39;
+pub(crate) const OPT: u16 = 41;
+pub(crate) const DS: u16 = 43;
+pub(crate) const SSHFP: u16 = 44;
+pub(crate) const RRSIG: u16 = 46;
+pub(crate) const NSEC: u16 = 47;
+pub(crate) const DNSKEY: u16 = 48;
+pub(crate) const NSEC3: u16 = 50;
+pub(crate) const NSEC3PARAM: u16 = 51;
+pub(crate) const TLSA: u16 = 52;
+pub(crate) const SPF: u16 = 99;
+pub(crate) const TKEY: u16 = 249;
+pub(crate) const TSIG: u16 = 250;
+pub(crate) const IXFR: u16 = 251;
+pub(crate) const AXFR: u16 = 252;
+pub(crate) const MAILB: u16 = 253;
+pub(crate) const MAILA: u16 = 254;
+pub(crate) const ANY: u16 = 255;
+pub(crate) const CAA: u16 = 257;
 
-pub const CLASS_IN: u16 = 1;
-pub const CLASS_CH: u16 = 3;
-pub const CLASS_HS: u16 = 4;
-pub const CLASS_NONE: u16 = 254;
-pub const CLASS_ANY: u16 = 255;
+pub(crate) const CLASS_IN: u16 = 1;
+pub(crate) const CLASS_CH: u16 = 3;
+pub(crate) const CLASS_HS: u16 = 4;
+pub(crate) const CLASS_NONE: u16 = 254;
+pub(crate) const CLASS_ANY: u16 = 255;
 
-pub const OPCODE_QUERY: u8 = 0;
-pub const OPCODE_NOTIFY: u8 = 4;
-pub const OPCODE_UPDATE: u8 = 5;
+pub(crate) const OPCODE_QUERY: u8 = 0;
+pub(crate) const OPCODE_NOTIFY: u8 = 4;
+pub(crate) const OPCODE_UPDATE: u8 = 5;
 
-pub const RCODE_NOERROR: u8 = 0;
-pub const RCODE_FORMERR: u8 = 1;
-pub const RCODE_NXDOMAIN: u8 = 3;
-pub const RCODE_NOTIMP: u8 = 4;
-pub const RCODE_REFUSED: u8 = 5;
-pub const RCODE_NOTAUTH: u8 = 9;
+pub(crate) const RCODE_NOERROR: u8 = 0;
+pub(crate) const RCODE_FORMERR: u8 = 1;
+pub(crate) const RCODE_NXDOMAIN: u8 = 3;
+pub(crate) const RCODE_NOTIMP: u8 = 4;
+pub(crate) const RCODE_REFUSED: u8 = 5;
+pub(crate) const RCODE_NOTAUTH: u8 = 9;
 /// Extended rcode 16 (RFC 6891): upper 8 bits go in the OPT TTL.
-pub const RCODE_BADVERS: u16 = 16;
+pub(crate) const RCODE_BADVERS: u16 = 16;
 
 const NAMES: &[(u16, &str)] = &[
     (A, "A"),
@@ -87,7 +87,7 @@ const NAMES: &[(u16, &str)] = &[
 ];
 
 /// The mnemonic of a type, or `TYPEnnn` (RFC 3597).
-pub fn type_name(t: u16) -> String {
+pub(crate) fn type_name(t: u16) -> String {
     NAMES
         .iter()
         .find(|(n, _)| *n == t)
@@ -117,11 +117,11 @@ pub fn class_from_str(s: &str) -> Option<u16> {
 }
 
 /// Meta and question-only types (RFC 6895 §3.1): never stored in a zone.
-pub fn is_meta(t: u16) -> bool {
+pub(crate) fn is_meta(t: u16) -> bool {
     t == OPT || (128..=255).contains(&t)
 }
 
 /// Types whose RDATA names may be compressed on the wire (RFC 3597 §4).
-pub fn rdata_names_compressible(t: u16) -> bool {
+pub(crate) fn rdata_names_compressible(t: u16) -> bool {
     matches!(t, NS | CNAME | SOA | PTR | MX | 3 | 4 | 7 | 8 | 9 | 14)
 }

@@ -11,55 +11,55 @@ use super::types::*;
 
 /// EDNS UDP payload we advertise and the largest we ever send over UDP
 /// (DNS flag day 2020 value; Knot's default).
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
+pub(crate) const MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// EDNS option code of Client Subnet (RFC 7871).
-pub const OPT_ECS: u16 = 8;
+pub(crate) const OPT_ECS: u16 = 8;
 /// EDNS option code of Extended DNS Errors (RFC 8914).
-pub const OPT_EDE: u16 = 15;
+pub(crate) const OPT_EDE: u16 = 15;
 /// EDE info code "Not Authoritative".
-pub const EDE_NOT_AUTHORITATIVE: u16 = 20;
+pub(crate) const EDE_NOT_AUTHORITATIVE: u16 = 20;
 
 /// The Client Subnet option of a query (RFC 7871).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientSubnet {
+pub(crate) struct ClientSubnet {
     /// 1 = IPv4, 2 = IPv6.
-    pub family: u16,
-    pub source_prefix: u8,
-    pub scope_prefix: u8,
+    pub(crate) family: u16,
+    pub(crate) source_prefix: u8,
+    pub(crate) scope_prefix: u8,
     /// The address, zero-padded to 16 bytes (IPv4 uses the first 4).
-    pub addr: [u8; 16],
+    pub(crate) addr: [u8; 16],
 }
 
 /// The parts of the OPT record a response depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Edns {
-    pub payload: u16,
-    pub version: u8,
-    pub dnssec_ok: bool,
-    pub ecs: Option<ClientSubnet>,
+pub(crate) struct Edns {
+    pub(crate) payload: u16,
+    pub(crate) version: u8,
+    pub(crate) dnssec_ok: bool,
+    pub(crate) ecs: Option<ClientSubnet>,
 }
 
 /// A parsed query. The question name is kept as received (case included)
 /// and lower-cased for lookups.
 #[derive(Debug, Clone)]
-pub struct Request {
-    pub id: u16,
-    pub opcode: u8,
-    pub rd: bool,
+pub(crate) struct Request {
+    pub(crate) id: u16,
+    pub(crate) opcode: u8,
+    pub(crate) rd: bool,
     /// The question name exactly as sent.
-    pub qname: [u8; MAX_NAME_LEN],
-    pub qname_len: usize,
+    pub(crate) qname: [u8; MAX_NAME_LEN],
+    pub(crate) qname_len: usize,
     /// The question name in lower case.
-    pub qname_lower: [u8; MAX_NAME_LEN],
-    pub qtype: u16,
-    pub qclass: u16,
-    pub edns: Option<Edns>,
+    pub(crate) qname_lower: [u8; MAX_NAME_LEN],
+    pub(crate) qtype: u16,
+    pub(crate) qclass: u16,
+    pub(crate) edns: Option<Edns>,
 }
 
 /// Why a request gets no normal answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParseOutcome {
+pub(crate) enum ParseOutcome {
     /// Too short for a header, or a response: no answer at all.
     Drop,
     /// Answer with just the header (and question when it parsed) and this rcode.
@@ -71,22 +71,22 @@ pub enum ParseOutcome {
 
 impl Request {
     /// The question name as sent.
-    pub fn qname(&self) -> &[u8] {
+    pub(crate) fn qname(&self) -> &[u8] {
         &self.qname[..self.qname_len]
     }
     /// The question name in lower case.
-    pub fn qname_lower(&self) -> &[u8] {
+    pub(crate) fn qname_lower(&self) -> &[u8] {
         &self.qname_lower[..self.qname_len]
     }
 
     /// True for a query without a question (QDCOUNT 0).
-    pub fn has_question(&self) -> bool {
+    pub(crate) fn has_question(&self) -> bool {
         self.qname_len > 0
     }
 
     /// Parses a query packet the way Knot does: a broken header or question
     /// gets no answer at all; a broken rest of the packet gets FORMERR.
-    pub fn parse(p: &[u8]) -> Result<Request, ParseOutcome> {
+    pub(crate) fn parse(p: &[u8]) -> Result<Request, ParseOutcome> {
         if p.len() < 12 {
             return Err(ParseOutcome::Drop);
         }
@@ -285,7 +285,7 @@ fn parse_ecs(b: &[u8]) -> Option<ClientSubnet> {
 
 /// Section a record goes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Section {
+pub(crate) enum Section {
     Answer,
     Authority,
     Additional,
@@ -294,14 +294,14 @@ pub enum Section {
 /// The message did not fit; the writer is back where it was before the
 /// failed write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
+pub(crate) struct Full;
 
 /// Appends a response to a buffer with name compression.
 ///
 /// Compression remembers where each written name suffix starts; lookups
 /// compare case-insensitively, as Knot does, so the question's spelling is
 /// reused for names below it.
-pub struct Writer<'b> {
+pub(crate) struct Writer<'b> {
     buf: &'b mut Vec<u8>,
     limit: usize,
     counts: [u16; 3],
@@ -314,7 +314,7 @@ impl<'b> Writer<'b> {
     /// Starts a response in `buf` (cleared) with a header copied from the
     /// request: id, opcode and RD; QR set. CD is cleared, as Knot does for
     /// zones it does not sign.
-    pub fn new(buf: &'b mut Vec<u8>, limit: usize, id: u16, opcode: u8, rd: bool) -> Self {
+    pub(crate) fn new(buf: &'b mut Vec<u8>, limit: usize, id: u16, opcode: u8, rd: bool) -> Self {
         buf.clear();
         buf.extend_from_slice(&id.to_be_bytes());
         let mut f1 = 0x80 | (opcode << 3);
@@ -332,7 +332,7 @@ impl<'b> Writer<'b> {
     }
 
     /// Writes the question section with the name exactly as asked.
-    pub fn question(&mut self, qname: &[u8], qtype: u16, qclass: u16) {
+    pub(crate) fn question(&mut self, qname: &[u8], qtype: u16, qclass: u16) {
         let off = self.buf.len();
         self.buf.extend_from_slice(qname);
         self.buf.extend_from_slice(&qtype.to_be_bytes());
@@ -342,33 +342,33 @@ impl<'b> Writer<'b> {
     }
 
     /// Copies a raw question section (for error answers).
-    pub fn raw_question(&mut self, raw: &[u8]) {
+    pub(crate) fn raw_question(&mut self, raw: &[u8]) {
         self.buf.extend_from_slice(raw);
         self.buf[5] = 1;
     }
 
     /// Sets AA (an authoritative answer).
-    pub fn set_aa(&mut self) {
+    pub(crate) fn set_aa(&mut self) {
         self.buf[2] |= 0x04;
     }
     /// Clears AA (a referral).
-    pub fn clear_aa(&mut self) {
+    pub(crate) fn clear_aa(&mut self) {
         self.buf[2] &= !0x04;
     }
     /// Sets TC: something did not fit.
-    pub fn set_tc(&mut self) {
+    pub(crate) fn set_tc(&mut self) {
         self.buf[2] |= 0x02;
     }
     /// Sets the header's 4-bit rcode.
-    pub fn set_rcode(&mut self, rcode: u8) {
+    pub(crate) fn set_rcode(&mut self, rcode: u8) {
         self.buf[3] = (self.buf[3] & 0xf0) | (rcode & 0x0f);
     }
     /// Reserves room (for the OPT record) that records may not use.
-    pub fn reserve(&mut self, n: usize) {
+    pub(crate) fn reserve(&mut self, n: usize) {
         self.limit = self.limit.saturating_sub(n);
     }
     /// Gives back what [`Writer::reserve`] took.
-    pub fn unreserve(&mut self, n: usize) {
+    pub(crate) fn unreserve(&mut self, n: usize) {
         self.limit += n;
     }
 
@@ -419,7 +419,7 @@ impl<'b> Writer<'b> {
     }
 
     /// Writes a name, compressed against earlier names.
-    pub fn name(&mut self, name: &[u8]) {
+    pub(crate) fn name(&mut self, name: &[u8]) {
         let start = self.buf.len();
         let mut i = 0;
         while name[i] != 0 {
@@ -472,7 +472,7 @@ impl<'b> Writer<'b> {
     /// Writes a whole RRset or nothing. `owner` is either a wire name or
     /// `None` for "the question name" (a pointer to offset 12, keeping the
     /// asker's case).
-    pub fn rrset<'r>(
+    pub(crate) fn rrset<'r>(
         &mut self,
         section: Section,
         owner: Option<&[u8]>,
@@ -484,7 +484,7 @@ impl<'b> Writer<'b> {
     }
 
     /// [`Writer::rrset`] with a class other than IN.
-    pub fn rrset_class<'r>(
+    pub(crate) fn rrset_class<'r>(
         &mut self,
         section: Section,
         owner: Option<&[u8]>,
@@ -523,7 +523,7 @@ impl<'b> Writer<'b> {
 
     /// Appends the OPT record (never refused: room was reserved for it).
     /// `ede` adds an Extended DNS Error option (RFC 8914) with that info code.
-    pub fn opt(
+    pub(crate) fn opt(
         &mut self,
         payload: u16,
         ext_rcode: u8,
@@ -565,14 +565,14 @@ impl<'b> Writer<'b> {
 
     /// Size of the OPT record [`Writer::opt`] would write without EDE (EDE
     /// only goes on answers that carry no records).
-    pub fn opt_len(ecs: Option<&ClientSubnet>) -> usize {
+    pub(crate) fn opt_len(ecs: Option<&ClientSubnet>) -> usize {
         11 + ecs.map_or(0, |c| 8 + (c.source_prefix as usize).div_ceil(8))
     }
 }
 
 /// The answer-section records of a response as (type, TTL, RDATA); names
 /// are skipped. `None` when the message is malformed.
-pub fn answer_records(p: &[u8]) -> Option<Vec<(u16, u32, Vec<u8>)>> {
+pub(crate) fn answer_records(p: &[u8]) -> Option<Vec<(u16, u32, Vec<u8>)>> {
     let qd = u16::from_be_bytes([*p.get(4)?, *p.get(5)?]);
     let an = u16::from_be_bytes([p[6], p[7]]);
     let mut i = 12;
@@ -600,7 +600,7 @@ pub enum Transport {
 }
 
 /// The address an A (4 bytes) or AAAA (16 bytes) RDATA holds.
-pub fn rdata_to_ip(rdata: &[u8]) -> Option<std::net::IpAddr> {
+pub(crate) fn rdata_to_ip(rdata: &[u8]) -> Option<std::net::IpAddr> {
     match rdata.len() {
         4 => Some(<[u8; 4]>::try_from(rdata).ok()?.into()),
         16 => Some(<[u8; 16]>::try_from(rdata).ok()?.into()),
@@ -609,7 +609,7 @@ pub fn rdata_to_ip(rdata: &[u8]) -> Option<std::net::IpAddr> {
 }
 
 /// Length of an uncompressed wire name at the start of `b`.
-pub fn name_len(b: &[u8]) -> usize {
+pub(crate) fn name_len(b: &[u8]) -> usize {
     let mut i = 0;
     while b[i] != 0 {
         i += 1 + b[i] as usize;

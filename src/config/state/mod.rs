@@ -5,7 +5,7 @@
 //! values. Validation reports every problem at once, each with the document
 //! path it concerns; [`StateError::with_lines`] turns paths into lines.
 
-pub mod yaml_lines;
+pub(crate) mod yaml_lines;
 
 use std::collections::BTreeMap;
 
@@ -16,18 +16,18 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// rules route clients to them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawState {
+pub(crate) struct RawState {
     /// Allow a published change that removes every service or every zone.
     /// A wiped etcd prefix must not take the fleet down, so this is off by
     /// default.
     #[serde(default, skip_serializing_if = "is_false")]
-    pub allow_empty: bool,
+    pub(crate) allow_empty: bool,
     /// Backend environments by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub environments: BTreeMap<String, RawEnvironment>,
+    pub(crate) environments: BTreeMap<String, RawEnvironment>,
     /// Services (shared hostnames that SDKs hard-code) by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub services: BTreeMap<String, RawService>,
+    pub(crate) services: BTreeMap<String, RawService>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -37,33 +37,33 @@ fn is_false(b: &bool) -> bool {
 /// A backend environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawEnvironment {
+pub(crate) struct RawEnvironment {
     /// Backend version served (`v0`, `v1`, ...). During an in-place upgrade,
     /// the version it will serve when maintenance ends.
-    pub backend_version: String,
+    pub(crate) backend_version: String,
     /// DNS names of this environment; each answers its addresses.
     #[serde(default)]
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// IPv4 and IPv6 addresses.
     #[serde(default)]
-    pub addresses: Vec<String>,
+    pub(crate) addresses: Vec<String>,
     /// Base URL SDKs use; its host must be one of `names`.
-    pub api_base_url: String,
+    pub(crate) api_base_url: String,
     /// `serving` or `maintenance`.
     #[serde(default)]
-    pub status: RawStatus,
+    pub(crate) status: RawStatus,
     /// Shown while in maintenance. `until` is informational only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub maintenance: Option<RawMaintenance>,
+    pub(crate) maintenance: Option<RawMaintenance>,
     /// Bump to make every SDK of this environment refresh its token.
     #[serde(default)]
-    pub token_epoch: u64,
+    pub(crate) token_epoch: u64,
 }
 
 /// Whether an environment serves or is in maintenance.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum RawStatus {
+pub(crate) enum RawStatus {
     #[default]
     Serving,
     Maintenance,
@@ -72,34 +72,34 @@ pub enum RawStatus {
 /// What SDKs are told during maintenance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawMaintenance {
+pub(crate) struct RawMaintenance {
     /// RFC 3339 time the maintenance is expected to end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until: Option<String>,
+    pub(crate) until: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
 }
 
 /// A service: the hostnames old SDKs hard-code and the rules that route
 /// clients to environments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawService {
+pub(crate) struct RawService {
     /// Shared hostnames (e.g. `vdh-api.yingzi.com.`), each inside a served zone.
-    pub hostnames: Vec<String>,
+    pub(crate) hostnames: Vec<String>,
     /// SDK version that SDKs seeing only DNS run; DNS answers as if asked by one.
-    pub legacy_sdk_version: String,
+    pub(crate) legacy_sdk_version: String,
     /// TTL of DNS answers for the hostnames.
     #[serde(default = "default_ttl")]
-    pub ttl: u32,
+    pub(crate) ttl: u32,
     /// Base refresh interval of the config document, in seconds.
     #[serde(default = "default_refresh")]
-    pub refresh_s: u32,
+    pub(crate) refresh_s: u32,
     /// Ordered rules; the first that matches wins; the last must match all.
-    pub rules: Vec<RawRule>,
+    pub(crate) rules: Vec<RawRule>,
     /// Update policy for every client of this service.
     #[serde(default)]
-    pub update: RawUpdate,
+    pub(crate) update: RawUpdate,
 }
 
 fn default_ttl() -> u32 {
@@ -112,40 +112,40 @@ fn default_refresh() -> u32 {
 /// A routing rule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawRule {
+pub(crate) struct RawRule {
     /// Unique within the service; shown in documents and metrics.
-    pub name: String,
+    pub(crate) name: String,
     /// Cohort salt; default `<service>/<name>`. Keep it when editing a
     /// percent so cohorts stay nested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub salt: Option<String>,
+    pub(crate) salt: Option<String>,
     /// Conditions that must all hold; empty matches everyone.
     #[serde(default, rename = "match", skip_serializing_if = "RawMatch::is_empty")]
-    pub matcher: RawMatch,
+    pub(crate) matcher: RawMatch,
     /// Environment clients matching this rule use.
-    pub environment: String,
+    pub(crate) environment: String,
     /// Update policy fields that override the service's for these clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub update: Option<RawUpdateFields>,
+    pub(crate) update: Option<RawUpdateFields>,
 }
 
 /// Rule conditions (all optional, all must hold).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawMatch {
+pub(crate) struct RawMatch {
     /// SemVer range, e.g. `>=1.0.0, <2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sdk_version: Option<String>,
+    pub(crate) sdk_version: Option<String>,
     /// `android`, `ios`, `web`, `other` (case-insensitive).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub platforms: Vec<String>,
+    pub(crate) platforms: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub app_ids: Vec<String>,
+    pub(crate) app_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub client_ids: Vec<String>,
+    pub(crate) client_ids: Vec<String>,
     /// Source networks (CIDR).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub networks: Vec<String>,
+    pub(crate) networks: Vec<String>,
     /// 0 to 100 with up to two decimals, e.g. `"12.5"`.
     #[serde(
         default,
@@ -153,11 +153,11 @@ pub struct RawMatch {
         deserialize_with = "percent_text"
     )]
     #[schemars(with = "Option<String>")]
-    pub percent: Option<String>,
+    pub(crate) percent: Option<String>,
 }
 
 impl RawMatch {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         *self == RawMatch::default()
     }
 }
@@ -183,22 +183,22 @@ fn percent_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Er
 /// Update policy of a service, with per-platform/app overrides.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawUpdate {
+pub(crate) struct RawUpdate {
     #[serde(flatten)]
-    pub fields: RawUpdateFields,
+    pub(crate) fields: RawUpdateFields,
     /// Overrides for a platform and/or app id; the most specific wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub overrides: Vec<RawUpdateOverride>,
+    pub(crate) overrides: Vec<RawUpdateOverride>,
 }
 
 /// Update policy fields; unset fields inherit.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawUpdateFields {
+pub(crate) struct RawUpdateFields {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latest_version: Option<String>,
+    pub(crate) latest_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_version: Option<String>,
+    pub(crate) min_version: Option<String>,
     /// Share of clients (sticky cohort) to which `min_version` applies.
     #[serde(
         default,
@@ -206,38 +206,38 @@ pub struct RawUpdateFields {
         deserialize_with = "percent_text"
     )]
     #[schemars(with = "Option<String>")]
-    pub min_version_percent: Option<String>,
+    pub(crate) min_version_percent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
 }
 
 /// Update fields for a platform and/or app id.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawUpdateOverride {
+pub(crate) struct RawUpdateOverride {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<String>,
+    pub(crate) platform: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app_id: Option<String>,
+    pub(crate) app_id: Option<String>,
     #[serde(flatten)]
-    pub fields: RawUpdateFields,
+    pub(crate) fields: RawUpdateFields,
 }
 
 /// One problem in a state document.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {message}")]
-pub struct StateError {
+pub(crate) struct StateError {
     /// Path in the document, e.g. `services.vdh-api.rules[0].environment`.
-    pub path: String,
-    pub message: String,
+    pub(crate) path: String,
+    pub(crate) message: String,
     /// Line in the source text, when known.
-    pub line: Option<usize>,
+    pub(crate) line: Option<usize>,
 }
 
 impl StateError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         StateError {
             path: path.into(),
             message: message.into(),
@@ -246,7 +246,7 @@ impl StateError {
     }
 
     /// Fills in lines from the YAML text the state was read from.
-    pub fn with_lines(mut errors: Vec<StateError>, text: &str) -> Vec<StateError> {
+    pub(crate) fn with_lines(mut errors: Vec<StateError>, text: &str) -> Vec<StateError> {
         let lines = yaml_lines::yaml_lines(text);
         for e in &mut errors {
             if e.line.is_none() {
@@ -258,7 +258,7 @@ impl StateError {
 }
 
 /// Reads a state from YAML (JSON is YAML too). An empty document is `{}`.
-pub fn from_yaml(text: &str) -> Result<RawState, StateError> {
+pub(crate) fn from_yaml(text: &str) -> Result<RawState, StateError> {
     if text.trim().is_empty() {
         return Ok(RawState::default());
     }
@@ -279,7 +279,7 @@ pub fn from_yaml(text: &str) -> Result<RawState, StateError> {
 }
 
 /// The JSON Schema of [`RawState`], for editors.
-pub fn json_schema() -> String {
+pub(crate) fn json_schema() -> String {
     serde_json::to_string_pretty(&schemars::schema_for!(RawState)).expect("schema serializes")
 }
 

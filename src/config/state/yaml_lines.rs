@@ -21,7 +21,7 @@ fn child(parent: &str, key: &str) -> String {
 
 /// Every path in the document with its 1-based line. Returns what it could
 /// read when the text is not valid YAML.
-pub fn yaml_lines(text: &str) -> HashMap<String, usize> {
+pub(crate) fn yaml_lines(text: &str) -> HashMap<String, usize> {
     let mut out = HashMap::new();
     let mut stack: Vec<Frame> = Vec::new();
     for item in Parser::new_from_str(text) {
@@ -71,7 +71,7 @@ pub fn yaml_lines(text: &str) -> HashMap<String, usize> {
 }
 
 /// The line of `path`, or of its nearest ancestor that appears in the text.
-pub fn line_of(lines: &HashMap<String, usize>, path: &str) -> Option<usize> {
+pub(crate) fn line_of(lines: &HashMap<String, usize>, path: &str) -> Option<usize> {
     let mut p = path.to_string();
     loop {
         if let Some(&l) = lines.get(&p) {

@@ -5,90 +5,90 @@
 //! by the lower-cased wire name, so a lookup costs a few hash probes whatever
 //! the zone's size. Additional-section targets are resolved at build time.
 
-pub mod parse;
+pub(crate) mod parse;
 
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::proto::name::Name;
 use crate::proto::types::*;
-pub use parse::{ZoneRecord, parse_zone};
+pub(crate) use parse::{ZoneRecord, parse_zone};
 
 /// One RRset of a node.
 #[derive(Debug, Clone)]
-pub struct RRset {
-    pub rtype: u16,
-    pub ttl: u32,
+pub(crate) struct RRset {
+    pub(crate) rtype: u16,
+    pub(crate) ttl: u32,
     /// Uncompressed wire RDATA of each record, in file order.
-    pub rdatas: Vec<Box<[u8]>>,
+    pub(crate) rdatas: Vec<Box<[u8]>>,
     /// For NS, MX and SRV: in-zone targets whose A/AAAA go in the
     /// additional section, in record order.
-    pub targets: Vec<Target>,
+    pub(crate) targets: Vec<Target>,
 }
 
 /// A name whose addresses go in the additional section.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     /// The node holding the addresses (a wildcard node when synthesized).
-    pub node: u32,
+    pub(crate) node: u32,
     /// The owner to write when it differs from the node's (wildcard synthesis).
-    pub owner: Option<Box<[u8]>>,
+    pub(crate) owner: Option<Box<[u8]>>,
 }
 
 impl RRset {
-    pub fn rdata_iter(&self) -> impl Iterator<Item = &[u8]> {
+    pub(crate) fn rdata_iter(&self) -> impl Iterator<Item = &[u8]> {
         self.rdatas.iter().map(|r| &r[..])
     }
 }
 
 /// One name in the zone.
 #[derive(Debug, Clone, Default)]
-pub struct Node {
+pub(crate) struct Node {
     /// The owner as written in the zone file (or derived), lower-cased when
     /// the node exists only as an empty non-terminal.
-    pub owner: Option<Name>,
+    pub(crate) owner: Option<Name>,
     /// RRsets ordered by type.
-    pub rrsets: Vec<RRset>,
+    pub(crate) rrsets: Vec<RRset>,
     /// An NS RRset below the apex: a zone cut.
-    pub delegation: bool,
+    pub(crate) delegation: bool,
     /// A service hostname: its A/AAAA answer depends on the client network
     /// (see `Snapshot::services_by_name`); the stored records are the answer
     /// for a client with no network-specific rule.
-    pub dynamic: bool,
+    pub(crate) dynamic: bool,
 }
 
 impl Node {
     /// The RRset of type `rtype`, if the node has one.
-    pub fn get(&self, rtype: u16) -> Option<&RRset> {
+    pub(crate) fn get(&self, rtype: u16) -> Option<&RRset> {
         self.rrsets.iter().find(|r| r.rtype == rtype)
     }
 }
 
 /// A compiled zone.
 #[derive(Debug, Clone)]
-pub struct Zone {
+pub(crate) struct Zone {
     /// The origin, lower-cased.
-    pub origin: Name,
-    pub nodes: Vec<Node>,
+    pub(crate) origin: Name,
+    pub(crate) nodes: Vec<Node>,
     index: HashMap<Box<[u8]>, u32>,
-    pub apex: u32,
+    pub(crate) apex: u32,
     /// The SOA serial served.
-    pub serial: u32,
+    pub(crate) serial: u32,
     /// The SOA serial written in the zone's text.
-    pub file_serial: u32,
+    pub(crate) file_serial: u32,
     /// min(SOA TTL, SOA MINIMUM): the TTL of the SOA in negative answers.
-    pub negative_ttl: u32,
+    pub(crate) negative_ttl: u32,
     /// Hash of every record (serial excluded), to tell whether content changed.
-    pub content_hash: u64,
+    pub(crate) content_hash: u64,
     /// Hash of the inputs the zone was built from (text, derived records);
     /// equal inputs mean the built zone can be reused as is.
-    pub input_fingerprint: u64,
+    pub(crate) input_fingerprint: u64,
 }
 
 /// A zone problem found while compiling records.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ZoneIssue {
-    pub line: usize,
-    pub message: String,
+pub(crate) struct ZoneIssue {
+    pub(crate) line: usize,
+    pub(crate) message: String,
 }
 
 fn soa_fields(rdata: &[u8]) -> (usize, u32, u32) {
@@ -352,7 +352,7 @@ impl Zone {
     /// given; `dynamic` are the names (lower-case) whose answers are
     /// computed per query. Reports every problem found (line 0 when not tied
     /// to a line).
-    pub fn build(
+    pub(crate) fn build(
         origin: &Name,
         records: &[ZoneRecord],
         serial: Option<u32>,
@@ -391,7 +391,7 @@ impl Zone {
 
     /// Sets the SOA serial served (the zone is still being built, so not
     /// yet shared).
-    pub fn set_serial(&mut self, serial: u32) {
+    pub(crate) fn set_serial(&mut self, serial: u32) {
         let apex = self.apex as usize;
         if let Some(soa) = self.nodes[apex].rrsets.iter_mut().find(|s| s.rtype == SOA) {
             let (at, _, _) = soa_fields(&soa.rdatas[0]);
@@ -401,20 +401,20 @@ impl Zone {
     }
 
     /// The node of a lower-cased wire name.
-    pub fn lookup(&self, lower_wire: &[u8]) -> Option<&Node> {
+    pub(crate) fn lookup(&self, lower_wire: &[u8]) -> Option<&Node> {
         self.index.get(lower_wire).map(|&i| &self.nodes[i as usize])
     }
 
-    pub fn node(&self, id: u32) -> &Node {
+    pub(crate) fn node(&self, id: u32) -> &Node {
         &self.nodes[id as usize]
     }
 
-    pub fn apex(&self) -> &Node {
+    pub(crate) fn apex(&self) -> &Node {
         &self.nodes[self.apex as usize]
     }
 
     /// Number of records (not RRsets) in the zone.
-    pub fn record_count(&self) -> usize {
+    pub(crate) fn record_count(&self) -> usize {
         self.nodes
             .iter()
             .flat_map(|n| &n.rrsets)
@@ -423,7 +423,7 @@ impl Zone {
     }
 
     /// The apex SOA RRset, carrying the serial as served.
-    pub fn soa(&self) -> &RRset {
+    pub(crate) fn soa(&self) -> &RRset {
         self.apex().get(SOA).expect("a built zone has an SOA")
     }
 }

@@ -13,27 +13,27 @@ use crate::proto::types::*;
 
 /// One resource record read from a zone file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ZoneRecord {
-    pub owner: Name,
-    pub rtype: u16,
-    pub ttl: u32,
+pub(crate) struct ZoneRecord {
+    pub(crate) owner: Name,
+    pub(crate) rtype: u16,
+    pub(crate) ttl: u32,
     /// Uncompressed wire RDATA.
-    pub rdata: Vec<u8>,
+    pub(crate) rdata: Vec<u8>,
     /// 1-based line where the entry starts.
-    pub line: usize,
+    pub(crate) line: usize,
 }
 
 /// A parse error at a line of the input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{line}: {message}")]
-pub struct LineError {
-    pub line: usize,
-    pub message: String,
+pub(crate) struct LineError {
+    pub(crate) line: usize,
+    pub(crate) message: String,
 }
 
 /// The TTL used for records that give none when the file has no `$TTL`
 /// (Knot's scanner default; an earlier explicit TTL does not carry over).
-pub const DEFAULT_TTL: u32 = 3600;
+pub(crate) const DEFAULT_TTL: u32 = 3600;
 
 #[derive(Debug)]
 struct Token {
@@ -224,7 +224,7 @@ fn utf8_len(first: u8) -> usize {
 }
 
 /// Parses a TTL: seconds, or units `s m h d w` (`1h30m`), case-insensitive.
-pub fn parse_ttl(s: &str) -> Option<u32> {
+pub(crate) fn parse_ttl(s: &str) -> Option<u32> {
     if s.is_empty() {
         return None;
     }
@@ -256,13 +256,13 @@ pub fn parse_ttl(s: &str) -> Option<u32> {
 
 /// The outcome of parsing one zone file.
 #[derive(Debug, Default)]
-pub struct Parsed {
-    pub records: Vec<ZoneRecord>,
-    pub errors: Vec<LineError>,
+pub(crate) struct Parsed {
+    pub(crate) records: Vec<ZoneRecord>,
+    pub(crate) errors: Vec<LineError>,
 }
 
 /// Parses zone text with the given origin.
-pub fn parse_zone(text: &str, origin: &Name) -> Parsed {
+pub(crate) fn parse_zone(text: &str, origin: &Name) -> Parsed {
     let (entries, mut errors) = lex(text);
     let mut out = Parsed::default();
     let zone_origin = origin.clone();
@@ -674,9 +674,15 @@ mod tests {
     fn record_data_errors_say_what_is_wrong() {
         let cases = [
             ("a A 300.1.1.1", "A record: bad IPv4 address '300.1.1.1'"),
-            ("a MX 70000 mx", "MX record: '70000' is not a number from 0 to 65535"),
+            (
+                "a MX 70000 mx",
+                "MX record: '70000' is not a number from 0 to 65535",
+            ),
             ("a TXT", "TXT record: missing text"),
-            ("a TYPE999 \\# 2 01", "TYPE999 record: \\# length 2 does not match 1 bytes of data"),
+            (
+                "a TYPE999 \\# 2 01",
+                "TYPE999 record: \\# length 2 does not match 1 bytes of data",
+            ),
             ("a SSHFP 1 1 abc", "SSHFP record: odd number of hex digits"),
             ("a CAA 0 is-sue x", "CAA record: bad tag 'is-sue'"),
         ];
