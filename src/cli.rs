@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Edge DNS and remote-config service for staged SDK backend cutovers"
 )]
+/// The command line: global options and one command.
 pub struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `info` or `vdh_edge=debug`.
     #[arg(long, global = true, env = "VDH_EDGE_LOG", default_value = "info")]
@@ -61,6 +62,7 @@ pub enum SchemeCommand {
     Apply(SchemeApplyArgs),
 }
 
+/// `scheme list`.
 #[derive(Debug, Clone, Args)]
 pub struct SchemeListArgs {
     /// Folder of scheme files (default: the built-in four).
@@ -68,6 +70,7 @@ pub struct SchemeListArgs {
     pub schemes: Option<PathBuf>,
 }
 
+/// `scheme show NAME`.
 #[derive(Debug, Clone, Args)]
 pub struct SchemeShowArgs {
     pub name: String,
@@ -78,6 +81,7 @@ pub struct SchemeShowArgs {
     pub set: Vec<String>,
 }
 
+/// `scheme apply NAME`.
 #[derive(Debug, Clone, Args)]
 pub struct SchemeApplyArgs {
     pub name: String,
@@ -118,6 +122,7 @@ pub struct WriteArgs {
     pub force: bool,
 }
 
+/// `apply FILE`.
 #[derive(Debug, Clone, Args)]
 pub struct ApplyArgs {
     /// The desired state (YAML).
@@ -139,6 +144,7 @@ pub struct ApplyArgs {
     pub dry_run: bool,
 }
 
+/// `status`.
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
@@ -147,6 +153,7 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// `history`.
 #[derive(Debug, Clone, Args)]
 pub struct HistoryArgs {
     #[command(flatten)]
@@ -158,6 +165,7 @@ pub struct HistoryArgs {
     pub limit: usize,
 }
 
+/// `rollback --to-revision R`.
 #[derive(Debug, Clone, Args)]
 pub struct RollbackArgs {
     #[command(flatten)]
@@ -169,6 +177,7 @@ pub struct RollbackArgs {
     pub to_revision: i64,
 }
 
+/// `explain`: the client to explain and where the configuration comes from.
 #[derive(Debug, Clone, Args)]
 pub struct ExplainArgs {
     #[command(flatten)]
@@ -289,6 +298,7 @@ impl SourceArgs {
     }
 }
 
+/// `serve`: the source, the listeners and the serving options.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
