@@ -124,15 +124,16 @@ fn read_tls_file(path: &std::path::Path) -> Result<Vec<u8>, EtcdError> {
 }
 
 /// True for errors that say "try again" (no leader, leader changed, member
-/// unreachable, timeout) rather than "no".
+/// unreachable, timeout) rather than "no". etcd sends every leader trouble
+/// of the KV and transaction calls as `Unavailable` ("no leader", "leader
+/// changed", "request timed out due to leader failure"); "not leader"
+/// (`FailedPrecondition`) comes only from maintenance calls we do not make.
 pub(crate) fn is_transient(e: &EtcdError) -> bool {
     match e {
-        EtcdError::Etcd(etcd_client::Error::GRpcStatus(s)) => {
-            matches!(
-                s.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
-            ) || s.message().contains("leader")
-        }
+        EtcdError::Etcd(etcd_client::Error::GRpcStatus(s)) => matches!(
+            s.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+        ),
         EtcdError::Etcd(etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_)) => {
             true
         }
