@@ -22,11 +22,8 @@ use crate::config::state::RawState;
 #[non_exhaustive]
 pub(crate) enum SchemeError {
     /// The `--schemes` folder or a file in it cannot be read.
-    #[error("{path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Read { path: String, error: std::io::Error },
     /// A scheme file is not a valid scheme.
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
@@ -62,11 +59,11 @@ pub(crate) enum SchemeError {
     #[error("environment '{0}' is not in the live state; define it first, or --set the parameter")]
     MissingEnvironment(String),
     /// The phase's result is not a valid state.
-    #[error("phase {phase} of {scheme} gives an invalid state: {source}")]
+    #[error("phase {phase} of {scheme} gives an invalid state: {error}")]
     InvalidResult {
         phase: u32,
         scheme: String,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 
@@ -165,9 +162,9 @@ pub(crate) fn load(dir: Option<&Path>) -> Result<Vec<Scheme>, SchemeError> {
                 .map(|(n, t)| (format!("{n}.yaml (built in)"), t.to_string())),
         ),
         Some(d) => {
-            let read = |path: &Path, source| SchemeError::Read {
+            let read = |path: &Path, error| SchemeError::Read {
                 path: path.display().to_string(),
-                source,
+                error,
             };
             let mut paths: Vec<_> = std::fs::read_dir(d)
                 .map_err(|e| read(d, e))?
@@ -343,10 +340,10 @@ impl Scheme {
                 }
             }
         }
-        serde_json::from_value(doc).map_err(|source| SchemeError::InvalidResult {
+        serde_json::from_value(doc).map_err(|error| SchemeError::InvalidResult {
             phase: n,
             scheme: self.name.clone(),
-            source,
+            error,
         })
     }
 }

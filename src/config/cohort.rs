@@ -21,15 +21,15 @@ pub(crate) enum CohortError {
     #[error("'{version}' in '{range}' is not a SemVer version")]
     RangeVersionShape { version: String, range: String },
     /// A comparator whose version does not parse.
-    #[error("'{version}' in '{range}' is not a SemVer version: {source}")]
+    #[error("'{version}' in '{range}' is not a SemVer version: {error}")]
     RangeVersion {
         version: String,
         range: String,
-        source: semver::Error,
+        error: semver::Error,
     },
     /// Not a full SemVer 2.0 version.
-    #[error("'{text}' is not a SemVer 2.0 version: {source}")]
-    Version { text: String, source: semver::Error },
+    #[error("'{text}' is not a SemVer 2.0 version: {error}")]
+    Version { text: String, error: semver::Error },
 }
 
 /// The bucket (0..10000) of `key` under `salt`.
@@ -136,10 +136,10 @@ impl VersionRange {
                     });
                 }
             };
-            let mut version = version.map_err(|source| CohortError::RangeVersion {
+            let mut version = version.map_err(|error| CohortError::RangeVersion {
                 version: v.to_string(),
                 range: text.to_string(),
-                source,
+                error,
             })?;
             version.build = semver::BuildMetadata::EMPTY;
             if partial && matches!(op, Op::Le | Op::Gt | Op::Eq) {
@@ -193,9 +193,9 @@ pub(crate) fn cmp_precedence(a: &semver::Version, b: &semver::Version) -> std::c
 
 /// Parses a full SemVer 2.0 version (`1.0.0`, `1.0.0-rc.1+build`).
 pub(crate) fn parse_version(text: &str) -> Result<semver::Version, CohortError> {
-    semver::Version::parse(text.trim()).map_err(|source| CohortError::Version {
+    semver::Version::parse(text.trim()).map_err(|error| CohortError::Version {
         text: text.to_string(),
-        source,
+        error,
     })
 }
 

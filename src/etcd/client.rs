@@ -22,14 +22,15 @@ pub(crate) struct EtcdConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub(crate) enum EtcdError {
-    /// etcd (or the connection to it) said no.
+    /// etcd (or the connection to it) said no. Its text is printed once, in
+    /// this message, so it is not also chained as a source.
     #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
+    Etcd(etcd_client::Error),
     /// A TLS file given with `--etcd-ca`, `--etcd-cert` or `--etcd-key` cannot be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     TlsFile {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Only one of `--etcd-cert` and `--etcd-key` was given.
     #[error("--etcd-cert and --etcd-key go together")]
@@ -116,10 +117,16 @@ impl EtcdConfig {
     }
 }
 
+impl From<etcd_client::Error> for EtcdError {
+    fn from(e: etcd_client::Error) -> Self {
+        EtcdError::Etcd(e)
+    }
+}
+
 fn read_tls_file(path: &std::path::Path) -> Result<Vec<u8>, EtcdError> {
-    std::fs::read(path).map_err(|source| EtcdError::TlsFile {
+    std::fs::read(path).map_err(|error| EtcdError::TlsFile {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
@@ -171,4 +178,22 @@ impl Retry {
 /// (compacted, or not yet written): gRPC `OutOfRange`.
 pub(crate) fn is_out_of_range(e: &etcd_client::Error) -> bool {
     matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::OutOfRange)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `main` prints errors with their causes (`{:#}`): a cause that the
+    /// message already shows must not be chained again.
+    #[test]
+    fn errors_print_their_cause_once() {
+        let e = read_tls_file(std::path::Path::new("/nonexistent/ca.pem")).unwrap_err();
+        let text = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+        assert!(text.starts_with("/nonexistent/ca.pem: "), "{text}");
+        let e = crate::scheme::load(Some(std::path::Path::new("/nonexistent"))).unwrap_err();
+        let text = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+    }
 }
