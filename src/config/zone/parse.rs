@@ -263,120 +263,175 @@ pub(crate) struct Parsed {
 
 /// Parses zone text with the given origin.
 pub(crate) fn parse_zone(text: &str, origin: &Name) -> Parsed {
-    let (entries, mut errors) = lex(text);
-    let mut out = Parsed::default();
-    let zone_origin = origin.clone();
-    let mut origin = origin.clone();
-    let mut default_ttl: Option<u32> = None;
-    let mut last_owner: Option<Name> = None;
-    for e in entries {
-        let line = e.line;
-        let err = |m: String| LineError { line, message: m };
+    let (entries, errors) = lex(text);
+    let mut p = ZoneParser {
+        zone_origin: origin.clone(),
+        origin: origin.clone(),
+        default_ttl: None,
+        last_owner: None,
+        out: Parsed {
+            records: Vec::new(),
+            errors,
+        },
+    };
+    for e in &entries {
         let first = &e.tokens[0];
         if !e.blank_owner && !first.quoted && first.text.starts_with('$') {
-            let arg = e.tokens.get(1).map(|t| t.text.as_str());
-            match first.text.to_ascii_uppercase().as_str() {
-                "$ORIGIN" => match arg.map(|a| Name::parse(a, Some(&origin))) {
-                    Some(Ok(n)) if !n.is_subdomain_of(&zone_origin) => errors.push(err(format!(
-                        "$ORIGIN {n} disagrees with the zone origin {zone_origin} (from the file name)"
-                    ))),
-                    Some(Ok(n)) => origin = n,
-                    Some(Err(x)) => errors.push(err(format!("bad $ORIGIN: {x}"))),
-                    None => errors.push(err("$ORIGIN needs a name".into())),
-                },
-                "$TTL" => match arg.and_then(parse_ttl) {
-                    Some(t) => default_ttl = Some(t),
-                    None => errors.push(err("$TTL needs a TTL such as 3600 or 1h".into())),
-                },
-                "$INCLUDE" => errors.push(err(
-                    "$INCLUDE is not supported: keep each zone in one file".into(),
-                )),
-                other => errors.push(err(format!("unknown directive {other}"))),
-            }
-            continue;
-        }
-        let mut idx = 0;
-        let owner = if e.blank_owner {
-            match &last_owner {
-                Some(o) => o.clone(),
-                None => {
-                    errors.push(err("record with no owner name and no previous owner".into()));
-                    continue;
-                }
-            }
+            p.directive(e);
         } else {
-            idx = 1;
-            match Name::parse(&first.text, Some(&origin)) {
-                Ok(n) => n,
-                Err(x) => {
-                    errors.push(err(format!("bad owner name: {x}")));
-                    continue;
+            p.record(e);
+        }
+    }
+    p.out
+}
+
+/// What parsing carries from one entry to the next.
+struct ZoneParser {
+    /// The origin from the file name: `$ORIGIN` may not leave it.
+    zone_origin: Name,
+    /// The current `$ORIGIN`.
+    origin: Name,
+    /// The current `$TTL`.
+    default_ttl: Option<u32>,
+    /// The owner a line starting with white space repeats.
+    last_owner: Option<Name>,
+    out: Parsed,
+}
+
+/// The TTL, class and type that may come before the data, in any order.
+#[derive(Default)]
+struct RecordHead {
+    ttl: Option<u32>,
+    class: Option<u16>,
+    /// `Some(0)` after an error already reported.
+    rtype: Option<u16>,
+}
+
+impl ZoneParser {
+    fn error(&mut self, line: usize, message: String) {
+        self.out.errors.push(LineError { line, message });
+    }
+
+    /// `$ORIGIN`, `$TTL`; `$INCLUDE` and others are errors.
+    fn directive(&mut self, e: &Entry) {
+        let line = e.line;
+        let arg = e.tokens.get(1).map(|t| t.text.as_str());
+        match e.tokens[0].text.to_ascii_uppercase().as_str() {
+            "$ORIGIN" => match arg.map(|a| Name::parse(a, Some(&self.origin))) {
+                Some(Ok(n)) if !n.is_subdomain_of(&self.zone_origin) => {
+                    let message = format!(
+                        "$ORIGIN {n} disagrees with the zone origin {} (from the file name)",
+                        self.zone_origin
+                    );
+                    self.error(line, message);
                 }
+                Some(Ok(n)) => self.origin = n,
+                Some(Err(x)) => self.error(line, format!("bad $ORIGIN: {x}")),
+                None => self.error(line, "$ORIGIN needs a name".into()),
+            },
+            "$TTL" => match arg.and_then(parse_ttl) {
+                Some(t) => self.default_ttl = Some(t),
+                None => self.error(line, "$TTL needs a TTL such as 3600 or 1h".into()),
+            },
+            "$INCLUDE" => self.error(
+                line,
+                "$INCLUDE is not supported: keep each zone in one file".into(),
+            ),
+            other => self.error(line, format!("unknown directive {other}")),
+        }
+    }
+
+    /// The owner of an entry, and the index of the token after it.
+    fn owner(&mut self, e: &Entry) -> Option<(Name, usize)> {
+        if e.blank_owner {
+            let Some(o) = self.last_owner.clone() else {
+                self.error(
+                    e.line,
+                    "record with no owner name and no previous owner".into(),
+                );
+                return None;
+            };
+            return Some((o, 0));
+        }
+        match Name::parse(&e.tokens[0].text, Some(&self.origin)) {
+            Ok(n) => Some((n, 1)),
+            Err(x) => {
+                self.error(e.line, format!("bad owner name: {x}"));
+                None
             }
-        };
-        last_owner = Some(owner.clone());
-        let mut ttl: Option<u32> = None;
-        let mut class: Option<u16> = None;
-        let mut rtype: Option<u16> = None;
-        while idx < e.tokens.len() && rtype.is_none() {
-            let t = &e.tokens[idx].text;
-            idx += 1;
-            if ttl.is_none() && t.as_bytes()[0].is_ascii_digit() {
-                match parse_ttl(t) {
-                    Some(v) => ttl = Some(v),
-                    None => {
-                        errors.push(err(format!("bad TTL '{t}'")));
-                        rtype = Some(0);
-                    }
+        }
+    }
+
+    /// Reads TTL, class and type from `e.tokens[*idx..]` until the type.
+    fn head(&mut self, e: &Entry, idx: &mut usize) -> RecordHead {
+        let mut h = RecordHead::default();
+        while *idx < e.tokens.len() && h.rtype.is_none() {
+            let t = &e.tokens[*idx].text;
+            *idx += 1;
+            if h.ttl.is_none() && t.as_bytes()[0].is_ascii_digit() {
+                if let Some(v) = parse_ttl(t) {
+                    h.ttl = Some(v);
+                } else {
+                    self.error(e.line, format!("bad TTL '{t}'"));
+                    h.rtype = Some(0);
                 }
-            } else if class.is_none()
+            } else if h.class.is_none()
                 && class_from_str(t).is_some()
                 && !t.to_ascii_uppercase().starts_with("TYPE")
             {
-                class = class_from_str(t);
+                h.class = class_from_str(t);
             } else if let Some(rt) = type_from_str(t) {
-                rtype = Some(rt);
+                h.rtype = Some(rt);
             } else {
-                errors.push(err(format!("unknown record type '{t}'")));
-                rtype = Some(0);
+                self.error(e.line, format!("unknown record type '{t}'"));
+                h.rtype = Some(0);
             }
         }
-        let Some(rtype) = rtype else {
-            errors.push(err("entry has no record type".into()));
-            continue;
+        h
+    }
+
+    /// One resource record.
+    fn record(&mut self, e: &Entry) {
+        let line = e.line;
+        let Some((owner, mut idx)) = self.owner(e) else {
+            return;
+        };
+        self.last_owner = Some(owner.clone());
+        let head = self.head(e, &mut idx);
+        let Some(rtype) = head.rtype else {
+            self.error(line, "entry has no record type".into());
+            return;
         };
         if rtype == 0 {
-            continue;
+            return;
         }
-        if let Some(c) = class
-            && c != CLASS_IN
-        {
-            errors.push(err("only class IN is supported".into()));
-            continue;
+        if head.class.is_some_and(|c| c != CLASS_IN) {
+            self.error(line, "only class IN is supported".into());
+            return;
         }
         if is_meta(rtype) {
-            errors.push(err(format!("{} cannot appear in a zone", type_name(rtype))));
-            continue;
+            self.error(
+                line,
+                format!("{} cannot appear in a zone", type_name(rtype)),
+            );
+            return;
         }
-        let ttl = match ttl {
-            Some(t) => t,
-            // Knot's rule: $TTL, else the built-in default (not the last explicit TTL).
-            None => default_ttl.unwrap_or(DEFAULT_TTL),
-        };
+        // Knot's rule: $TTL, else the built-in default (not the last explicit TTL).
+        let ttl = head
+            .ttl
+            .unwrap_or_else(|| self.default_ttl.unwrap_or(DEFAULT_TTL));
         let toks: Vec<&Token> = e.tokens[idx..].iter().collect();
-        match rdata_from_tokens(rtype, &toks, &origin) {
-            Ok(rdata) => out.records.push(ZoneRecord {
+        match rdata_from_tokens(rtype, &toks, &self.origin) {
+            Ok(rdata) => self.out.records.push(ZoneRecord {
                 owner,
                 rtype,
                 ttl,
                 rdata,
                 line,
             }),
-            Err(m) => errors.push(err(format!("{} record: {m}", type_name(rtype)))),
+            Err(m) => self.error(line, format!("{} record: {m}", type_name(rtype))),
         }
     }
-    out.errors = errors;
-    out
 }
 
 /// Why a record's data does not parse (reported as `TYPE record: ...` on
