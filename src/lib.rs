@@ -134,6 +134,28 @@ mod layering {
         assert!(bad.is_empty(), "{dir} may name only {allowed:?}: {bad:?}");
     }
 
+    /// The order of ARCHITECTURE.md's code map: each module's code names
+    /// only modules at or above its own place.
+    #[test]
+    fn modules_follow_the_dependency_order() {
+        let order = [
+            "proto", "util", "config", "error", "document", "census", "metrics", "shared",
+            "source", "etcd", "cli", "front", "serve", "scheme", "explain", "ops",
+        ];
+        for (i, m) in order.iter().enumerate() {
+            let path = if Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src")
+                .join(m)
+                .is_dir()
+            {
+                (*m).to_string()
+            } else {
+                format!("{m}.rs")
+            };
+            check(&path, &order[..=i]);
+        }
+    }
+
     #[test]
     fn proto_is_a_leaf() {
         check("proto", &["proto"]);

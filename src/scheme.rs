@@ -563,4 +563,14 @@ mod tests {
         assert!(check_order(Some(&rec(2, Some("50"))), s, 2, Some("10")).is_err());
         assert!(check_order(Some(&rec(2, Some("50"))), s, 3, None).is_ok());
     }
+
+    /// `main` prints errors with their causes (`{:#}`): the OS error must
+    /// show once.
+    #[test]
+    fn a_missing_folder_is_named_once() {
+        let e = load(Some(Path::new("/nonexistent"))).unwrap_err();
+        let text = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+        assert!(text.starts_with("/nonexistent: "), "{text}");
+    }
 }

@@ -192,8 +192,5 @@ mod tests {
         let text = format!("{:#}", anyhow::Error::from(e));
         assert_eq!(text.matches("No such file").count(), 1, "{text}");
         assert!(text.starts_with("/nonexistent/ca.pem: "), "{text}");
-        let e = crate::scheme::load(Some(std::path::Path::new("/nonexistent"))).unwrap_err();
-        let text = format!("{:#}", anyhow::Error::from(e));
-        assert_eq!(text.matches("No such file").count(), 1, "{text}");
     }
 }
