@@ -76,9 +76,56 @@ pub(crate) async fn write_plan(
 
 /// This process's command line without secrets, for `meta/change`.
 fn command_line() -> String {
-    std::env::args()
-        .skip(1)
-        .filter(|a| !a.contains("password"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    redact(std::env::args().skip(1)).join(" ")
+}
+
+/// Flags whose value is a secret (`--etcd-password`, and any later
+/// `--...-password`).
+fn is_secret_flag(flag: &str) -> bool {
+    flag.starts_with("--") && flag.ends_with("password")
+}
+
+/// The arguments with every secret value replaced by `***`, in both the
+/// `--flag VALUE` and the `--flag=VALUE` form.
+fn redact(args: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut hide_next = false;
+    for a in args {
+        if hide_next {
+            out.push("***".to_string());
+            hide_next = false;
+        } else if let Some((flag, _)) = a.split_once('=')
+            && is_secret_flag(flag)
+        {
+            out.push(format!("{flag}=***"));
+        } else {
+            hide_next = is_secret_flag(&a);
+            out.push(a);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn secrets_are_redacted_in_both_forms() {
+        let args = [
+            "apply",
+            "s.yaml",
+            "--etcd-user",
+            "root",
+            "--etcd-password",
+            "S3CR3T",
+            "--etcd-password=S3CR3T",
+            "--yes",
+        ];
+        let out = redact(args.iter().map(ToString::to_string)).join(" ");
+        assert_eq!(
+            out,
+            "apply s.yaml --etcd-user root --etcd-password *** --etcd-password=*** --yes"
+        );
+    }
 }

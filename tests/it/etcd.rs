@@ -722,6 +722,36 @@ fn username_and_password() {
     // Without credentials etcd refuses.
     let out = apply(&ep, &shipped_state(), &[]);
     assert!(!out.status.success());
+    // The password never reaches etcd or history, in the `=` form either
+    // (issue 10).
+    let changed = shipped_state().replace("token_epoch: 1", "token_epoch: 2");
+    let out = apply(
+        &ep,
+        &changed,
+        &["--etcd-user", "root", "--etcd-password=rootpw"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = etcd.ctl(&["--user", "root:rootpw", "get", "", "--prefix"]);
+    assert!(stored.contains("meta/change"), "{stored}");
+    assert!(!stored.contains("rootpw"), "{stored}");
+    let history = cli(
+        &ep,
+        &[
+            "history",
+            "--json",
+            "--etcd-user",
+            "root",
+            "--etcd-password",
+            "rootpw",
+        ],
+    );
+    assert!(history.contains("--etcd-password ***"), "{history}");
+    assert!(history.contains("--etcd-password=***"), "{history}");
+    assert!(!history.contains("rootpw"), "{history}");
 }
 
 #[test]
