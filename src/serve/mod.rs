@@ -74,13 +74,19 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let (tx, rx) = mpsc::channel(16);
-    let etcd = start_source(&args.source, &shared, &cache, tx, &shutdown, &mut tasks).await?;
-    tasks.spawn(reload::run(rx, shared.clone(), cache, shutdown.clone()));
+    let started = start_source(&args.source, &shared, &cache, tx, &shutdown, &mut tasks).await?;
+    tasks.spawn(reload::run(
+        rx,
+        shared.clone(),
+        cache,
+        shutdown.clone(),
+        started.published,
+    ));
     let listeners = bind(&args).await?;
     let dns_addr = listeners.udp[0].local_addr()?;
     let http_addr = listeners.http.local_addr()?;
     spawn_chores(&shared, &shutdown, &mut tasks);
-    if let Some((cfg, client)) = etcd {
+    if let Some((cfg, client)) = started.etcd {
         let edge_id = args
             .edge_id
             .clone()
@@ -110,9 +116,18 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What [`start_source`] leaves for the next steps.
+struct Started {
+    /// The etcd settings and client in etcd mode (for the edge registry).
+    etcd: Option<(EtcdConfig, etcd_client::Client)>,
+    /// The file inputs already published (file mode), so the reload loop
+    /// does not publish them again when a watch event or SIGHUP re-reads
+    /// the same files.
+    published: Option<crate::config::snapshot::Inputs>,
+}
+
 /// Loads the first snapshot and spawns the task that keeps watching the
-/// source. Returns the etcd settings and client in etcd mode (for the edge
-/// registry).
+/// source.
 async fn start_source(
     args: &SourceArgs,
     shared: &Arc<Shared>,
@@ -120,7 +135,7 @@ async fn start_source(
     tx: mpsc::Sender<StateEvent>,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
-) -> anyhow::Result<Option<(EtcdConfig, etcd_client::Client)>> {
+) -> anyhow::Result<Started> {
     let Some(cfg) = args.etcd_config() else {
         let src = args.file_source()?;
         // Watch first, so a change made while we load is not missed.
@@ -131,8 +146,12 @@ async fn start_source(
         // The first snapshot must be valid: refuse to start on bad files.
         let inputs = src.read(1).map_err(Invalid::from)?;
         reload::apply(shared, &inputs, cache).map_err(Invalid::from)?;
+        tasks.spawn(on_sighup(Some(watch.rereader()), shutdown.clone()));
         tasks.spawn(watch.run(tx, 1, shutdown.clone()));
-        return Ok(None);
+        return Ok(Started {
+            etcd: None,
+            published: Some(inputs),
+        });
     };
     let client = cfg.connect().await?;
     let mut source = EtcdSource {
@@ -141,9 +160,13 @@ async fn start_source(
         client: client.clone(),
     };
     let start = first_etcd_snapshot(&mut source, shared, cache).await;
+    tasks.spawn(on_sighup(None, shutdown.clone()));
     let (shared, shutdown) = (shared.clone(), shutdown.clone());
     tasks.spawn(async move { source.run(start, tx, shared, shutdown).await });
-    Ok(Some((cfg, client)))
+    Ok(Started {
+        etcd: Some((cfg, client)),
+        published: None,
+    })
 }
 
 /// Publishes the first snapshot in etcd mode: from etcd when it answers
@@ -279,6 +302,32 @@ fn spawn_fronts(
         }
     });
     Ok(())
+}
+
+/// SIGHUP (what `systemctl reload` sends): re-read the file inputs (file
+/// mode), log it, and go on serving; never stop the process.
+async fn on_sighup(reread: Option<mpsc::UnboundedSender<()>>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(error) => {
+            warn!(%error, "cannot handle SIGHUP");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            r = hup.recv() => if r.is_none() { return },
+            () = shutdown.cancelled() => return,
+        }
+        match &reread {
+            Some(tx) => {
+                info!("SIGHUP: re-reading the zones folder and the state file");
+                let _ = tx.send(());
+            }
+            None => info!("SIGHUP: the state follows etcd; nothing to re-read"),
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -121,14 +121,15 @@ fn unchanged(last: Option<&Inputs>, new: &Inputs) -> bool {
     })
 }
 
-/// Runs the reload loop until the channel closes or `shutdown`.
+/// Runs the reload loop until the channel closes or `shutdown`. `last` is
+/// what was published before the loop started, if anything.
 pub(crate) async fn run(
     mut rx: mpsc::Receiver<StateEvent>,
     shared: Arc<Shared>,
     cache: CacheDir,
     shutdown: CancellationToken,
+    mut last: Option<Inputs>,
 ) {
-    let mut last: Option<Inputs> = None;
     loop {
         let ev = tokio::select! {
             ev = rx.recv() => match ev { Some(e) => e, None => return },

@@ -142,6 +142,7 @@ impl FileSource {
             .as_ref()
             .and_then(|p| p.file_name().map(std::ffi::OsStr::to_os_string));
         let zd = zones_dir.clone();
+        let reread = etx.clone();
         let mut watcher = notify::recommended_watcher(
             move |res: notify::Result<notify::Event>| {
                 let Ok(ev) = res else { return };
@@ -179,6 +180,7 @@ impl FileSource {
             source: self,
             _watcher: watcher,
             events: erx,
+            reread,
         })
     }
 }
@@ -189,9 +191,17 @@ pub(crate) struct FileWatch {
     /// Dropping the watcher stops the events.
     _watcher: notify::RecommendedWatcher,
     events: mpsc::UnboundedReceiver<()>,
+    /// Sends into `events`: a re-read asked for (SIGHUP).
+    reread: mpsc::UnboundedSender<()>,
 }
 
 impl FileWatch {
+    /// A handle that makes the watch read every input again, as if they
+    /// had changed (SIGHUP). Unchanged inputs publish nothing.
+    pub(crate) fn rereader(&self) -> mpsc::UnboundedSender<()> {
+        self.reread.clone()
+    }
+
     /// Sends a candidate after each burst of changes until `shutdown` or
     /// until the reload loop is gone. `first_revision` is the revision of
     /// the snapshot already loaded.

@@ -16,5 +16,6 @@ mod invalid_change;
 mod knot_diff;
 mod malformed;
 mod openapi;
+mod reload_signal;
 mod schemes;
 mod serial;
