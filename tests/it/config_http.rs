@@ -312,6 +312,15 @@ fn bad_requests_get_4xx_json() {
             None,
         ),
         ("GET", "/v2/nothing".into(), vec![], 404, "not_found", None),
+        // CONNECT names no path; it used to get 404 (issue 10).
+        (
+            "CONNECT",
+            "vdh-api.yingzi.com:443".into(),
+            vec![],
+            405,
+            "method_not_allowed",
+            None,
+        ),
     ];
     for (method, path, headers, status, code, parameter) in cases {
         let r = http_request(s.http, method, &path, &headers);
@@ -472,4 +481,40 @@ fn malformed_http_is_refused_and_the_server_keeps_serving() {
     assert_eq!(status, 200);
     let r = http_request(s.http, "GET", NEW, &[]);
     assert_eq!(r.status, 200);
+}
+
+/// SemVer build metadata sent unencoded: `+` is a plus in `sdk_version`
+/// (form decoding would make it a space and the request a 400), while
+/// other parameters keep form decoding (issue 10).
+#[test]
+fn unencoded_build_metadata_in_sdk_version() {
+    let dir = crate::harness::shipped_copy();
+    let s = TestServer::start(
+        &dir.path().join("zones"),
+        &dir.path().join("state.yaml"),
+        &[],
+    );
+    let r = http_request(
+        s.http,
+        "GET",
+        "/v1/config/vdh-api?sdk_version=1.0.0+build.1&client_id=a+b",
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["rule"], "v1-sdk", "{}", r.body);
+    let encoded = http_request(
+        s.http,
+        "GET",
+        "/v1/config/vdh-api?sdk_version=1.0.0%2Bbuild.1",
+        &[],
+    );
+    assert_eq!(encoded.status, 200);
+    assert_eq!(encoded.json()["rule"], "v1-sdk");
+    let spaced = http_request(
+        s.http,
+        "GET",
+        "/v1/config/vdh-api?sdk_version=1.0.0%20rc",
+        &[],
+    );
+    assert_eq!(spaced.status, 400, "{}", spaced.body);
 }

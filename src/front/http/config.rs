@@ -45,6 +45,9 @@ fn parse_params(
             *slot = Some(v.into_owned());
         }
     }
+    // SemVer build metadata is often sent unencoded (`1.0.0+build.1`): for
+    // this parameter a literal `+` is a plus, not a space.
+    let sdk = sdk.map(|v| raw_plus(raw.unwrap_or(""), "sdk_version").unwrap_or(v));
     let sdk = sdk.ok_or_else(|| {
         error(
             StatusCode::BAD_REQUEST,
@@ -103,6 +106,22 @@ fn parse_params(
         },
         wait,
     })
+}
+
+/// The first value of parameter `name` in a raw query, percent-decoded with
+/// a literal `+` kept as `+`; `None` when the value has no `+` (then form
+/// decoding already gave the right text).
+fn raw_plus(raw: &str, name: &str) -> Option<String> {
+    let value = raw
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
+    if !value.contains('+') {
+        return None;
+    }
+    let escaped = format!("v={}", value.replace('+', "%2B"));
+    form_urlencoded::parse(escaped.as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
 }
 
 fn truncate(s: &str) -> String {

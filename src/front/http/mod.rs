@@ -162,6 +162,9 @@ async fn limits_and_metrics(
             None,
             format!("request headers larger than {MAX_HEADER_BYTES} bytes"),
         )
+    } else if req.method() == axum::http::Method::CONNECT {
+        // CONNECT names no path (authority form): the router would say 404.
+        method_not_allowed().await
     } else {
         next.run(req).await
     };
