@@ -329,4 +329,19 @@ pub struct ServeArgs {
     /// Length of the census's long window, in seconds.
     #[arg(long, value_name = "S", default_value_t = 86_400)]
     pub census_day: u64,
+    /// Most DNS-over-TCP connections served at once; more wait in the
+    /// accept queue.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub tcp_max_connections: usize,
+    /// Most DNS-over-TCP connections from one client address; more are
+    /// closed at once (so one address cannot take every slot).
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub tcp_per_address: usize,
+    /// Seconds a DNS-over-TCP connection may wait for its next query.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    pub tcp_idle_timeout: u64,
+    /// Milliseconds to read the rest of a query once it has started, and to
+    /// write one answer: a client that does not read loses its slot.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub tcp_io_timeout: u64,
 }

@@ -90,6 +90,45 @@ impl DnsTally {
     }
 }
 
+/// Why the server closed a DNS-over-TCP connection (label `reason` of
+/// `vdh_edge_dns_tcp_closed_total`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) enum TcpClose {
+    /// The client address already had its share of connections.
+    PerAddressLimit,
+    /// No new query within the idle timeout.
+    Idle,
+    /// A query started but did not arrive within the I/O timeout.
+    ReadTimeout,
+    /// An answer could not be written within the I/O timeout (the client
+    /// does not read).
+    WriteTimeout,
+}
+
+impl TcpClose {
+    const ALL: [TcpClose; 4] = [
+        TcpClose::PerAddressLimit,
+        TcpClose::Idle,
+        TcpClose::ReadTimeout,
+        TcpClose::WriteTimeout,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            TcpClose::PerAddressLimit => "per_address_limit",
+            TcpClose::Idle => "idle",
+            TcpClose::ReadTimeout => "read_timeout",
+            TcpClose::WriteTimeout => "write_timeout",
+        }
+    }
+}
+
+/// Labels of `vdh_edge_dns_tcp_closed_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TcpCloseLabels {
+    reason: &'static str,
+}
+
 /// Every metric the process exports.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -101,6 +140,9 @@ pub(crate) struct Metrics {
     pub(crate) rejected_changes: Counter,
     pub(crate) dns_dropped: Counter,
     pub(crate) tcp_connections: Gauge,
+    /// DNS TCP connections the server closed, by reason (indexed by
+    /// `TcpClose`).
+    tcp_closed: Vec<Counter>,
     /// Config documents served, by service, environment, rule and SDK major.
     pub(crate) config_requests: Family<ConfigLabels, Counter>,
     /// HTTP responses by route and status.
@@ -172,6 +214,7 @@ impl Metrics {
             rejected_changes: Counter::default(),
             dns_dropped: Counter::default(),
             tcp_connections: Gauge::default(),
+            tcp_closed: Vec::new(),
             config_requests: Family::default(),
             http_responses: Family::default(),
             long_polls: Gauge::default(),
@@ -212,6 +255,21 @@ impl Metrics {
             "Open DNS TCP connections",
             m.tcp_connections.clone(),
         );
+        let closed = Family::<TcpCloseLabels, Counter>::default();
+        r.register(
+            "dns_tcp_closed",
+            "DNS TCP connections the server closed, by reason: the per-address limit, the idle timeout, or the I/O timeout of a read or a write",
+            closed.clone(),
+        );
+        m.tcp_closed = TcpClose::ALL
+            .iter()
+            .map(|c| {
+                closed
+                    .get_or_create(&TcpCloseLabels { reason: c.as_str() })
+                    .clone()
+            })
+            .collect();
+        let r = &mut m.registry;
         r.register(
             "config_requests",
             "Config documents served, by service, environment, rule and SDK major version",
@@ -243,6 +301,11 @@ impl Metrics {
             m.serving_from_cache.clone(),
         );
         m
+    }
+
+    /// Counts a TCP connection the server closed.
+    pub(crate) fn tcp_closed(&self, reason: TcpClose) {
+        self.tcp_closed[reason as usize].inc();
     }
 
     /// Counts one answered query.

@@ -103,7 +103,13 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown.clone(),
         ));
     }
-    spawn_fronts(listeners, &shared, &shutdown, &mut tasks)?;
+    let tcp = crate::front::dns::tcp::TcpLimits {
+        max_connections: args.tcp_max_connections,
+        per_address: args.tcp_per_address.max(1),
+        idle: Duration::from_secs(args.tcp_idle_timeout.max(1)),
+        io: Duration::from_millis(args.tcp_io_timeout.max(100)),
+    };
+    spawn_fronts(listeners, tcp, &shared, &shutdown, &mut tasks)?;
     wait_for_signal().await;
     info!("shutting down");
     shutdown.cancel();
@@ -273,6 +279,7 @@ fn spawn_chores(shared: &Arc<Shared>, shutdown: &CancellationToken, tasks: &mut 
 /// `shutdown`.
 fn spawn_fronts(
     listeners: Listeners,
+    tcp: crate::front::dns::tcp::TcpLimits,
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
@@ -293,6 +300,7 @@ fn spawn_fronts(
     tasks.spawn(crate::front::dns::tcp::run(
         listeners.tcp,
         shared.clone(),
+        tcp,
         shutdown.clone(),
     ));
     let (shared, shutdown) = (shared.clone(), shutdown.clone());

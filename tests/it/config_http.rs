@@ -488,7 +488,7 @@ fn malformed_http_is_refused_and_the_server_keeps_serving() {
 /// other parameters keep form decoding (issue 10).
 #[test]
 fn unencoded_build_metadata_in_sdk_version() {
-    let dir = crate::harness::shipped_copy();
+    let dir = shipped_copy();
     let s = TestServer::start(
         &dir.path().join("zones"),
         &dir.path().join("state.yaml"),

@@ -19,3 +19,4 @@ mod openapi;
 mod reload_signal;
 mod schemes;
 mod serial;
+mod tcp_limits;

@@ -1,8 +1,12 @@
-//! DNS over TCP: an accept loop with a cap on connections, each closed
-//! after an idle timeout. UDP is served by [`super::udp`].
+//! DNS over TCP: an accept loop with a cap on connections in total and per
+//! client address; each connection is closed after an idle timeout, and
+//! when reading the rest of a query or writing an answer takes longer than
+//! the I/O timeout (a client that does not read loses its slot). UDP is
+//! served by [`super::udp`].
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,20 +16,63 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{Transport, respond};
+use crate::metrics::TcpClose;
 use crate::shared::Shared;
 
-/// Most TCP connections served at once; more wait in the accept queue.
-pub(crate) const MAX_TCP_CONNECTIONS: usize = 1024;
-/// A TCP connection with no complete query for this long is closed.
-pub(crate) const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The limits of the TCP front (`--tcp-*`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TcpLimits {
+    /// Connections served at once; more wait in the accept queue.
+    pub(crate) max_connections: usize,
+    /// Connections from one client address; more are closed at once.
+    pub(crate) per_address: usize,
+    /// How long a connection may wait for its next query.
+    pub(crate) idle: Duration,
+    /// How long reading the rest of a query, or writing one answer, may take.
+    pub(crate) io: Duration,
+}
+
+/// Open connections per client address.
+#[derive(Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+impl PerAddress {
+    /// Counts a new connection from `ip`; false (and nothing counted) when
+    /// the address already has `limit`.
+    fn admit(&self, ip: IpAddr, limit: usize) -> bool {
+        let mut m = self.0.lock().expect("not poisoned");
+        let n = m.entry(ip).or_insert(0);
+        if *n >= limit {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut m = self.0.lock().expect("not poisoned");
+        if let Some(n) = m.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ip);
+            }
+        }
+    }
+}
 
 /// Accepts DNS-over-TCP connections on `listener` until `shutdown`.
-pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+pub(crate) async fn run(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    limits: TcpLimits,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_address = Arc::new(PerAddress::default());
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
-            _ = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -36,62 +83,93 @@ pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Ca
                     continue;
                 }
             },
-            _ = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
         };
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
+        if !per_address.admit(peer.ip(), limits.per_address) {
+            shared.metrics.tcp_closed(TcpClose::PerAddressLimit);
+            continue;
+        }
+        let (shared, shutdown, per_address) =
+            (shared.clone(), shutdown.clone(), per_address.clone());
         tokio::spawn(async move {
             shared.metrics.tcp_connections.inc();
             tokio::select! {
-                r = serve_tcp(stream, peer, &shared) => if let Err(error) = r {
-                    debug!(%error, %peer, "tcp connection ended");
+                r = serve_tcp(stream, peer, &shared, limits) => match r {
+                    Ok(Some(reason)) => shared.metrics.tcp_closed(reason),
+                    Ok(None) => {}
+                    Err(error) => debug!(%error, %peer, "tcp connection ended"),
                 },
-                _ = shutdown.cancelled() => {}
+                () = shutdown.cancelled() => {}
             }
             shared.metrics.tcp_connections.dec();
+            per_address.release(peer.ip());
             drop(permit);
         });
     }
 }
 
+/// Answers the queries of one connection. Returns why the server closed
+/// it, when a limit did.
 async fn serve_tcp(
     mut stream: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
-) -> std::io::Result<()> {
+    limits: TcpLimits,
+) -> std::io::Result<Option<TcpClose>> {
     let _ = stream.set_nodelay(true);
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     let mut framed = Vec::with_capacity(4098);
     loop {
         let mut len = [0u8; 2];
-        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len)).await {
-            Err(_) => return Ok(()),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+        match tokio::time::timeout(limits.idle, stream.read_exact(&mut len)).await {
+            Err(_) => return Ok(Some(TcpClose::Idle)),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Ok(r) => r?,
         };
-        let len = u16::from_be_bytes(len) as usize;
-        tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut buf[..len]))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "incomplete query"))??;
+        let len = usize::from(u16::from_be_bytes(len));
+        match tokio::time::timeout(limits.io, stream.read_exact(&mut buf[..len])).await {
+            Err(_) => return Ok(Some(TcpClose::ReadTimeout)),
+            Ok(r) => r?,
+        };
         let snap = shared.snapshot();
-        match respond(&snap, &buf[..len], peer.ip(), Transport::Tcp, &mut out) {
-            Some(o) => {
-                shared.metrics.dns_query(Transport::Tcp, o.qtype, o.rcode);
-                framed.clear();
-                let len = u16::try_from(out.len()).expect("TCP answers are limited to 65535 bytes");
-                framed.extend_from_slice(&len.to_be_bytes());
-                framed.extend_from_slice(&out);
-                stream.write_all(&framed).await?;
-                if o.close {
-                    return Ok(());
-                }
-            }
-            None => {
-                shared.metrics.dns_dropped.inc();
-                // A packet we will not answer ends the connection.
-                return Ok(());
-            }
+        let Some(o) = respond(&snap, &buf[..len], peer.ip(), Transport::Tcp, &mut out) else {
+            shared.metrics.dns_dropped.inc();
+            // A packet we will not answer ends the connection.
+            return Ok(None);
+        };
+        shared.metrics.dns_query(Transport::Tcp, o.qtype, o.rcode);
+        framed.clear();
+        let len = u16::try_from(out.len()).expect("TCP answers are limited to 65535 bytes");
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(&out);
+        match tokio::time::timeout(limits.io, stream.write_all(&framed)).await {
+            Err(_) => return Ok(Some(TcpClose::WriteTimeout)),
+            Ok(r) => r?,
         }
+        if o.close {
+            return Ok(None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_address_share_is_counted_and_released() {
+        let p = PerAddress::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(p.admit(a, 2) && p.admit(a, 2));
+        assert!(!p.admit(a, 2), "a third from the same address is refused");
+        assert!(p.admit(b, 2), "another address is not affected");
+        p.release(a);
+        assert!(p.admit(a, 2));
+        p.release(a);
+        p.release(a);
+        p.release(b);
+        assert!(p.0.lock().unwrap().is_empty());
     }
 }
