@@ -19,8 +19,13 @@ use sha2::{Digest, Sha256};
 /// log2 of the register count.
 pub(crate) const PRECISION: u8 = 12;
 const REGISTERS: usize = 1 << PRECISION;
-/// Most distinct values tracked per dimension; the rest count as `other`.
+/// Most distinct values tracked per dimension and slot. When a new value
+/// arrives at a full table, the value seen least often gives up its place
+/// (its sketch is merged into `other`), so a flood of made-up values
+/// churns among itself and cannot push out the values most clients send.
 pub(crate) const MAX_VALUES: usize = 64;
+/// The value that collects evicted and unnamed values.
+const OTHER: &str = "other";
 
 /// A HyperLogLog sketch.
 #[derive(Clone, PartialEq, Eq)]
@@ -126,9 +131,47 @@ impl Dimension {
     }
 }
 
-/// A ring of slot sketches covering one window.
+/// One value's sketch and how many requests carried it (the eviction order).
+#[derive(Default)]
+struct Tracked {
+    hll: Hll,
+    hits: u64,
+}
+
 /// One slot: per dimension, per value, a sketch.
-type Slot = [HashMap<String, Hll>; 3];
+type Slot = [HashMap<String, Tracked>; 3];
+
+/// Counts client hash `h` under `value` in one dimension's table.
+fn count(values: &mut HashMap<String, Tracked>, value: &str, h: u64) {
+    // No allocation for a value already tracked.
+    if let Some(t) = values.get_mut(value) {
+        t.hll.insert_hash(h);
+        t.hits += 1;
+        return;
+    }
+    let named = values.len() - usize::from(values.contains_key(OTHER));
+    let mut hits = 1;
+    if value != OTHER && named >= MAX_VALUES {
+        // Space-saving: the least-hit value leaves, the newcomer starts
+        // just above it; its sketch goes to `other` so no client is lost.
+        let least = values
+            .iter()
+            .filter(|(k, _)| k.as_str() != OTHER)
+            .min_by_key(|(_, t)| t.hits)
+            .map(|(k, _)| k.clone())
+            .expect("a full table has values");
+        let gone = values.remove(&least).expect("present");
+        hits = gone.hits + 1;
+        values
+            .entry(OTHER.to_string())
+            .or_default()
+            .hll
+            .merge(&gone.hll);
+    }
+    let t = values.entry(value.to_string()).or_default();
+    t.hll.insert_hash(h);
+    t.hits = hits;
+}
 
 struct Ring {
     slot_len: Duration,
@@ -166,8 +209,8 @@ impl Ring {
         let mut out: HashMap<(Dimension, String), Hll> = HashMap::new();
         for slot in &self.slots {
             for (d, values) in Dimension::ALL.iter().zip(slot.iter()) {
-                for (v, h) in values {
-                    out.entry((*d, v.clone())).or_default().merge(h);
+                for (v, t) in values {
+                    out.entry((*d, v.clone())).or_default().merge(&t.hll);
                 }
             }
         }
@@ -220,18 +263,9 @@ impl Census {
                 slot.iter_mut()
                     .zip([Some(sdk_version), app_id, Some(environment)])
             {
-                let Some(v) = value else { continue };
-                // No allocation for a value already tracked.
-                if let Some(hll) = values.get_mut(v) {
-                    hll.insert_hash(h);
-                    continue;
+                if let Some(v) = value {
+                    count(values, v, h);
                 }
-                let v = if values.len() < MAX_VALUES {
-                    v
-                } else {
-                    "other"
-                };
-                values.entry(v.to_string()).or_default().insert_hash(h);
             }
         }
     }
@@ -367,5 +401,46 @@ mod tests {
             .map(|e| e.2)
             .collect();
         assert!(day.contains(&"0.9.0".to_string()));
+    }
+
+    /// Issue 10: made-up values sent first used to fill the table, and the
+    /// real versions went to `other`.
+    #[test]
+    fn a_flood_of_made_up_values_cannot_push_real_ones_out() {
+        let c = Census::new(Duration::from_secs(3600), Duration::from_secs(86_400));
+        for i in 0..1000 {
+            c.record(&format!("fake-{i}"), &format!("9.9.{i}"), None, "prod");
+        }
+        for i in 0..300 {
+            c.record(&format!("old-{i}"), "0.9.0", None, "prod");
+        }
+        for i in 0..200 {
+            c.record(&format!("new-{i}"), "1.0.0", None, "prod-v1");
+        }
+        // More made-up values after the real ones.
+        for i in 1000..2000 {
+            c.record(&format!("fake-{i}"), &format!("9.9.{i}"), None, "prod");
+        }
+        let est = |window: &str, value: &str| {
+            c.estimates()
+                .into_iter()
+                .find(|e| e.0 == window && e.1 == Dimension::SdkVersion && e.2 == value)
+                .map(|e| e.3)
+        };
+        for window in ["hour", "day"] {
+            let old = est(window, "0.9.0").expect("0.9.0 is still counted");
+            let new = est(window, "1.0.0").expect("1.0.0 is still counted");
+            assert!((old - 300.0).abs() <= 9.0, "{window} 0.9.0: {old}");
+            assert!((new - 200.0).abs() <= 6.0, "{window} 1.0.0: {new}");
+            // Every client is still somewhere: the evicted went to `other`.
+            let versions = c
+                .estimates()
+                .into_iter()
+                .filter(|e| e.0 == window && e.1 == Dimension::SdkVersion)
+                .count();
+            assert!(versions <= MAX_VALUES + 1, "{versions}");
+            let other = est(window, "other").expect("evicted values are in other");
+            assert!(other > 1800.0, "{window} other: {other}");
+        }
     }
 }

@@ -181,6 +181,9 @@ pub(crate) struct Routing {
     /// Services, in name order.
     pub(crate) services: Vec<Service>,
     service_index: HashMap<String, usize>,
+    /// App ids the state names (in rules and update overrides): the census
+    /// counts only these by name.
+    app_ids: HashSet<String>,
 }
 
 /// What a client is, as far as rules can tell.
@@ -615,12 +618,26 @@ impl Routing {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
+        let app_ids = services
+            .iter()
+            .flat_map(|s| {
+                let in_rules = s.rules.iter().flat_map(|r| r.app_ids.iter());
+                in_rules.chain(s.overrides.iter().filter_map(|o| o.app_id.as_ref()))
+            })
+            .cloned()
+            .collect();
         Ok(Routing {
             allow_empty: raw.allow_empty,
             environments,
             services,
             service_index,
+            app_ids,
         })
+    }
+
+    /// True when the state names `app_id` in a rule or an update override.
+    pub(crate) fn names_app_id(&self, app_id: &str) -> bool {
+        self.app_ids.contains(app_id)
     }
 
     /// The service named `name`.
@@ -937,5 +954,7 @@ services:
         assert_eq!(svc.decide(&client, Asked::OverHttp).rule, 0);
         assert_eq!(svc.decide(&client, Asked::OverDns).rule, 1);
         assert!(!svc.dns_depends_on_network());
+        assert!(r.names_app_id("shop"));
+        assert!(!r.names_app_id("made-up"));
     }
 }

@@ -518,3 +518,25 @@ fn unencoded_build_metadata_in_sdk_version() {
     );
     assert_eq!(spaced.status, 400, "{}", spaced.body);
 }
+
+/// The census counts only app ids the state names; made-up ones go to
+/// `other` and cannot fill its table (issue 10).
+#[test]
+fn census_counts_unnamed_app_ids_as_other() {
+    let dir = shipped_copy();
+    let s = TestServer::start(
+        &dir.path().join("zones"),
+        &dir.path().join("state.yaml"),
+        &[],
+    );
+    for i in 0..5 {
+        let (status, _) = s.http_get(&format!(
+            "/v1/config/vdh-api?sdk_version=1.0.0&client_id=c-{i}&app_id=made-up-{i}"
+        ));
+        assert_eq!(status, 200);
+    }
+    let (_, census) = s.http_get("/census");
+    let c: serde_json::Value = serde_json::from_str(&census).unwrap();
+    let apps = c["windows"]["hour"]["app_id"].as_object().unwrap();
+    assert_eq!(apps.keys().collect::<Vec<_>>(), vec!["other"], "{census}");
+}

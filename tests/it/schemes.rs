@@ -535,7 +535,14 @@ fn census_across_two_edges() {
         apply_text(
             &ep,
             prefix,
-            &std::fs::read_to_string(repo().join("deploy/state.yaml")).unwrap(),
+            // The census counts only app ids the state names (issue 10):
+            // name `demo` in an update override.
+            &std::fs::read_to_string(repo().join("deploy/state.yaml"))
+                .unwrap()
+                .replace(
+                    "      message: A new SDK is available.\n",
+                    "      message: A new SDK is available.\n      overrides:\n        - app_id: demo\n          message: A new SDK is available for demo.\n",
+                ),
             &[]
         )
         .0
