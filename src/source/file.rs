@@ -134,14 +134,9 @@ impl FileSource {
             .zones_dir
             .canonicalize()
             .unwrap_or(self.zones_dir.clone());
-        let state_file = self
-            .state_file
-            .as_ref()
-            .map(|p| p.canonicalize().unwrap_or(p.clone()));
-        let state_name = state_file
-            .as_ref()
-            .and_then(|p| p.file_name().map(std::ffi::OsStr::to_os_string));
+        let state = self.state_file.as_deref().map(StateWatch::new);
         let zd = zones_dir.clone();
+        let st = state.clone();
         let reread = etx.clone();
         let mut watcher = notify::recommended_watcher(
             move |res: notify::Result<notify::Event>| {
@@ -158,11 +153,8 @@ impl FileSource {
                 }
                 let relevant = ev.paths.iter().any(|p| {
                     let in_zones = p.parent() == Some(zd.as_path())
-                        && p.extension().is_some_and(|x| x == "zone");
-                    let is_state = state_name
-                        .as_ref()
-                        .is_some_and(|n| p.file_name() == Some(n.as_os_str()));
-                    in_zones || is_state
+                        && (p.extension().is_some_and(|x| x == "zone") || is_data_swap(p));
+                    in_zones || st.as_ref().is_some_and(|s| s.matches(p))
                 });
                 if relevant {
                     let _ = etx.send(());
@@ -170,11 +162,10 @@ impl FileSource {
             },
         )?;
         watcher.watch(&zones_dir, RecursiveMode::NonRecursive)?;
-        if let Some(sf) = &state_file
-            && let Some(dir) = sf.parent()
-            && dir != zones_dir
-        {
-            watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        for dir in state.iter().flat_map(|s| s.dirs.iter()) {
+            if *dir != zones_dir {
+                watcher.watch(dir, RecursiveMode::NonRecursive)?;
+            }
         }
         Ok(FileWatch {
             source: self,
@@ -182,6 +173,68 @@ impl FileSource {
             events: erx,
             reread,
         })
+    }
+}
+
+/// Kubernetes updates a mounted ConfigMap or Secret by pointing its
+/// `..data` symlink at a new folder: the files themselves (symlinks through
+/// `..data`) raise no event, the swap does.
+fn is_data_swap(p: &Path) -> bool {
+    p.file_name().is_some_and(|n| n == "..data")
+}
+
+/// What to watch for the state file: the folder it is named in (where a
+/// Kubernetes `..data` swap happens) and, when it is a symlink, the folder
+/// of its target; and both names.
+#[derive(Debug, Clone)]
+struct StateWatch {
+    dirs: Vec<PathBuf>,
+    names: Vec<std::ffi::OsString>,
+    /// The folder the state file is named in.
+    named_in: Option<PathBuf>,
+}
+
+impl StateWatch {
+    fn new(path: &Path) -> StateWatch {
+        let named_in = path
+            .parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .and_then(|d| d.canonicalize().ok());
+        let target = path.canonicalize().unwrap_or(path.to_path_buf());
+        let mut dirs: Vec<PathBuf> = named_in.iter().cloned().collect();
+        if let Some(d) = target.parent()
+            && !dirs.iter().any(|x| x == d)
+        {
+            dirs.push(d.to_path_buf());
+        }
+        let mut names: Vec<std::ffi::OsString> = path
+            .file_name()
+            .map(ToOwned::to_owned)
+            .into_iter()
+            .collect();
+        if let Some(n) = target.file_name()
+            && !names.iter().any(|x| x == n)
+        {
+            names.push(n.to_owned());
+        }
+        StateWatch {
+            dirs,
+            names,
+            named_in,
+        }
+    }
+
+    /// True when an event at `p` may change the state file.
+    fn matches(&self, p: &Path) -> bool {
+        p.file_name()
+            .is_some_and(|n| self.names.iter().any(|x| x == n))
+            || (is_data_swap(p) && p.parent() == self.named_in.as_deref())
     }
 }
 

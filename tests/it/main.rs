@@ -7,6 +7,7 @@ mod knot;
 
 mod cli;
 mod config_http;
+mod configmap;
 mod ecs;
 mod etcd;
 mod etcd_harness;
