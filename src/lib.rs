@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod error;
 
+pub(crate) mod backoff;
 pub(crate) mod census;
 pub(crate) mod config;
 pub(crate) mod document;
@@ -139,8 +140,8 @@ mod layering {
     #[test]
     fn modules_follow_the_dependency_order() {
         let order = [
-            "proto", "util", "config", "error", "document", "census", "metrics", "shared",
-            "source", "etcd", "cli", "front", "serve", "scheme", "explain", "ops",
+            "proto", "util", "backoff", "config", "error", "document", "census", "metrics",
+            "shared", "source", "etcd", "cli", "front", "serve", "scheme", "explain", "ops",
         ];
         for (i, m) in order.iter().enumerate() {
             let path = if Path::new(env!("CARGO_MANIFEST_DIR"))

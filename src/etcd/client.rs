@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
 
-use super::backoff::Backoff;
+use crate::backoff::Backoff;
 
 /// How to reach etcd.
 #[derive(Debug, Clone, Default)]

@@ -9,8 +9,8 @@ use etcd_client::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::backoff::{Backoff, sleep_or_stop};
 use super::client::EtcdConfig;
+use crate::backoff::{Backoff, sleep_or_stop};
 use crate::shared::Shared;
 
 /// What an edge publishes about itself under `<prefix>-edges/<edge-id>`.

@@ -19,9 +19,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::backoff::{Backoff, sleep_or_stop};
 use super::client::{EtcdConfig, EtcdError};
 use super::prefix::PrefixState;
+use crate::backoff::{Backoff, sleep_or_stop};
 use crate::config::ConfigError;
 use crate::config::keyed::{Entry, KeyedState};
 use crate::config::snapshot::{Inputs, SourceKind, ZoneText};

@@ -12,8 +12,9 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::ConfigError;
 use crate::config::snapshot::{Inputs, SourceKind, ZoneText};
 use crate::proto::name::Name;
@@ -33,21 +34,64 @@ pub struct FileSource {
     pub state_file: Option<PathBuf>,
 }
 
-fn read_err(path: &Path, e: &std::io::Error) -> ConfigError {
-    ConfigError {
-        source: path.display().to_string(),
-        line: None,
-        message: format!("cannot read: {e}"),
+/// Why the inputs could not be read.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ReadFailure {
+    /// Each naming its file.
+    pub(crate) errors: Vec<ConfigError>,
+    /// Every error says "try again" (out of file descriptors or memory, an
+    /// I/O error, an interrupted call): the watch retries on its own.
+    pub(crate) transient: bool,
+}
+
+/// True for read errors that a later try may not meet.
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::EIO | libc::EAGAIN | libc::EINTR | libc::ENOMEM)
+    ) || matches!(
+        e.kind(),
+        std::io::ErrorKind::Interrupted
+            | std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// The errors of one read, and whether all of them were transient.
+#[derive(Default)]
+struct Errors {
+    errors: Vec<ConfigError>,
+    permanent: bool,
+}
+
+impl Errors {
+    fn io(&mut self, path: &Path, e: &std::io::Error) {
+        self.permanent |= !is_transient(e);
+        self.errors.push(ConfigError {
+            source: path.display().to_string(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        });
+    }
+
+    fn other(&mut self, e: ConfigError) {
+        self.permanent = true;
+        self.errors.push(e);
     }
 }
 
 impl FileSource {
     /// Reads every input once. `revision` labels the result.
     pub fn read(&self, revision: u64) -> Result<Inputs, Vec<ConfigError>> {
-        let mut errors = Vec::new();
+        self.try_read(revision).map_err(|f| f.errors)
+    }
+
+    /// [`FileSource::read`], saying whether a failure may pass by itself.
+    fn try_read(&self, revision: u64) -> Result<Inputs, ReadFailure> {
+        let mut errors = Errors::default();
         let mut zones = Vec::new();
         match std::fs::read_dir(&self.zones_dir) {
-            Err(e) => errors.push(read_err(&self.zones_dir, &e)),
+            Err(e) => errors.io(&self.zones_dir, &e),
             Ok(rd) => {
                 let mut paths: Vec<PathBuf> = rd
                     .filter_map(Result::ok)
@@ -65,7 +109,7 @@ impl FileSource {
                     let origin = match Name::parse(&origin_text, None) {
                         Ok(o) if !stem.is_empty() => o,
                         _ => {
-                            errors.push(ConfigError {
+                            errors.other(ConfigError {
                                 source: p.display().to_string(),
                                 line: None,
                                 message: "file name must be the zone origin followed by .zone, e.g. example.com.zone".into(),
@@ -79,7 +123,7 @@ impl FileSource {
                             origin,
                             text,
                         }),
-                        Err(e) => errors.push(read_err(&p, &e)),
+                        Err(e) => errors.io(&p, &e),
                     }
                 }
             }
@@ -89,13 +133,16 @@ impl FileSource {
             Some(p) => match std::fs::read_to_string(p) {
                 Ok(t) => (p.display().to_string(), t),
                 Err(e) => {
-                    errors.push(read_err(p, &e));
+                    errors.io(p, &e);
                     (p.display().to_string(), String::new())
                 }
             },
         };
-        if !errors.is_empty() {
-            return Err(errors);
+        if !errors.errors.is_empty() {
+            return Err(ReadFailure {
+                errors: errors.errors,
+                transient: !errors.permanent,
+            });
         }
         Ok(Inputs {
             zones,
@@ -108,11 +155,11 @@ impl FileSource {
     }
 
     /// Reads until two reads agree.
-    async fn read_settled(&self, revision: u64) -> Result<Inputs, Vec<ConfigError>> {
-        let mut last = self.read(revision);
+    async fn read_settled(&self, revision: u64) -> Result<Inputs, ReadFailure> {
+        let mut last = self.try_read(revision);
         for _ in 0..20 {
             tokio::time::sleep(SETTLE).await;
-            let again = self.read(revision);
+            let again = self.try_read(revision);
             let same = match (&last, &again) {
                 (Ok(a), Ok(b)) => a == b,
                 (Err(a), Err(b)) => a == b,
@@ -264,33 +311,99 @@ impl FileWatch {
         first_revision: u64,
         shutdown: CancellationToken,
     ) {
-        let erx = &mut self.events;
         let mut revision = first_revision;
+        let mut pending = false;
         loop {
-            tokio::select! {
-                e = erx.recv() => if e.is_none() { return },
-                () = shutdown.cancelled() => return,
+            if !pending {
+                tokio::select! {
+                    e = self.events.recv() => if e.is_none() { return },
+                    () = shutdown.cancelled() => return,
+                }
             }
             // Debounce: wait for a quiet period.
             loop {
-                match tokio::time::timeout(DEBOUNCE, erx.recv()).await {
-                    Ok(Some(())) => continue,
+                match tokio::time::timeout(DEBOUNCE, self.events.recv()).await {
+                    Ok(Some(())) => {}
                     Ok(None) => return,
                     Err(_) => break,
                 }
             }
             revision += 1;
             debug!(revision, "files changed");
-            let ev = match self.source.read_settled(revision).await {
-                Ok(inputs) => StateEvent::Candidate(inputs),
-                Err(errors) => StateEvent::Unreadable { revision, errors },
+            pending = match self.read_until_settled(&tx, revision, &shutdown).await {
+                Some(p) => p,
+                None => return,
             };
-            if tx.send(ev).await.is_err() {
-                if !shutdown.is_cancelled() {
-                    warn!("reload loop has stopped; file watcher exits");
+        }
+    }
+
+    /// Reads the inputs and sends the candidate, or the errors. A failure
+    /// that may pass by itself (out of file descriptors, an I/O error) is
+    /// retried with backoff until the read succeeds or a file changes
+    /// again. Returns whether a change event is pending, or `None` to stop.
+    async fn read_until_settled(
+        &mut self,
+        tx: &mpsc::Sender<StateEvent>,
+        revision: u64,
+        shutdown: &CancellationToken,
+    ) -> Option<bool> {
+        let mut backoff = Backoff::new();
+        let mut reported = false;
+        loop {
+            let failure = match self.source.read_settled(revision).await {
+                Ok(inputs) => {
+                    if reported {
+                        info!(revision, "the files could be read again");
+                    }
+                    return self
+                        .send(tx, StateEvent::Candidate(inputs), shutdown)
+                        .await
+                        .then_some(false);
                 }
-                return;
+                Err(f) => f,
+            };
+            let transient = failure.transient;
+            // The reload loop records and counts the first failure only.
+            if !reported {
+                let ev = StateEvent::Unreadable {
+                    revision,
+                    errors: failure.errors,
+                };
+                if !self.send(tx, ev, shutdown).await {
+                    return None;
+                }
+                reported = true;
+            }
+            if !transient {
+                return Some(false);
+            }
+            let delay = backoff.delay();
+            warn!(
+                revision,
+                ?delay,
+                "the files could not be read for a passing reason; retrying"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                e = self.events.recv() => return e.map(|()| true),
+                () = shutdown.cancelled() => return None,
             }
         }
+    }
+
+    /// Sends an event to the reload loop; false when it is gone.
+    async fn send(
+        &self,
+        tx: &mpsc::Sender<StateEvent>,
+        ev: StateEvent,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if tx.send(ev).await.is_ok() {
+            return true;
+        }
+        if !shutdown.is_cancelled() {
+            warn!("reload loop has stopped; file watcher exits");
+        }
+        false
     }
 }

@@ -21,3 +21,4 @@ mod reload_signal;
 mod schemes;
 mod serial;
 mod tcp_limits;
+mod transient_read;

@@ -1,6 +1,6 @@
-//! The one retry schedule of everything that talks to etcd: 100 ms doubling
-//! to 1 s, each wait ±20% so edges that lost etcd together do not retry in
-//! step.
+//! The one retry schedule of everything that retries (etcd calls, file
+//! reads that failed for a transient reason): 100 ms doubling to 1 s, each
+//! wait ±20% so edges that lost etcd together do not retry in step.
 
 use std::time::Duration;
 
