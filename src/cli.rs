@@ -230,6 +230,15 @@ pub struct SourceArgs {
         hide_env_values = true
     )]
     pub etcd_password: Option<String>,
+    /// File holding the etcd password (a trailing newline is ignored); read
+    /// at each connection, so it can be rotated.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "VDH_EDGE_ETCD_PASSWORD_FILE",
+        conflicts_with = "etcd_password"
+    )]
+    pub etcd_password_file: Option<PathBuf>,
     /// CA certificate (PEM) that signed etcd's server certificates; turns on TLS.
     #[arg(long, value_name = "FILE")]
     pub etcd_ca: Option<PathBuf>,
@@ -261,10 +270,15 @@ impl SourceArgs {
         Some(crate::etcd::EtcdConfig {
             endpoints,
             prefix: self.prefix.trim_end_matches('/').to_string(),
-            user: self
-                .etcd_user
-                .clone()
-                .map(|u| (u, self.etcd_password.clone().unwrap_or_default())),
+            user: self.etcd_user.clone().map(|u| {
+                let password = match &self.etcd_password_file {
+                    Some(f) => crate::etcd::client::Password::File(f.clone()),
+                    None => crate::etcd::client::Password::Value(
+                        self.etcd_password.clone().unwrap_or_default(),
+                    ),
+                };
+                (u, password)
+            }),
             ca: self.etcd_ca.clone(),
             cert: self.etcd_cert.clone(),
             key: self.etcd_key.clone(),

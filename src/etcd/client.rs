@@ -12,10 +12,44 @@ use crate::backoff::Backoff;
 pub(crate) struct EtcdConfig {
     pub(crate) endpoints: Vec<String>,
     pub(crate) prefix: String,
-    pub(crate) user: Option<(String, String)>,
+    pub(crate) user: Option<(String, Password)>,
     pub(crate) ca: Option<std::path::PathBuf>,
     pub(crate) cert: Option<std::path::PathBuf>,
     pub(crate) key: Option<std::path::PathBuf>,
+}
+
+/// Where the etcd password comes from.
+#[derive(Clone)]
+pub(crate) enum Password {
+    /// Given on the command line or in the environment.
+    Value(String),
+    /// Read from this file at each connection.
+    File(std::path::PathBuf),
+}
+
+impl std::fmt::Debug for Password {
+    /// Never shows the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Password::Value(_) => f.write_str("Password(***)"),
+            Password::File(p) => write!(f, "Password(file {})", p.display()),
+        }
+    }
+}
+
+impl Password {
+    /// The password text.
+    fn reveal(&self) -> Result<String, EtcdError> {
+        match self {
+            Password::Value(v) => Ok(v.clone()),
+            Password::File(path) => std::fs::read_to_string(path)
+                .map(|t| t.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|error| EtcdError::PasswordFile {
+                    path: path.clone(),
+                    error,
+                }),
+        }
+    }
 }
 
 /// Errors talking to etcd or about what is in it.
@@ -29,6 +63,12 @@ pub(crate) enum EtcdError {
     /// A TLS file given with `--etcd-ca`, `--etcd-cert` or `--etcd-key` cannot be read.
     #[error("{}: {error}", path.display())]
     TlsFile {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    /// `--etcd-password-file` cannot be read.
+    #[error("{}: {error} (--etcd-password-file)", path.display())]
+    PasswordFile {
         path: std::path::PathBuf,
         error: std::io::Error,
     },
@@ -94,7 +134,7 @@ impl EtcdConfig {
             .with_timeout(Duration::from_secs(5))
             .with_require_leader(true);
         if let Some((u, p)) = &self.user {
-            opts = opts.with_user(u.clone(), p.clone());
+            opts = opts.with_user(u.clone(), p.reveal()?);
         }
         if self.ca.is_some() || self.cert.is_some() {
             let mut tls = etcd_client::TlsOptions::new();

@@ -752,6 +752,41 @@ fn username_and_password() {
     assert!(history.contains("--etcd-password ***"), "{history}");
     assert!(history.contains("--etcd-password=***"), "{history}");
     assert!(!history.contains("rootpw"), "{history}");
+    // The password from a file (rotatable; never on the command line).
+    let pw = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(pw.path(), "rootpw\n").unwrap();
+    let pw_path = pw.path().display().to_string();
+    let changed = shipped_state().replace("token_epoch: 1", "token_epoch: 3");
+    let out = apply(
+        &ep,
+        &changed,
+        &["--etcd-user", "root", "--etcd-password-file", &pw_path],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = etcd.ctl(&["--user", "root:rootpw", "get", "", "--prefix"]);
+    assert!(stored.contains("\"token_epoch\":3"), "{stored}");
+    assert!(!stored.contains("rootpw"), "{stored}");
+    // A missing file is named.
+    let out = apply(
+        &ep,
+        &changed,
+        &[
+            "--etcd-user",
+            "root",
+            "--etcd-password-file",
+            "/nonexistent/pw",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/pw"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
