@@ -358,4 +358,8 @@ pub struct ServeArgs {
     /// write one answer: a client that does not read loses its slot.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub tcp_io_timeout: u64,
+    /// Origins web SDKs may read /v1/* from (CORS), comma-separated or
+    /// repeated, e.g. https://app.example.com; `*` for any. None: no CORS.
+    #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
 }

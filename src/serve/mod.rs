@@ -109,7 +109,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idle: Duration::from_secs(args.tcp_idle_timeout.max(1)),
         io: Duration::from_millis(args.tcp_io_timeout.max(100)),
     };
-    spawn_fronts(listeners, tcp, &shared, &shutdown, &mut tasks)?;
+    let cors = crate::front::http::cors::Cors::new(&args.cors_origin);
+    spawn_fronts(listeners, tcp, cors, &shared, &shutdown, &mut tasks)?;
     wait_for_signal().await;
     info!("shutting down");
     shutdown.cancel();
@@ -280,6 +281,7 @@ fn spawn_chores(shared: &Arc<Shared>, shutdown: &CancellationToken, tasks: &mut 
 fn spawn_fronts(
     listeners: Listeners,
     tcp: crate::front::dns::tcp::TcpLimits,
+    cors: Option<Arc<crate::front::http::cors::Cors>>,
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
@@ -305,7 +307,7 @@ fn spawn_fronts(
     ));
     let (shared, shutdown) = (shared.clone(), shutdown.clone());
     tasks.spawn(async move {
-        if let Err(error) = crate::front::http::run(listeners.http, shared, shutdown).await {
+        if let Err(error) = crate::front::http::run(listeners.http, shared, cors, shutdown).await {
             warn!(%error, "http server failed");
         }
     });

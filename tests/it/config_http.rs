@@ -540,3 +540,80 @@ fn census_counts_unnamed_app_ids_as_other() {
     let apps = c["windows"]["hour"]["app_id"].as_object().unwrap();
     assert_eq!(apps.keys().collect::<Vec<_>>(), vec!["other"], "{census}");
 }
+
+/// CORS for web SDKs (issue 10): with `--cors-origin`, a preflight from an
+/// allowed origin is answered and the document is readable with its ETag;
+/// other origins get no CORS headers; without the flag nothing changes.
+#[test]
+fn cors_for_allowed_origins_only() {
+    let dir = shipped_copy();
+    let (zones, state) = (dir.path().join("zones"), dir.path().join("state.yaml"));
+    let s = TestServer::start(&zones, &state, &["--cors-origin", "https://app.example"]);
+    let path = "/v1/config/vdh-api?sdk_version=1.0.0";
+    let preflight = |origin: &str| {
+        http_request(
+            s.http,
+            "OPTIONS",
+            path,
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "GET"),
+                ("Access-Control-Request-Headers", "if-none-match"),
+            ],
+        )
+    };
+    let ok = preflight("https://app.example");
+    assert_eq!(ok.status, 204, "{}", ok.body);
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(ok.header("access-control-allow-methods"), Some("GET"));
+    assert!(
+        ok.header("access-control-allow-headers")
+            .is_some_and(|h| h.eq_ignore_ascii_case("if-none-match"))
+    );
+    let refused = preflight("https://evil.example");
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.header("access-control-allow-origin"), None);
+    assert_eq!(refused.json()["error"]["code"], "origin_not_allowed");
+    let get = http_request(s.http, "GET", path, &[("Origin", "https://app.example")]);
+    assert_eq!(get.status, 200);
+    assert_eq!(
+        get.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(get.header("access-control-expose-headers"), Some("ETag"));
+    assert!(get.header("etag").is_some());
+    let other = http_request(s.http, "GET", path, &[("Origin", "https://evil.example")]);
+    assert_eq!(other.status, 200);
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    // Health and metrics are not CORS resources.
+    let health = http_request(
+        s.http,
+        "GET",
+        "/healthz",
+        &[("Origin", "https://app.example")],
+    );
+    assert_eq!(health.header("access-control-allow-origin"), None);
+    drop(s);
+    // Without --cors-origin: no CORS headers, OPTIONS is not allowed.
+    let plain = TestServer::start(&zones, &state, &[]);
+    let get = http_request(
+        plain.http,
+        "GET",
+        path,
+        &[("Origin", "https://app.example")],
+    );
+    assert_eq!(get.header("access-control-allow-origin"), None);
+    let options = http_request(
+        plain.http,
+        "OPTIONS",
+        path,
+        &[
+            ("Origin", "https://app.example"),
+            ("Access-Control-Request-Method", "GET"),
+        ],
+    );
+    assert_eq!(options.status, 405);
+}

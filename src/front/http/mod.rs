@@ -6,6 +6,7 @@
 //! `{"error": {"code", "parameter", "message"}}`.
 
 pub(crate) mod config;
+pub(crate) mod cors;
 pub(crate) mod health;
 
 use std::sync::Arc;
@@ -34,7 +35,7 @@ pub(crate) const MAX_ID_BYTES: usize = 256;
 pub const MAX_WAIT_S: u64 = 60;
 
 /// Builds the router.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(shared: Arc<Shared>, cors: Option<Arc<cors::Cors>>) -> Router {
     Router::new()
         .route("/v1/config/{service}", get(config::config))
         .route("/healthz", get(health::healthz))
@@ -43,6 +44,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/census", get(health::census))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(cors, cors::layer))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             limits_and_metrics,
@@ -58,9 +60,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 pub(crate) async fn run(
     listener: TcpListener,
     shared: Arc<Shared>,
+    cors: Option<Arc<cors::Cors>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(shared);
+    let app = router(shared, cors);
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
