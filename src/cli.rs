@@ -358,6 +358,11 @@ pub struct ServeArgs {
     /// write one answer: a client that does not read loses its slot.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub tcp_io_timeout: u64,
+    /// Most HTTP connections open at once (held long-polls included); more
+    /// wait in the accept queue. 0: the open-file limit less what DNS over
+    /// TCP and the rest of the process need.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub http_max_connections: usize,
     /// Origins web SDKs may read /v1/* from (CORS), comma-separated or
     /// repeated, e.g. https://app.example.com; `*` for any. None: no CORS.
     #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]

@@ -147,6 +147,10 @@ pub(crate) struct Metrics {
     pub(crate) config_requests: Family<ConfigLabels, Counter>,
     /// HTTP responses by route and status.
     pub(crate) http_responses: Family<HttpLabels, Counter>,
+    /// Open HTTP connections.
+    pub(crate) http_connections: Gauge,
+    /// Times the HTTP listener stopped accepting at its connection limit.
+    pub(crate) http_limit_reached: Counter,
     /// Long-polls waiting now.
     pub(crate) long_polls: Gauge,
     /// 1 while the etcd watch is healthy, 0 when not (etcd mode only).
@@ -218,6 +222,8 @@ impl Metrics {
             config_requests: Family::default(),
             http_responses: Family::default(),
             long_polls: Gauge::default(),
+            http_connections: Gauge::default(),
+            http_limit_reached: Counter::default(),
             etcd_up: Gauge::default(),
             serving_from_cache: Gauge::default(),
             census_clients: Family::default(),
@@ -279,6 +285,16 @@ impl Metrics {
             "http_responses",
             "HTTP responses by route and status",
             m.http_responses.clone(),
+        );
+        r.register(
+            "http_connections",
+            "Open HTTP connections",
+            m.http_connections.clone(),
+        );
+        r.register(
+            "http_connection_limit_reached",
+            "Times the HTTP listener stopped accepting because --http-max-connections were open",
+            m.http_limit_reached.clone(),
         );
         r.register(
             "config_long_polls",

@@ -60,10 +60,16 @@ struct Listeners {
 
 /// `vdh-edge serve`: runs until SIGINT or SIGTERM.
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    match crate::util::raise_nofile_limit() {
-        Ok(n) => info!(limit = n, "open-file limit"),
-        Err(error) => warn!(%error, "could not raise the open-file limit"),
-    }
+    let nofile = match crate::util::raise_nofile_limit() {
+        Ok(n) => {
+            info!(limit = n, "open-file limit");
+            n
+        }
+        Err(error) => {
+            warn!(%error, "could not raise the open-file limit");
+            1024
+        }
+    };
     let mut shared = Shared::with_census(
         Duration::from_secs(args.census_hour.max(4)),
         Duration::from_secs(args.census_day.max(6)),
@@ -109,8 +115,15 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idle: Duration::from_secs(args.tcp_idle_timeout.max(1)),
         io: Duration::from_millis(args.tcp_io_timeout.max(100)),
     };
-    let cors = crate::front::http::cors::Cors::new(&args.cors_origin);
-    spawn_fronts(listeners, tcp, cors, &shared, &shutdown, &mut tasks)?;
+    let http = HttpSettings {
+        cors: crate::front::http::cors::Cors::new(&args.cors_origin),
+        max_connections: http_max_connections(&args, nofile),
+    };
+    info!(
+        max_connections = http.max_connections,
+        "http connection limit"
+    );
+    spawn_fronts(listeners, tcp, http, &shared, &shutdown, &mut tasks)?;
     wait_for_signal().await;
     info!("shutting down");
     shutdown.cancel();
@@ -276,12 +289,32 @@ fn spawn_chores(shared: &Arc<Shared>, shutdown: &CancellationToken, tasks: &mut 
     });
 }
 
+/// What the HTTP front is started with.
+struct HttpSettings {
+    cors: Option<Arc<crate::front::http::cors::Cors>>,
+    max_connections: usize,
+}
+
+/// `--http-max-connections`, or by default the open-file limit less the
+/// DNS TCP connections and 512 descriptors for everything else (etcd, the
+/// files read on a change, the cache, the UDP sockets).
+fn http_max_connections(args: &ServeArgs, nofile: u64) -> usize {
+    if args.http_max_connections > 0 {
+        return args.http_max_connections;
+    }
+    let reserve = args.tcp_max_connections.saturating_add(512);
+    usize::try_from(nofile)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(reserve)
+        .max(64)
+}
+
 /// Starts the UDP threads, the TCP loop and the HTTP server; all stop with
 /// `shutdown`.
 fn spawn_fronts(
     listeners: Listeners,
     tcp: crate::front::dns::tcp::TcpLimits,
-    cors: Option<Arc<crate::front::http::cors::Cors>>,
+    http: HttpSettings,
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
@@ -307,7 +340,15 @@ fn spawn_fronts(
     ));
     let (shared, shutdown) = (shared.clone(), shutdown.clone());
     tasks.spawn(async move {
-        if let Err(error) = crate::front::http::run(listeners.http, shared, cors, shutdown).await {
+        if let Err(error) = crate::front::http::run(
+            listeners.http,
+            shared,
+            http.cors,
+            http.max_connections,
+            shutdown,
+        )
+        .await
+        {
             warn!(%error, "http server failed");
         }
     });

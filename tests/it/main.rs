@@ -13,6 +13,7 @@ mod etcd;
 mod etcd_harness;
 mod explain;
 mod hot_swap;
+mod http_limits;
 mod invalid_change;
 mod knot_diff;
 mod malformed;

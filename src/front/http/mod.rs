@@ -57,15 +57,42 @@ pub(crate) fn router(shared: Arc<Shared>, cors: Option<Arc<cors::Cors>>) -> Rout
 /// The accept loop is ours (hyper's HTTP/1 connection, no protocol
 /// sniffing) so an idle or long-polling connection holds as little memory
 /// as hyper allows: thousands of long-polls are the normal case here.
+///
+/// At most `max_connections` connections are open at once; more wait in
+/// the accept queue, so a flood of held connections cannot use the file
+/// descriptors the config source, DNS over TCP and the cache need.
 pub(crate) async fn run(
     listener: TcpListener,
     shared: Arc<Shared>,
     cors: Option<Arc<cors::Cors>>,
+    max_connections: usize,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(shared, cors);
+    let app = router(shared.clone(), cors);
     let mut conns = tokio::task::JoinSet::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let mut full_logged = false;
     loop {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => {
+                full_logged = false;
+                p
+            }
+            Err(_) => {
+                if !full_logged {
+                    tracing::warn!(
+                        max_connections,
+                        "HTTP connection limit reached; new connections wait"
+                    );
+                    full_logged = true;
+                }
+                shared.metrics.http_limit_reached.inc();
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -86,8 +113,9 @@ pub(crate) async fn run(
             req.extensions_mut().insert(ConnectInfo(peer));
             tower::ServiceExt::oneshot(router.clone(), req)
         });
-        let shutdown = shutdown.clone();
+        let (shutdown, shared) = (shutdown.clone(), shared.clone());
         conns.spawn(async move {
+            shared.metrics.http_connections.inc();
             let conn = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(64 * 1024)
                 .header_read_timeout(Duration::from_secs(10))
@@ -98,11 +126,13 @@ pub(crate) async fn run(
                 r = conn.as_mut() => if let Err(error) = r {
                     tracing::debug!(%error, %peer, "http connection ended");
                 },
-                _ = shutdown.cancelled() => {
+                () = shutdown.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
                 }
             }
+            shared.metrics.http_connections.dec();
+            drop(permit);
         });
         // Reap finished connection tasks.
         while conns.try_join_next().is_some() {}
