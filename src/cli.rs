@@ -2,7 +2,7 @@
 //!
 //! The doc comments of arguments are their `--help` text, written for a
 //! terminal rather than for rustdoc.
-#![allow(rustdoc::invalid_html_tags)]
+#![allow(rustdoc::invalid_html_tags, rustdoc::bare_urls)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
