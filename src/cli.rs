@@ -358,6 +358,17 @@ pub struct ServeArgs {
     /// write one answer: a client that does not read loses its slot.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub tcp_io_timeout: u64,
+    /// Response rate limiting for DNS over UDP: responses per second per
+    /// source network (/24, /56), response class and name; 0 (default) off.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub rrl_rate: u32,
+    /// With --rrl-rate: every Nth limited response is sent truncated (TC=1,
+    /// so real clients retry over TCP), the others dropped; 0 drops all.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub rrl_slip: u32,
+    /// With --rrl-rate: networks never limited (CIDR, comma-separated).
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub rrl_whitelist: Vec<ipnet::IpNet>,
     /// Most HTTP connections open at once (held long-polls included); more
     /// wait in the accept queue. 0: the open-file limit less what DNS over
     /// TCP and the rest of the process need.

@@ -129,6 +129,12 @@ struct TcpCloseLabels {
     reason: &'static str,
 }
 
+/// Labels of `vdh_edge_dns_rrl_limited_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RrlLabels {
+    action: &'static str,
+}
+
 /// Every metric the process exports.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -147,6 +153,8 @@ pub(crate) struct Metrics {
     pub(crate) config_requests: Family<ConfigLabels, Counter>,
     /// HTTP responses by route and status.
     pub(crate) http_responses: Family<HttpLabels, Counter>,
+    /// Responses limited by RRL: [slipped, dropped].
+    rrl: [Counter; 2],
     /// Open HTTP connections.
     pub(crate) http_connections: Gauge,
     /// Times the HTTP listener stopped accepting at its connection limit.
@@ -222,6 +230,7 @@ impl Metrics {
             config_requests: Family::default(),
             http_responses: Family::default(),
             long_polls: Gauge::default(),
+            rrl: [Counter::default(), Counter::default()],
             http_connections: Gauge::default(),
             http_limit_reached: Counter::default(),
             etcd_up: Gauge::default(),
@@ -286,6 +295,18 @@ impl Metrics {
             "HTTP responses by route and status",
             m.http_responses.clone(),
         );
+        let rrl = Family::<RrlLabels, Counter>::default();
+        r.register(
+            "dns_rrl_limited",
+            "UDP responses over the rate limit, by action: slip (sent truncated) or drop",
+            rrl.clone(),
+        );
+        // One statement each: a family's guard lives to the end of its
+        // statement, and creating the second label set needs the write lock.
+        let slip = rrl.get_or_create(&RrlLabels { action: "slip" }).clone();
+        let drop = rrl.get_or_create(&RrlLabels { action: "drop" }).clone();
+        m.rrl = [slip, drop];
+        let r = &mut m.registry;
         r.register(
             "http_connections",
             "Open HTTP connections",
@@ -317,6 +338,12 @@ impl Metrics {
             m.serving_from_cache.clone(),
         );
         m
+    }
+
+    /// Counts a response over the RRL rate: slipped (sent truncated) or
+    /// dropped.
+    pub(crate) fn rrl_limited(&self, slipped: bool) {
+        self.rrl[usize::from(!slipped)].inc();
     }
 
     /// Counts a TCP connection the server closed.

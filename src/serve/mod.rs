@@ -115,6 +115,18 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idle: Duration::from_secs(args.tcp_idle_timeout.max(1)),
         io: Duration::from_millis(args.tcp_io_timeout.max(100)),
     };
+    let rrl = (args.rrl_rate > 0).then(|| {
+        info!(
+            rate = args.rrl_rate,
+            slip = args.rrl_slip,
+            "response rate limiting on"
+        );
+        Arc::new(crate::front::dns::rrl::Rrl::new(
+            args.rrl_rate,
+            args.rrl_slip,
+            args.rrl_whitelist.clone(),
+        ))
+    });
     let http = HttpSettings {
         cors: crate::front::http::cors::Cors::new(&args.cors_origin),
         max_connections: http_max_connections(&args, nofile),
@@ -123,7 +135,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections = http.max_connections,
         "http connection limit"
     );
-    spawn_fronts(listeners, tcp, http, &shared, &shutdown, &mut tasks)?;
+    spawn_fronts(listeners, (tcp, rrl), http, &shared, &shutdown, &mut tasks)?;
     wait_for_signal().await;
     info!("shutting down");
     shutdown.cancel();
@@ -313,14 +325,18 @@ fn http_max_connections(args: &ServeArgs, nofile: u64) -> usize {
 /// `shutdown`.
 fn spawn_fronts(
     listeners: Listeners,
-    tcp: crate::front::dns::tcp::TcpLimits,
+    (tcp, rrl): (
+        crate::front::dns::tcp::TcpLimits,
+        Option<Arc<crate::front::dns::rrl::Rrl>>,
+    ),
     http: HttpSettings,
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
     let udp_stop = Arc::new(AtomicBool::new(false));
-    let udp_threads = crate::front::dns::udp::spawn(listeners.udp, shared, &udp_stop)?;
+    let udp_threads =
+        crate::front::dns::udp::spawn(listeners.udp, shared, rrl.as_ref(), &udp_stop)?;
     let stop = shutdown.clone();
     tasks.spawn(async move {
         stop.cancelled().await;

@@ -19,6 +19,7 @@ mod knot_diff;
 mod malformed;
 mod openapi;
 mod reload_signal;
+mod rrl;
 mod schemes;
 mod serial;
 mod tcp_limits;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
+use super::rrl::{Rrl, Verdict, truncate};
 use super::{Transport, respond};
 use crate::metrics::DnsTally;
 use crate::shared::Shared;
@@ -133,16 +134,17 @@ pub(crate) fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket
 pub(crate) fn spawn(
     socks: Vec<UdpSocket>,
     shared: &Arc<Shared>,
+    rrl: Option<&Arc<Rrl>>,
     stop: &Arc<AtomicBool>,
 ) -> io::Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::new();
     for (i, sock) in socks.into_iter().enumerate() {
         sock.set_read_timeout(Some(std::time::Duration::from_millis(100)))?;
-        let (shared, stop) = (shared.clone(), stop.clone());
+        let (shared, stop, rrl) = (shared.clone(), stop.clone(), rrl.cloned());
         handles.push(
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || worker(&sock, &shared, &stop))?,
+                .spawn(move || worker(&sock, &shared, rrl.as_deref(), &stop))?,
         );
     }
     Ok(handles)
@@ -188,7 +190,7 @@ impl Buffers {
 
 /// One answering thread: receive a batch, answer each query from the
 /// snapshot, send the batch, flush the tallies.
-fn worker(sock: &UdpSocket, shared: &Shared, stop: &AtomicBool) {
+fn worker(sock: &UdpSocket, shared: &Shared, rrl: Option<&Rrl>, stop: &AtomicBool) {
     let fd = sock.as_raw_fd();
     let mut b = Buffers::new();
     let mut cache = shared.snapshot_cache();
@@ -251,6 +253,22 @@ fn worker(sock: &UdpSocket, shared: &Shared, stop: &AtomicBool) {
             } else {
                 respond(snap, &b.rx[i][..len], src, Transport::Udp, &mut out)
             };
+            let verdict = match (&outcome, rrl) {
+                (Some(_), Some(r)) => r.check(src, &out),
+                _ => Verdict::Send,
+            };
+            match verdict {
+                Verdict::Send => {}
+                Verdict::Slip => {
+                    truncate(&mut out);
+                    shared.metrics.rrl_limited(true);
+                }
+                Verdict::Drop => {
+                    shared.metrics.rrl_limited(false);
+                    b.tx[m] = out;
+                    continue;
+                }
+            }
             match outcome {
                 Some(o) => {
                     tally.count(Transport::Udp, o.qtype, o.rcode);
