@@ -374,6 +374,11 @@ pub struct ServeArgs {
     /// TCP and the rest of the process need.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub http_max_connections: usize,
+    /// Most HTTP connections from one client address; more are closed at
+    /// once. 0 (default): no share, since behind a load balancer every
+    /// client has the balancer's address.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub http_per_address: usize,
     /// Origins web SDKs may read /v1/* from (CORS), comma-separated or
     /// repeated, e.g. https://app.example.com; `*` for any. None: no CORS.
     #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]

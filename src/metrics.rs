@@ -159,6 +159,8 @@ pub(crate) struct Metrics {
     pub(crate) http_connections: Gauge,
     /// Times the HTTP listener stopped accepting at its connection limit.
     pub(crate) http_limit_reached: Counter,
+    /// HTTP connections closed because their address had its share.
+    pub(crate) http_per_address_refused: Counter,
     /// Long-polls waiting now.
     pub(crate) long_polls: Gauge,
     /// 1 while the etcd watch is healthy, 0 when not (etcd mode only).
@@ -181,6 +183,38 @@ fn rcode_index(r: u16) -> usize {
         .unwrap_or(RCODES.len())
 }
 
+/// Registers `vdh_edge_dns_queries_total` and creates every (transport,
+/// qtype, rcode) counter up front, so counting a query is one atomic add.
+fn dns_counters(registry: &mut Registry) -> Vec<Counter> {
+    let family = Family::<DnsLabels, Counter>::default();
+    registry.register(
+        "dns_queries",
+        "DNS queries answered, by query type, response code and transport",
+        family.clone(),
+    );
+    let mut dns = Vec::new();
+    for transport in ["udp", "tcp"] {
+        for qi in 0..=QTYPES.len() {
+            for ri in 0..=RCODES.len() {
+                let qtype = QTYPES
+                    .get(qi)
+                    .map_or("other".to_string(), |&t| type_name(t));
+                let rcode = RCODES.get(ri).map_or("other", |r| r.1).to_string();
+                dns.push(
+                    family
+                        .get_or_create(&DnsLabels {
+                            qtype,
+                            rcode,
+                            transport: transport.into(),
+                        })
+                        .clone(),
+                );
+            }
+        }
+    }
+    dns
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -191,32 +225,7 @@ impl Metrics {
     /// Registers every metric.
     pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("vdh_edge");
-        let family = Family::<DnsLabels, Counter>::default();
-        registry.register(
-            "dns_queries",
-            "DNS queries answered, by query type, response code and transport",
-            family.clone(),
-        );
-        let mut dns = Vec::new();
-        for transport in ["udp", "tcp"] {
-            for qi in 0..=QTYPES.len() {
-                for ri in 0..=RCODES.len() {
-                    let qtype = QTYPES
-                        .get(qi)
-                        .map_or("other".to_string(), |&t| type_name(t));
-                    let rcode = RCODES.get(ri).map_or("other", |r| r.1).to_string();
-                    dns.push(
-                        family
-                            .get_or_create(&DnsLabels {
-                                qtype,
-                                rcode,
-                                transport: transport.into(),
-                            })
-                            .clone(),
-                    );
-                }
-            }
-        }
+        let dns = dns_counters(&mut registry);
         let m = Metrics {
             registry,
             dns,
@@ -233,6 +242,7 @@ impl Metrics {
             rrl: [Counter::default(), Counter::default()],
             http_connections: Gauge::default(),
             http_limit_reached: Counter::default(),
+            http_per_address_refused: Counter::default(),
             etcd_up: Gauge::default(),
             serving_from_cache: Gauge::default(),
             census_clients: Family::default(),
@@ -316,6 +326,11 @@ impl Metrics {
             "http_connection_limit_reached",
             "Times the HTTP listener stopped accepting because --http-max-connections were open",
             m.http_limit_reached.clone(),
+        );
+        r.register(
+            "http_per_address_refused",
+            "HTTP connections closed at once because their client address had --http-per-address open",
+            m.http_per_address_refused.clone(),
         );
         r.register(
             "config_long_polls",

@@ -4,3 +4,4 @@
 
 pub(crate) mod dns;
 pub(crate) mod http;
+pub(crate) mod limits;

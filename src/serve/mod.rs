@@ -129,11 +129,15 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let http = HttpSettings {
         cors: crate::front::http::cors::Cors::new(&args.cors_origin),
-        max_connections: http_max_connections(&args, nofile),
+        limits: crate::front::http::HttpLimits {
+            max_connections: http_max_connections(&args, nofile),
+            per_address: args.http_per_address,
+        },
     };
     info!(
-        max_connections = http.max_connections,
-        "http connection limit"
+        max_connections = http.limits.max_connections,
+        per_address = http.limits.per_address,
+        "http connection limits"
     );
     spawn_fronts(listeners, (tcp, rrl), http, &shared, &shutdown, &mut tasks)?;
     wait_for_signal().await;
@@ -304,7 +308,7 @@ fn spawn_chores(shared: &Arc<Shared>, shutdown: &CancellationToken, tasks: &mut 
 /// What the HTTP front is started with.
 struct HttpSettings {
     cors: Option<Arc<crate::front::http::cors::Cors>>,
-    max_connections: usize,
+    limits: crate::front::http::HttpLimits,
 }
 
 /// `--http-max-connections`, or by default the open-file limit less the
@@ -356,14 +360,8 @@ fn spawn_fronts(
     ));
     let (shared, shutdown) = (shared.clone(), shutdown.clone());
     tasks.spawn(async move {
-        if let Err(error) = crate::front::http::run(
-            listeners.http,
-            shared,
-            http.cors,
-            http.max_connections,
-            shutdown,
-        )
-        .await
+        if let Err(error) =
+            crate::front::http::run(listeners.http, shared, http.cors, http.limits, shutdown).await
         {
             warn!(%error, "http server failed");
         }

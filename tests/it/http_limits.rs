@@ -78,3 +78,56 @@ fn held_long_polls_beyond_the_cap_wait_and_leave_descriptors_free() {
         "{metrics}"
     );
 }
+
+/// `--http-per-address`: connections past an address's share are closed at
+/// once; other addresses are served.
+#[test]
+fn one_address_gets_its_share_of_http_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = shipped_copy();
+    let server = TestServer::start(
+        &dir.path().join("zones"),
+        &dir.path().join("state.yaml"),
+        &["--http-per-address", "5"],
+    );
+    let doc = "/v1/config/vdh-api?sdk_version=1.0.0&client_id=c-1";
+    let etag = http_request(server.http, "GET", doc, &[])
+        .header("etag")
+        .unwrap()
+        .to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = server.http;
+    let (held, closed) = rt.block_on(async move {
+        let mut conns = Vec::new();
+        for _ in 0..8 {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            let mut s = sock.connect(addr).await.unwrap();
+            let req =
+                format!("GET {doc}&wait=30 HTTP/1.1\r\nHost: t\r\nIf-None-Match: {etag}\r\n\r\n");
+            let _ = s.write_all(req.as_bytes()).await;
+            conns.push(s);
+        }
+        let (mut held, mut closed) = (0, 0);
+        for s in &mut conns {
+            let mut buf = [0u8; 64];
+            match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+                Err(_) => held += 1,
+                Ok(Ok(0) | Err(_)) => closed += 1,
+                Ok(Ok(_)) => panic!("a long-poll was answered early"),
+            }
+        }
+        (held, closed)
+    });
+    assert_eq!((held, closed), (5, 3));
+    // Another address is served.
+    assert_eq!(http_request(server.http, "GET", doc, &[]).status, 200);
+    let (_, metrics) = server.http_get("/metrics");
+    assert!(
+        metrics.contains("vdh_edge_http_per_address_refused_total 3\n"),
+        "{metrics}"
+    );
+}

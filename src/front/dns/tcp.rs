@@ -4,9 +4,8 @@
 //! the I/O timeout (a client that does not read loses its slot). UDP is
 //! served by [`super::udp`].
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{Transport, respond};
+use crate::front::limits::PerAddress;
 use crate::metrics::TcpClose;
 use crate::shared::Shared;
 
@@ -30,34 +30,6 @@ pub(crate) struct TcpLimits {
     pub(crate) idle: Duration,
     /// How long reading the rest of a query, or writing one answer, may take.
     pub(crate) io: Duration,
-}
-
-/// Open connections per client address.
-#[derive(Default)]
-struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
-
-impl PerAddress {
-    /// Counts a new connection from `ip`; false (and nothing counted) when
-    /// the address already has `limit`.
-    fn admit(&self, ip: IpAddr, limit: usize) -> bool {
-        let mut m = self.0.lock().expect("not poisoned");
-        let n = m.entry(ip).or_insert(0);
-        if *n >= limit {
-            return false;
-        }
-        *n += 1;
-        true
-    }
-
-    fn release(&self, ip: IpAddr) {
-        let mut m = self.0.lock().expect("not poisoned");
-        if let Some(n) = m.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&ip);
-            }
-        }
-    }
 }
 
 /// Accepts DNS-over-TCP connections on `listener` until `shutdown`.
@@ -150,26 +122,5 @@ async fn serve_tcp(
         if o.close {
             return Ok(None);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn per_address_share_is_counted_and_released() {
-        let p = PerAddress::default();
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        assert!(p.admit(a, 2) && p.admit(a, 2));
-        assert!(!p.admit(a, 2), "a third from the same address is refused");
-        assert!(p.admit(b, 2), "another address is not affected");
-        p.release(a);
-        assert!(p.admit(a, 2));
-        p.release(a);
-        p.release(a);
-        p.release(b);
-        assert!(p.0.lock().unwrap().is_empty());
     }
 }

@@ -22,6 +22,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::front::limits::PerAddress;
 use crate::metrics::HttpLabels;
 use crate::shared::Shared;
 
@@ -33,6 +34,15 @@ pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub(crate) const MAX_ID_BYTES: usize = 256;
 /// Longest long-poll, in seconds.
 pub const MAX_WAIT_S: u64 = 60;
+
+/// The connection limits of the HTTP listener (`--http-*`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HttpLimits {
+    /// Connections open at once; more wait in the accept queue.
+    pub(crate) max_connections: usize,
+    /// Connections from one client address (0: no share); more are closed.
+    pub(crate) per_address: usize,
+}
 
 /// Builds the router.
 pub(crate) fn router(shared: Arc<Shared>, cors: Option<Arc<cors::Cors>>) -> Router {
@@ -58,16 +68,20 @@ pub(crate) fn router(shared: Arc<Shared>, cors: Option<Arc<cors::Cors>>) -> Rout
 /// sniffing) so an idle or long-polling connection holds as little memory
 /// as hyper allows: thousands of long-polls are the normal case here.
 ///
-/// At most `max_connections` connections are open at once; more wait in
-/// the accept queue, so a flood of held connections cannot use the file
-/// descriptors the config source, DNS over TCP and the cache need.
+/// At most `limits.max_connections` connections are open at once; more
+/// wait in the accept queue, so a flood of held connections cannot use the
+/// file descriptors the config source, DNS over TCP and the cache need.
+/// With `limits.per_address`, a client address past its share is closed at
+/// once.
 pub(crate) async fn run(
     listener: TcpListener,
     shared: Arc<Shared>,
     cors: Option<Arc<cors::Cors>>,
-    max_connections: usize,
+    limits: HttpLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let max_connections = limits.max_connections;
+    let per_address = Arc::new(PerAddress::default());
     let app = router(shared.clone(), cors);
     let mut conns = tokio::task::JoinSet::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
@@ -104,6 +118,10 @@ pub(crate) async fn run(
             },
             _ = shutdown.cancelled() => break,
         };
+        if limits.per_address > 0 && !per_address.admit(peer.ip(), limits.per_address) {
+            shared.metrics.http_per_address_refused.inc();
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         // The peer address goes in each request's extensions (what
         // `ConnectInfo` reads); the router itself is shared, not rebuilt.
@@ -113,7 +131,8 @@ pub(crate) async fn run(
             req.extensions_mut().insert(ConnectInfo(peer));
             tower::ServiceExt::oneshot(router.clone(), req)
         });
-        let (shutdown, shared) = (shutdown.clone(), shared.clone());
+        let (shutdown, shared, per_address) =
+            (shutdown.clone(), shared.clone(), per_address.clone());
         conns.spawn(async move {
             shared.metrics.http_connections.inc();
             let conn = hyper::server::conn::http1::Builder::new()
@@ -132,6 +151,9 @@ pub(crate) async fn run(
                 }
             }
             shared.metrics.http_connections.dec();
+            if limits.per_address > 0 {
+                per_address.release(peer.ip());
+            }
             drop(permit);
         });
         // Reap finished connection tasks.
