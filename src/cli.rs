@@ -379,6 +379,11 @@ pub struct ServeArgs {
     /// client has the balancer's address.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub http_per_address: usize,
+    /// Proxies (CIDR, comma-separated or repeated) whose X-Forwarded-For
+    /// or Forwarded header names the client of an HTTP request; from any
+    /// other peer those headers are ignored.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub trusted_proxy: Vec<ipnet::IpNet>,
     /// Origins web SDKs may read /v1/* from (CORS), comma-separated or
     /// repeated, e.g. https://app.example.com; `*` for any. None: no CORS.
     #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]

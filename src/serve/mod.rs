@@ -26,6 +26,7 @@ use crate::cli::{ServeArgs, SourceArgs};
 use crate::config::snapshot::SourceKind;
 use crate::error::Invalid;
 use crate::etcd::{EtcdConfig, EtcdSource, PrefixState};
+use crate::front::http::HttpSettings;
 use crate::shared::{EtcdState, Shared};
 use crate::source::StateEvent;
 use cache::CacheDir;
@@ -133,6 +134,9 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_connections: http_max_connections(&args, nofile),
             per_address: args.http_per_address,
         },
+        proxies: Arc::new(crate::front::http::client_addr::Proxies(
+            args.trusted_proxy.clone(),
+        )),
     };
     info!(
         max_connections = http.limits.max_connections,
@@ -305,12 +309,6 @@ fn spawn_chores(shared: &Arc<Shared>, shutdown: &CancellationToken, tasks: &mut 
     });
 }
 
-/// What the HTTP front is started with.
-struct HttpSettings {
-    cors: Option<Arc<crate::front::http::cors::Cors>>,
-    limits: crate::front::http::HttpLimits,
-}
-
 /// `--http-max-connections`, or by default the open-file limit less the
 /// DNS TCP connections and 512 descriptors for everything else (etcd, the
 /// files read on a change, the cache, the UDP sockets).
@@ -360,9 +358,7 @@ fn spawn_fronts(
     ));
     let (shared, shutdown) = (shared.clone(), shutdown.clone());
     tasks.spawn(async move {
-        if let Err(error) =
-            crate::front::http::run(listeners.http, shared, http.cors, http.limits, shutdown).await
-        {
+        if let Err(error) = crate::front::http::run(listeners.http, shared, http, shutdown).await {
             warn!(%error, "http server failed");
         }
     });

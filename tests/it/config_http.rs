@@ -617,3 +617,52 @@ fn cors_for_allowed_origins_only() {
     );
     assert_eq!(options.status, 405);
 }
+
+/// Behind a trusted proxy the client's address comes from X-Forwarded-For
+/// or Forwarded, so `networks` rules see the client; from an untrusted peer
+/// the headers are ignored (issue 10).
+#[test]
+fn forwarded_client_address_from_trusted_proxies_only() {
+    let dir = shipped_copy();
+    let state_path = dir.path().join("state.yaml");
+    let state = std::fs::read_to_string(&state_path).unwrap().replace(
+        "    rules:\n",
+        "    rules:\n      - name: office\n        match: { networks: [203.0.113.0/24] }\n        environment: test-v1\n",
+    );
+    std::fs::write(&state_path, state).unwrap();
+    let rule = |s: &TestServer, headers: &[(&str, &str)]| {
+        let r = http_request(
+            s.http,
+            "GET",
+            "/v1/config/vdh-api?sdk_version=0.9.0",
+            headers,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["rule"].as_str().unwrap().to_string()
+    };
+    let zones = dir.path().join("zones");
+    let trusted = TestServer::start(&zones, &state_path, &["--trusted-proxy", "127.0.0.0/8"]);
+    assert_eq!(rule(&trusted, &[]), "default");
+    assert_eq!(
+        rule(&trusted, &[("X-Forwarded-For", "203.0.113.9, 127.0.0.5")]),
+        "office"
+    );
+    assert_eq!(
+        rule(&trusted, &[("Forwarded", "for=203.0.113.10;proto=https")]),
+        "office"
+    );
+    // A client cannot choose its address by prepending hops.
+    assert_eq!(
+        rule(
+            &trusted,
+            &[("X-Forwarded-For", "203.0.113.9, 198.51.100.1")]
+        ),
+        "default"
+    );
+    drop(trusted);
+    let untrusted = TestServer::start(&zones, &state_path, &[]);
+    assert_eq!(
+        rule(&untrusted, &[("X-Forwarded-For", "203.0.113.9")]),
+        "default"
+    );
+}

@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::client_addr::Proxies;
 use super::{MAX_ID_BYTES, MAX_WAIT_S, error};
 use crate::config::routing::Platform;
 use crate::document::{Asker, Document};
@@ -176,9 +177,10 @@ pub(crate) async fn config(
     Path(service): Path<String>,
     RawQuery(query): RawQuery,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(proxies): axum::Extension<Arc<Proxies>>,
     headers: HeaderMap,
 ) -> Response {
-    let addr = Some(peer.ip());
+    let addr = Some(proxies.client(peer.ip(), &headers));
     let params = match parse_params(query.as_deref(), addr) {
         Ok(p) => p,
         Err(r) => return r,

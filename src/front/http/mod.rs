@@ -5,6 +5,7 @@
 //! Client input never causes a 5xx: every bad request gets a 4xx with
 //! `{"error": {"code", "parameter", "message"}}`.
 
+pub(crate) mod client_addr;
 pub(crate) mod config;
 pub(crate) mod cors;
 pub(crate) mod health;
@@ -44,8 +45,24 @@ pub(crate) struct HttpLimits {
     pub(crate) per_address: usize,
 }
 
+/// How the HTTP front is set up (`--http-*`, `--cors-origin`,
+/// `--trusted-proxy`).
+#[derive(Debug, Clone)]
+pub(crate) struct HttpSettings {
+    /// CORS on `/v1/*`, if configured.
+    pub(crate) cors: Option<Arc<cors::Cors>>,
+    /// Connection limits.
+    pub(crate) limits: HttpLimits,
+    /// Proxies whose forwarding headers are believed.
+    pub(crate) proxies: Arc<client_addr::Proxies>,
+}
+
 /// Builds the router.
-pub(crate) fn router(shared: Arc<Shared>, cors: Option<Arc<cors::Cors>>) -> Router {
+pub(crate) fn router(
+    shared: Arc<Shared>,
+    cors: Option<Arc<cors::Cors>>,
+    proxies: Arc<client_addr::Proxies>,
+) -> Router {
     Router::new()
         .route("/v1/config/{service}", get(config::config))
         .route("/healthz", get(health::healthz))
@@ -55,6 +72,7 @@ pub(crate) fn router(shared: Arc<Shared>, cors: Option<Arc<cors::Cors>>) -> Rout
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(cors, cors::layer))
+        .layer(axum::Extension(proxies))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             limits_and_metrics,
@@ -68,21 +86,21 @@ pub(crate) fn router(shared: Arc<Shared>, cors: Option<Arc<cors::Cors>>) -> Rout
 /// sniffing) so an idle or long-polling connection holds as little memory
 /// as hyper allows: thousands of long-polls are the normal case here.
 ///
-/// At most `limits.max_connections` connections are open at once; more
+/// At most `settings.limits.max_connections` connections are open at once; more
 /// wait in the accept queue, so a flood of held connections cannot use the
 /// file descriptors the config source, DNS over TCP and the cache need.
-/// With `limits.per_address`, a client address past its share is closed at
+/// With `settings.limits.per_address`, a client address past its share is closed at
 /// once.
 pub(crate) async fn run(
     listener: TcpListener,
     shared: Arc<Shared>,
-    cors: Option<Arc<cors::Cors>>,
-    limits: HttpLimits,
+    settings: HttpSettings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let limits = settings.limits;
     let max_connections = limits.max_connections;
     let per_address = Arc::new(PerAddress::default());
-    let app = router(shared.clone(), cors);
+    let app = router(shared.clone(), settings.cors, settings.proxies);
     let mut conns = tokio::task::JoinSet::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     let mut full_logged = false;
