@@ -41,3 +41,15 @@ need_build_deps() {
             || { echo "error: could not install libprotobuf-dev" >&2; return 1; }
     fi
 }
+
+# need_rust_components — rustfmt and clippy, which a minimal rustup profile
+# leaves out; installed with rustup when missing.
+need_rust_components() {
+    local missing=()
+    cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+    cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    command -v rustup >/dev/null 2>&1 || { echo "error: ${missing[*]} missing and no rustup to install them" >&2; return 1; }
+    echo "installing: ${missing[*]} (rustup)" >&2
+    rustup component add "${missing[@]}" || { echo "error: could not install ${missing[*]}" >&2; return 1; }
+}

@@ -34,7 +34,12 @@ fn apply(endpoints: &str, state: &str, extra: &[&str]) -> std::process::Output {
 }
 
 fn apply_ok(endpoints: &str, state: &str) {
-    let out = apply(endpoints, state, &[]);
+    apply_ok_with(endpoints, state, &[]);
+}
+
+/// [`apply`] with extra arguments, asserting success.
+fn apply_ok_with(endpoints: &str, state: &str, extra: &[&str]) {
+    let out = apply(endpoints, state, extra);
     assert!(
         out.status.success(),
         "apply failed: {}{}",
@@ -708,12 +713,7 @@ fn username_and_password() {
     etcd.ctl(&["user", "add", "root:rootpw"]);
     etcd.ctl(&["auth", "enable"]);
     let auth = ["--etcd-user", "root", "--etcd-password", "rootpw"];
-    let out = apply(&ep, &shipped_state(), &auth);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apply_ok_with(&ep, &shipped_state(), &auth);
     let s = edge(&ep, &auth);
     wait_for("first snapshot", Duration::from_secs(10), || {
         ready(&s)["source"] == "etcd"
@@ -725,15 +725,10 @@ fn username_and_password() {
     // The password never reaches etcd or history, in the `=` form either
     // (issue 10).
     let changed = shipped_state().replace("token_epoch: 1", "token_epoch: 2");
-    let out = apply(
+    apply_ok_with(
         &ep,
         &changed,
         &["--etcd-user", "root", "--etcd-password=rootpw"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let stored = etcd.ctl(&["--user", "root:rootpw", "get", "", "--prefix"]);
     assert!(stored.contains("meta/change"), "{stored}");
@@ -757,15 +752,10 @@ fn username_and_password() {
     std::fs::write(pw.path(), "rootpw\n").unwrap();
     let pw_path = pw.path().display().to_string();
     let changed = shipped_state().replace("token_epoch: 1", "token_epoch: 3");
-    let out = apply(
+    apply_ok_with(
         &ep,
         &changed,
         &["--etcd-user", "root", "--etcd-password-file", &pw_path],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let stored = etcd.ctl(&["--user", "root:rootpw", "get", "", "--prefix"]);
     assert!(stored.contains("\"token_epoch\":3"), "{stored}");
