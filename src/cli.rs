@@ -320,9 +320,30 @@ pub struct ServeArgs {
     /// DNS listen address (UDP and TCP).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8053")]
     pub dns: SocketAddr,
-    /// HTTP listen address.
+    /// Public HTTP listen address (the SDK's /v1/* and /healthz); HTTPS
+    /// with --tls-cert and --tls-key.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
+    /// Admin HTTP listen address: /metrics, /census, /readyz, /healthz.
+    /// Keep it private (loopback or an internal network).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9080")]
+    pub admin: SocketAddr,
+    /// Serve the admin listener over TLS too (same certificate).
+    #[arg(long, requires = "tls_cert")]
+    pub admin_tls: bool,
+    /// Certificate chain (PEM) for HTTPS, DNS over TLS and DNS over HTTPS;
+    /// reloaded when the file changes and on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// DNS over TLS listen address (RFC 7858; 853 in production).
+    #[arg(long, value_name = "ADDR", requires = "tls_cert")]
+    pub dot: Option<SocketAddr>,
+    /// DNS over HTTPS listen address (RFC 8484, /dns-query, HTTP/2).
+    #[arg(long, value_name = "ADDR", requires = "tls_cert")]
+    pub doh: Option<SocketAddr>,
     /// Folder for the last-known-good state and zone serials.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -379,9 +400,24 @@ pub struct ServeArgs {
     /// client has the balancer's address.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub http_per_address: usize,
-    /// Proxies (CIDR, comma-separated or repeated) whose X-Forwarded-For
-    /// or Forwarded header names the client of an HTTP request; from any
-    /// other peer those headers are ignored.
+    /// Seconds to read a request's head or finish a TLS handshake; slower
+    /// clients (slowloris) are closed.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    pub http_header_timeout: u64,
+    /// Most long-polls held at once; more are answered 429 with
+    /// Retry-After. 0: seven eighths of the HTTP connection limit, so
+    /// plain requests always find a connection.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub long_polls_max: usize,
+    /// Most long-polls held at once by one client address (after
+    /// --trusted-proxy). 0 (default): no share, since mobile carriers put
+    /// many clients behind one address.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub long_polls_per_address: usize,
+    /// Proxies (CIDR, comma-separated or repeated) trusted to name the
+    /// client: by a PROXY protocol v1/v2 header on DNS-over-TCP and HTTP
+    /// connections, or by X-Forwarded-For / Forwarded on HTTP requests;
+    /// from any other peer these are ignored.
     #[arg(long, value_name = "CIDR", value_delimiter = ',')]
     pub trusted_proxy: Vec<ipnet::IpNet>,
     /// Origins web SDKs may read /v1/* from (CORS), comma-separated or

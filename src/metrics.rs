@@ -129,6 +129,30 @@ struct TcpCloseLabels {
     reason: &'static str,
 }
 
+/// Labels of the per-listener counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ListenerLabels {
+    pub(crate) listener: &'static str,
+}
+
+/// Labels of `vdh_edge_http_long_polls_refused_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ScopeLabels {
+    pub(crate) scope: &'static str,
+}
+
+/// Labels of `vdh_edge_tls_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Labels of `vdh_edge_dns_encrypted_queries_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabels {
+    transport: &'static str,
+}
+
 /// Labels of `vdh_edge_dns_rrl_limited_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RrlLabels {
@@ -163,6 +187,14 @@ pub(crate) struct Metrics {
     pub(crate) http_per_address_refused: Counter,
     /// Long-polls waiting now.
     pub(crate) long_polls: Gauge,
+    /// Long-polls answered at once because a limit was reached.
+    pub(crate) long_polls_refused: Family<ScopeLabels, Counter>,
+    /// Connections closed for a bad or missing PROXY header.
+    pub(crate) proxy_rejected: Family<ListenerLabels, Counter>,
+    /// TLS handshakes that failed or timed out.
+    pub(crate) tls_handshake_failed: Family<ListenerLabels, Counter>,
+    tls_reloads: Family<ResultLabels, Counter>,
+    dns_encrypted: Family<TransportLabels, Counter>,
     /// 1 while the etcd watch is healthy, 0 when not (etcd mode only).
     pub(crate) etcd_up: Gauge,
     /// 1 while serving from the on-disk cache instead of etcd.
@@ -239,6 +271,11 @@ impl Metrics {
             config_requests: Family::default(),
             http_responses: Family::default(),
             long_polls: Gauge::default(),
+            long_polls_refused: Family::default(),
+            proxy_rejected: Family::default(),
+            tls_handshake_failed: Family::default(),
+            tls_reloads: Family::default(),
+            dns_encrypted: Family::default(),
             rrl: [Counter::default(), Counter::default()],
             http_connections: Gauge::default(),
             http_limit_reached: Counter::default(),
@@ -318,6 +355,31 @@ impl Metrics {
         m.rrl = [slip, drop];
         let r = &mut m.registry;
         r.register(
+            "http_long_polls_refused",
+            "Long-polls answered at once because the edge (scope=edge) or the client address (scope=address) held its limit",
+            m.long_polls_refused.clone(),
+        );
+        r.register(
+            "proxy_header_rejected",
+            "Connections from trusted proxies closed for a malformed or late PROXY protocol header, by listener",
+            m.proxy_rejected.clone(),
+        );
+        r.register(
+            "tls_handshake_failed",
+            "TLS handshakes that failed or timed out, by listener",
+            m.tls_handshake_failed.clone(),
+        );
+        r.register(
+            "tls_reloads",
+            "Certificate reloads, by result (ok, error: the old certificate kept serving)",
+            m.tls_reloads.clone(),
+        );
+        r.register(
+            "dns_encrypted_queries",
+            "DNS queries answered over TLS (dot) and HTTPS (doh)",
+            m.dns_encrypted.clone(),
+        );
+        r.register(
             "http_connections",
             "Open HTTP connections",
             m.http_connections.clone(),
@@ -359,6 +421,21 @@ impl Metrics {
     /// dropped.
     pub(crate) fn rrl_limited(&self, slipped: bool) {
         self.rrl[usize::from(!slipped)].inc();
+    }
+
+    /// Counts a certificate reload.
+    pub(crate) fn tls_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.tls_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Counts a query answered over DNS-over-TLS or DNS-over-HTTPS.
+    pub(crate) fn dns_encrypted(&self, transport: &'static str) {
+        self.dns_encrypted
+            .get_or_create(&TransportLabels { transport })
+            .inc();
     }
 
     /// Counts a TCP connection the server closed.

@@ -19,6 +19,10 @@ pub(crate) struct EdgeRecord {
     pub(crate) edge: String,
     pub(crate) http: String,
     pub(crate) dns: String,
+    /// The admin listener (`/census`, `/metrics`); absent in records of
+    /// edges older than the admin listener.
+    #[serde(default)]
+    pub(crate) admin: Option<String>,
     pub(crate) revision: u64,
     pub(crate) source: String,
     pub(crate) serials: std::collections::BTreeMap<String, u32>,
@@ -39,10 +43,12 @@ pub(crate) struct RejectionRecord {
 pub(crate) struct Edge {
     /// `--edge-id`, or `host:http-port`.
     pub(crate) id: String,
-    /// The HTTP address (`status` fetches `/census` from it).
+    /// The public HTTP address.
     pub(crate) http: String,
     /// The DNS address.
     pub(crate) dns: String,
+    /// The admin address (`status` fetches `/census` from it).
+    pub(crate) admin: String,
 }
 
 /// Keeps this edge's registration under a lease and up to date with what
@@ -80,6 +86,7 @@ pub(crate) async fn register(
                 edge: edge.id.clone(),
                 http: edge.http.clone(),
                 dns: edge.dns.clone(),
+                admin: Some(edge.admin.clone()),
                 revision: snap.revision,
                 source: snap.kind.as_str().into(),
                 serials: snap

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 /// Open connections per client address.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
 
 impl PerAddress {

@@ -107,7 +107,10 @@ pub(crate) async fn read_status(
     let drain_remaining_s = drain.as_ref().map_or(0, Drain::remaining_s);
     let mut exports = Vec::new();
     for e in &edges {
-        if let Some(body) = http_get(&e.http, "/census").await
+        // Edges register their admin address; older ones served the
+        // census on their public address.
+        let admin = e.admin.as_deref().unwrap_or(&e.http);
+        if let Some(body) = http_get(admin, "/census").await
             && let Ok(x) = serde_json::from_str::<crate::census::CensusExport>(&body)
         {
             exports.push(x);

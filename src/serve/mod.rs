@@ -26,7 +26,12 @@ use crate::cli::{ServeArgs, SourceArgs};
 use crate::config::snapshot::SourceKind;
 use crate::error::Invalid;
 use crate::etcd::{EtcdConfig, EtcdSource, PrefixState};
-use crate::front::http::HttpSettings;
+use crate::front::dns::rrl::Rrl;
+use crate::front::dns::tcp::TcpLimits;
+use crate::front::http::client_addr::Proxies;
+use crate::front::http::config::LongPolls;
+use crate::front::http::{HttpLimits, HttpSettings, Role};
+use crate::front::tls::{CertStore, TlsFiles};
 use crate::shared::{EtcdState, Shared};
 use crate::source::StateEvent;
 use cache::CacheDir;
@@ -57,6 +62,9 @@ struct Listeners {
     udp: Vec<std::net::UdpSocket>,
     tcp: TcpListener,
     http: TcpListener,
+    admin: TcpListener,
+    dot: Option<TcpListener>,
+    doh: Option<TcpListener>,
 }
 
 /// `vdh-edge serve`: runs until SIGINT or SIGTERM.
@@ -89,9 +97,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
         started.published,
     ));
+    let certs = open_certs(&args, &shared, &shutdown, &mut tasks)?;
+    tasks.spawn(on_sighup(started.reread, certs.clone(), shutdown.clone()));
     let listeners = bind(&args).await?;
     let dns_addr = listeners.udp[0].local_addr()?;
     let http_addr = listeners.http.local_addr()?;
+    let admin_addr = listeners.admin.local_addr()?;
     spawn_chores(&shared, &shutdown, &mut tasks);
     if let Some((cfg, client)) = started.etcd {
         let edge_id = args
@@ -105,45 +116,25 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 id: edge_id,
                 http: http_addr.to_string(),
                 dns: dns_addr.to_string(),
+                admin: admin_addr.to_string(),
             },
             shared.clone(),
             shutdown.clone(),
         ));
     }
-    let tcp = crate::front::dns::tcp::TcpLimits {
-        max_connections: args.tcp_max_connections,
-        per_address: args.tcp_per_address.max(1),
-        idle: Duration::from_secs(args.tcp_idle_timeout.max(1)),
-        io: Duration::from_millis(args.tcp_io_timeout.max(100)),
-    };
-    let rrl = (args.rrl_rate > 0).then(|| {
-        info!(
-            rate = args.rrl_rate,
-            slip = args.rrl_slip,
-            "response rate limiting on"
-        );
-        Arc::new(crate::front::dns::rrl::Rrl::new(
-            args.rrl_rate,
-            args.rrl_slip,
-            args.rrl_whitelist.clone(),
-        ))
-    });
-    let http = HttpSettings {
-        cors: crate::front::http::cors::Cors::new(&args.cors_origin),
-        limits: crate::front::http::HttpLimits {
-            max_connections: http_max_connections(&args, nofile),
-            per_address: args.http_per_address,
+    let fronts = Fronts {
+        tcp: TcpLimits {
+            max_connections: args.tcp_max_connections,
+            per_address: args.tcp_per_address.max(1),
+            idle: Duration::from_secs(args.tcp_idle_timeout.max(1)),
+            io: Duration::from_millis(args.tcp_io_timeout.max(100)),
         },
-        proxies: Arc::new(crate::front::http::client_addr::Proxies(
-            args.trusted_proxy.clone(),
-        )),
+        rrl: rrl(&args),
+        http: http_settings(&args, nofile),
+        certs,
+        admin_tls: args.admin_tls,
     };
-    info!(
-        max_connections = http.limits.max_connections,
-        per_address = http.limits.per_address,
-        "http connection limits"
-    );
-    spawn_fronts(listeners, (tcp, rrl), http, &shared, &shutdown, &mut tasks)?;
+    spawn_fronts(listeners, fronts, &shared, &shutdown, &mut tasks)?;
     wait_for_signal().await;
     info!("shutting down");
     shutdown.cancel();
@@ -160,6 +151,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 struct Started {
     /// The etcd settings and client in etcd mode (for the edge registry).
     etcd: Option<(EtcdConfig, etcd_client::Client)>,
+    /// Asks the file watcher to re-read the inputs (file mode; SIGHUP).
+    reread: Option<mpsc::UnboundedSender<()>>,
     /// The file inputs already published (file mode), so the reload loop
     /// does not publish them again when a watch event or SIGHUP re-reads
     /// the same files.
@@ -186,10 +179,11 @@ async fn start_source(
         // The first snapshot must be valid: refuse to start on bad files.
         let inputs = src.read(1).map_err(Invalid::from)?;
         reload::apply(shared, &inputs, cache).map_err(Invalid::from)?;
-        tasks.spawn(on_sighup(Some(watch.rereader()), shutdown.clone()));
+        let reread = Some(watch.rereader());
         tasks.spawn(watch.run(tx, 1, shutdown.clone()));
         return Ok(Started {
             etcd: None,
+            reread,
             published: Some(inputs),
         });
     };
@@ -200,11 +194,11 @@ async fn start_source(
         client: client.clone(),
     };
     let start = first_etcd_snapshot(&mut source, shared, cache).await;
-    tasks.spawn(on_sighup(None, shutdown.clone()));
     let (shared, shutdown) = (shared.clone(), shutdown.clone());
     tasks.spawn(async move { source.run(start, tx, shared, shutdown).await });
     Ok(Started {
         etcd: Some((cfg, client)),
+        reread: None,
         published: None,
     })
 }
@@ -267,11 +261,102 @@ async fn bind(args: &ServeArgs) -> anyhow::Result<Listeners> {
     let (udp, tcp) = bind_dns(args.dns, workers).await?;
     info!(protocol = "udp", address = %udp[0].local_addr()?, workers, "listening");
     info!(protocol = "tcp", address = %tcp.local_addr()?, "listening");
-    let http = TcpListener::bind(args.http)
+    let http = bind_tcp("http", args.http).await?;
+    let admin = bind_tcp("admin", args.admin).await?;
+    let dot = match args.dot {
+        Some(a) => Some(bind_tcp("dot", a).await?),
+        None => None,
+    };
+    let doh = match args.doh {
+        Some(a) => Some(bind_tcp("doh", a).await?),
+        None => None,
+    };
+    Ok(Listeners {
+        udp,
+        tcp,
+        http,
+        admin,
+        dot,
+        doh,
+    })
+}
+
+/// Binds one TCP listener and logs its address.
+async fn bind_tcp(protocol: &'static str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let l = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding HTTP on {}", args.http))?;
-    info!(protocol = "http", address = %http.local_addr()?, "listening");
-    Ok(Listeners { udp, tcp, http })
+        .with_context(|| format!("binding {protocol} on {addr}"))?;
+    info!(protocol, address = %l.local_addr()?, "listening");
+    Ok(l)
+}
+
+/// Loads `--tls-cert`/`--tls-key` (failing start-up, naming the file, when
+/// they are bad) and keeps watching them.
+fn open_certs(
+    args: &ServeArgs,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<Option<Arc<CertStore>>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let files = TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    let store =
+        CertStore::open(files, Some(shared.clone())).map_err(|e| Invalid(vec![e.to_string()]))?;
+    info!(cert = %cert.display(), key = %key.display(), "TLS certificate loaded");
+    tasks.spawn(store.clone().watch(shutdown.clone()));
+    Ok(Some(store))
+}
+
+/// `--rrl-*`: the UDP rate limiter, if on.
+fn rrl(args: &ServeArgs) -> Option<Arc<Rrl>> {
+    (args.rrl_rate > 0).then(|| {
+        info!(
+            rate = args.rrl_rate,
+            slip = args.rrl_slip,
+            "response rate limiting on"
+        );
+        Arc::new(Rrl::new(
+            args.rrl_rate,
+            args.rrl_slip,
+            args.rrl_whitelist.clone(),
+        ))
+    })
+}
+
+/// `--http-*`, `--long-polls-*`, `--cors-origin`, `--trusted-proxy`.
+fn http_settings(args: &ServeArgs, nofile: u64) -> HttpSettings {
+    let max_connections = http_max_connections(args, nofile);
+    let long_polls = LongPolls::new(
+        if args.long_polls_max > 0 {
+            args.long_polls_max
+        } else {
+            (max_connections / 8 * 7).max(1)
+        },
+        args.long_polls_per_address,
+    );
+    let settings = HttpSettings {
+        cors: crate::front::http::cors::Cors::new(&args.cors_origin),
+        limits: HttpLimits {
+            max_connections,
+            per_address: args.http_per_address,
+            header_timeout: Duration::from_secs(args.http_header_timeout.max(1)),
+        },
+        proxies: Arc::new(Proxies(args.trusted_proxy.clone())),
+        long_polls: Arc::new(long_polls),
+    };
+    info!(
+        max_connections,
+        per_address = settings.limits.per_address,
+        long_polls = settings.long_polls.max,
+        long_polls_per_address = settings.long_polls.per_address,
+        "http limits"
+    );
+    settings
 }
 
 /// Background chores: log when the first snapshot is live, and give freed
@@ -323,22 +408,27 @@ fn http_max_connections(args: &ServeArgs, nofile: u64) -> usize {
         .max(64)
 }
 
-/// Starts the UDP threads, the TCP loop and the HTTP server; all stop with
-/// `shutdown`.
+/// How the fronts are set up.
+struct Fronts {
+    tcp: TcpLimits,
+    rrl: Option<Arc<Rrl>>,
+    http: HttpSettings,
+    certs: Option<Arc<CertStore>>,
+    admin_tls: bool,
+}
+
+/// Starts the UDP threads, the TCP loop, the HTTP listeners and the
+/// encrypted DNS listeners; all stop with `shutdown`.
 fn spawn_fronts(
     listeners: Listeners,
-    (tcp, rrl): (
-        crate::front::dns::tcp::TcpLimits,
-        Option<Arc<crate::front::dns::rrl::Rrl>>,
-    ),
-    http: HttpSettings,
+    fronts: Fronts,
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
     let udp_stop = Arc::new(AtomicBool::new(false));
     let udp_threads =
-        crate::front::dns::udp::spawn(listeners.udp, shared, rrl.as_ref(), &udp_stop)?;
+        crate::front::dns::udp::spawn(listeners.udp, shared, fronts.rrl.as_ref(), &udp_stop)?;
     let stop = shutdown.clone();
     tasks.spawn(async move {
         stop.cancelled().await;
@@ -350,24 +440,66 @@ fn spawn_fronts(
         })
         .await;
     });
+    let http = fronts.http;
     tasks.spawn(crate::front::dns::tcp::run(
         listeners.tcp,
         shared.clone(),
-        tcp,
+        (fronts.tcp, http.proxies.clone()),
         shutdown.clone(),
     ));
-    let (shared, shutdown) = (shared.clone(), shutdown.clone());
-    tasks.spawn(async move {
-        if let Err(error) = crate::front::http::run(listeners.http, shared, http, shutdown).await {
-            warn!(%error, "http server failed");
-        }
-    });
+    if let (Some(certs), Some(dot)) = (&fronts.certs, listeners.dot) {
+        tasks.spawn(crate::front::dns::encrypted::run(
+            dot,
+            certs.clone(),
+            shared.clone(),
+            fronts.tcp.idle,
+            shutdown.clone(),
+        ));
+    }
+    let admin = HttpSettings {
+        cors: None,
+        limits: HttpLimits {
+            max_connections: 256,
+            per_address: 0,
+            ..http.limits
+        },
+        proxies: Arc::new(Proxies::default()),
+        long_polls: Arc::new(LongPolls::default()),
+    };
+    let admin_certs = fronts.certs.clone().filter(|_| fronts.admin_tls);
+    let mut servers = vec![
+        (
+            listeners.http,
+            Role::Public,
+            fronts.certs.clone(),
+            http.clone(),
+        ),
+        (listeners.admin, Role::Admin, admin_certs, admin),
+    ];
+    if let (Some(certs), Some(doh)) = (fronts.certs, listeners.doh) {
+        servers.push((doh, Role::Doh, Some(certs), http));
+    }
+    for (listener, role, certs, settings) in servers {
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(error) =
+                crate::front::http::run(listener, role, certs, shared, settings, shutdown).await
+            {
+                warn!(%error, listener = role.label(), "http server failed");
+            }
+        });
+    }
     Ok(())
 }
 
 /// SIGHUP (what `systemctl reload` sends): re-read the file inputs (file
-/// mode), log it, and go on serving; never stop the process.
-async fn on_sighup(reread: Option<mpsc::UnboundedSender<()>>, shutdown: CancellationToken) {
+/// mode) and the TLS files, log it, and go on serving; never stop the
+/// process.
+async fn on_sighup(
+    reread: Option<mpsc::UnboundedSender<()>>,
+    certs: Option<Arc<CertStore>>,
+    shutdown: CancellationToken,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -387,6 +519,10 @@ async fn on_sighup(reread: Option<mpsc::UnboundedSender<()>>, shutdown: Cancella
                 let _ = tx.send(());
             }
             None => info!("SIGHUP: the state follows etcd; nothing to re-read"),
+        }
+        if let Some(certs) = &certs {
+            let certs = certs.clone();
+            let _ = tokio::task::spawn_blocking(move || certs.reload("SIGHUP")).await;
         }
     }
 }

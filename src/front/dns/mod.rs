@@ -11,6 +11,7 @@
 
 pub(crate) mod answer;
 pub(crate) mod cache;
+pub(crate) mod encrypted;
 pub(crate) mod rrl;
 pub(crate) mod tcp;
 pub(crate) mod udp;

@@ -8,15 +8,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{Transport, respond};
+use crate::front::http::client_addr::Proxies;
 use crate::front::limits::PerAddress;
-use crate::metrics::TcpClose;
+use crate::front::proxy;
+use crate::metrics::{ListenerLabels, TcpClose};
 use crate::shared::Shared;
 
 /// The limits of the TCP front (`--tcp-*`).
@@ -33,10 +35,11 @@ pub(crate) struct TcpLimits {
 }
 
 /// Accepts DNS-over-TCP connections on `listener` until `shutdown`.
+/// From a `proxies` peer, a PROXY protocol header names the client.
 pub(crate) async fn run(
     listener: TcpListener,
     shared: Arc<Shared>,
-    limits: TcpLimits,
+    (limits, proxies): (TcpLimits, Arc<Proxies>),
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -61,12 +64,29 @@ pub(crate) async fn run(
             shared.metrics.tcp_closed(TcpClose::PerAddressLimit);
             continue;
         }
-        let (shared, shutdown, per_address) =
-            (shared.clone(), shutdown.clone(), per_address.clone());
+        let (shared, shutdown, per_address, proxies) = (
+            shared.clone(),
+            shutdown.clone(),
+            per_address.clone(),
+            proxies.clone(),
+        );
         tokio::spawn(async move {
             shared.metrics.tcp_connections.inc();
+            let _ = stream.set_nodelay(true);
+            let serve = async {
+                let (stream, client) = match proxy::accept(stream, peer, &proxies).await {
+                    Ok(x) => x,
+                    Err(error) => {
+                        debug!(%error, %peer, "tcp connection closed");
+                        let tcp = ListenerLabels { listener: "tcp" };
+                        shared.metrics.proxy_rejected.get_or_create(&tcp).inc();
+                        return Ok(None);
+                    }
+                };
+                serve_tcp(stream, client, &shared, limits).await
+            };
             tokio::select! {
-                r = serve_tcp(stream, peer, &shared, limits) => match r {
+                r = serve => match r {
                     Ok(Some(reason)) => shared.metrics.tcp_closed(reason),
                     Ok(None) => {}
                     Err(error) => debug!(%error, %peer, "tcp connection ended"),
@@ -82,13 +102,12 @@ pub(crate) async fn run(
 
 /// Answers the queries of one connection. Returns why the server closed
 /// it, when a limit did.
-async fn serve_tcp(
-    mut stream: TcpStream,
+async fn serve_tcp<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     shared: &Shared,
     limits: TcpLimits,
 ) -> std::io::Result<Option<TcpClose>> {
-    let _ = stream.set_nodelay(true);
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     let mut framed = Vec::with_capacity(4098);

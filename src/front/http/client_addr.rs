@@ -14,7 +14,8 @@ use ipnet::IpNet;
 pub(crate) struct Proxies(pub(crate) Vec<IpNet>);
 
 impl Proxies {
-    fn trusts(&self, ip: IpAddr) -> bool {
+    /// True if `ip` is one of the trusted proxies.
+    pub(crate) fn trusts(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|n| n.contains(&ip))
     }
 

@@ -1,8 +1,9 @@
 //! `GET /v1/config/{service}`: the SDK config document, with ETag, 304 and
 //! long-poll (`wait`), answered as soon as this client's document changes.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
@@ -13,6 +14,7 @@ use super::client_addr::Proxies;
 use super::{MAX_ID_BYTES, MAX_WAIT_S, error};
 use crate::config::routing::Platform;
 use crate::document::{Asker, Document};
+use crate::front::limits::PerAddress;
 use crate::metrics::ConfigLabels;
 use crate::shared::Shared;
 
@@ -26,10 +28,7 @@ struct ConfigParams {
 /// for a repeated parameter the first wins. The error is the 400 to send
 /// (a cold path: its size does not matter).
 #[allow(clippy::result_large_err)]
-fn parse_params(
-    raw: Option<&str>,
-    addr: Option<std::net::IpAddr>,
-) -> Result<ConfigParams, Response> {
+fn parse_params(raw: Option<&str>, addr: Option<IpAddr>) -> Result<ConfigParams, Response> {
     let bad = |p: &str, m: String| error(StatusCode::BAD_REQUEST, "invalid_parameter", Some(p), m);
     let (mut sdk, mut client_id, mut platform, mut app_id, mut wait) =
         (None, None, None, None, None);
@@ -178,9 +177,11 @@ pub(crate) async fn config(
     RawQuery(query): RawQuery,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     axum::Extension(proxies): axum::Extension<Arc<Proxies>>,
+    axum::Extension(long_polls): axum::Extension<Arc<LongPolls>>,
     headers: HeaderMap,
 ) -> Response {
-    let addr = Some(proxies.client(peer.ip(), &headers));
+    let client = proxies.client(peer.ip(), &headers);
+    let addr = Some(client);
     let params = match parse_params(query.as_deref(), addr) {
         Ok(p) => p,
         Err(r) => return r,
@@ -240,6 +241,18 @@ pub(crate) async fn config(
         return not_modified(&etag);
     };
     drop((doc, body, snap));
+    let _held = match long_polls.admit(client) {
+        Ok(held) => held,
+        Err(scope) => {
+            let labels = crate::metrics::ScopeLabels { scope };
+            shared
+                .metrics
+                .long_polls_refused
+                .get_or_create(&labels)
+                .inc();
+            return too_many_long_polls(scope);
+        }
+    };
     // Long-poll: answer as soon as this client's document changes.
     shared.metrics.long_polls.inc();
     let _guard = scopeguard(|| {
@@ -263,6 +276,75 @@ pub(crate) async fn config(
             Ok(Err(_)) | Err(_) => return not_modified(&etag),
         }
     }
+}
+
+/// Limits on held long-polls (`--long-polls-max`,
+/// `--long-polls-per-address`; 0: none).
+#[derive(Debug, Default)]
+pub(crate) struct LongPolls {
+    /// Most held at once on this edge.
+    pub(crate) max: usize,
+    /// Most held at once by one client address.
+    pub(crate) per_address: usize,
+    held: std::sync::atomic::AtomicUsize,
+    by_address: PerAddress,
+}
+
+/// A held long-poll; released when dropped.
+pub(crate) struct Held<'a> {
+    polls: &'a LongPolls,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.polls.held.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.ip {
+            self.polls.by_address.release(ip);
+        }
+    }
+}
+
+impl LongPolls {
+    /// Limits of `max` in all and `per_address` per client (0: none).
+    pub(crate) fn new(max: usize, per_address: usize) -> Self {
+        LongPolls {
+            max,
+            per_address,
+            ..LongPolls::default()
+        }
+    }
+
+    /// Holds a long-poll for `ip`, or names the limit (`edge`, `address`)
+    /// that is full.
+    pub(crate) fn admit(&self, ip: IpAddr) -> Result<Held<'_>, &'static str> {
+        let n = self.held.fetch_add(1, Ordering::Relaxed);
+        if self.max > 0 && n >= self.max {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return Err("edge");
+        }
+        let ip = (self.per_address > 0).then_some(ip);
+        if let Some(ip) = ip
+            && !self.by_address.admit(ip, self.per_address)
+        {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return Err("address");
+        }
+        Ok(Held { polls: self, ip })
+    }
+}
+
+/// 429 for a long-poll over a limit: the SDK retries after a while.
+fn too_many_long_polls(scope: &str) -> Response {
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_long_polls",
+        Some("wait"),
+        format!("the {scope} limit of held long-polls is reached; poll again later"),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
 }
 
 /// Runs `f` when dropped (also when the client goes away mid-poll).

@@ -1,5 +1,6 @@
-//! The HTTP front: the axum router, our HTTP/1 accept loop, request
-//! limits and response counting. The SDK config document is in
+//! The HTTP front: the routers of the public and admin listeners, our
+//! accept loop (PROXY header, TLS, HTTP/1.1 or HTTP/2), request limits and
+//! response counting. The SDK config document is in
 //! [`config`]; health, readiness, metrics and the census in [`health`].
 //!
 //! Client input never causes a 5xx: every bad request gets a 4xx with
@@ -8,8 +9,10 @@
 pub(crate) mod client_addr;
 pub(crate) mod config;
 pub(crate) mod cors;
+pub(crate) mod doh;
 pub(crate) mod health;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::front::limits::PerAddress;
+use crate::front::tls::ALPN_HTTP;
 use crate::metrics::HttpLabels;
 use crate::shared::Shared;
 
@@ -33,46 +37,85 @@ pub(crate) const MAX_URI_BYTES: usize = 4096;
 pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Longest `client_id` or `app_id`.
 pub(crate) const MAX_ID_BYTES: usize = 256;
+/// Largest request body accepted (every route is GET); more gets 413.
+pub(crate) const MAX_BODY_BYTES: u64 = 16 * 1024;
 /// Longest long-poll, in seconds.
 pub const MAX_WAIT_S: u64 = 60;
 
-/// The connection limits of the HTTP listener (`--http-*`).
+/// The connection limits of an HTTP listener (`--http-*`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HttpLimits {
     /// Connections open at once; more wait in the accept queue.
     pub(crate) max_connections: usize,
     /// Connections from one client address (0: no share); more are closed.
     pub(crate) per_address: usize,
+    /// Time to read a request's head (and to finish a TLS handshake); a
+    /// slower client (slowloris) is closed.
+    pub(crate) header_timeout: Duration,
 }
 
 /// How the HTTP front is set up (`--http-*`, `--cors-origin`,
-/// `--trusted-proxy`).
+/// `--trusted-proxy`, `--long-polls-*`).
 #[derive(Debug, Clone)]
 pub(crate) struct HttpSettings {
     /// CORS on `/v1/*`, if configured.
     pub(crate) cors: Option<Arc<cors::Cors>>,
     /// Connection limits.
     pub(crate) limits: HttpLimits,
-    /// Proxies whose forwarding headers are believed.
+    /// Proxies whose PROXY header or forwarding headers are believed.
     pub(crate) proxies: Arc<client_addr::Proxies>,
+    /// Held long-polls, per edge and per client address.
+    pub(crate) long_polls: Arc<config::LongPolls>,
 }
 
-/// Builds the router.
-pub(crate) fn router(
-    shared: Arc<Shared>,
-    cors: Option<Arc<cors::Cors>>,
-    proxies: Arc<client_addr::Proxies>,
-) -> Router {
-    Router::new()
-        .route("/v1/config/{service}", get(config::config))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/census", get(health::census))
+/// Which routes a listener carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// `--http`: the SDK's `/v1/*` and `/healthz`.
+    Public,
+    /// `--admin`: `/metrics`, `/census`, `/readyz`, `/healthz`.
+    Admin,
+    /// `--doh`: DNS over HTTPS on `/dns-query`.
+    Doh,
+}
+
+impl Role {
+    /// The `listener` label of this role's metrics.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Role::Public => "http",
+            Role::Admin => "admin",
+            Role::Doh => "doh",
+        }
+    }
+}
+
+/// Builds the router of a listener.
+pub(crate) fn router(shared: Arc<Shared>, role: Role, settings: &HttpSettings) -> Router {
+    let routes = match role {
+        Role::Public => Router::new()
+            .route("/v1/config/{service}", get(config::config))
+            .route("/healthz", get(health::healthz)),
+        Role::Admin => Router::new()
+            .route("/healthz", get(health::healthz))
+            .route("/readyz", get(health::readyz))
+            .route("/metrics", get(health::metrics))
+            .route("/census", get(health::census)),
+        Role::Doh => Router::new().route(
+            crate::front::dns::encrypted::DOH_PATH,
+            get(doh::get).post(doh::post),
+        ),
+    };
+    let cors = match role {
+        Role::Public => settings.cors.clone(),
+        Role::Admin | Role::Doh => None,
+    };
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(cors, cors::layer))
-        .layer(axum::Extension(proxies))
+        .layer(axum::Extension(settings.proxies.clone()))
+        .layer(axum::Extension(settings.long_polls.clone()))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             limits_and_metrics,
@@ -80,19 +123,22 @@ pub(crate) fn router(
         .with_state(shared)
 }
 
-/// Serves HTTP/1.1 on `listener` until `shutdown`.
+/// Serves HTTP on `listener` until `shutdown`: HTTP/1.1 in the clear, or
+/// over TLS with `tls` (HTTP/2 or HTTP/1.1 as ALPN chooses).
 ///
-/// The accept loop is ours (hyper's HTTP/1 connection, no protocol
-/// sniffing) so an idle or long-polling connection holds as little memory
-/// as hyper allows: thousands of long-polls are the normal case here.
+/// The accept loop is ours (hyper's connections, no protocol sniffing) so
+/// an idle or long-polling connection holds as little memory as hyper
+/// allows: thousands of long-polls are the normal case here.
 ///
-/// At most `settings.limits.max_connections` connections are open at once; more
-/// wait in the accept queue, so a flood of held connections cannot use the
-/// file descriptors the config source, DNS over TCP and the cache need.
-/// With `settings.limits.per_address`, a client address past its share is closed at
-/// once.
+/// At most `settings.limits.max_connections` connections are open at once;
+/// more wait in the accept queue, so a flood of held connections cannot use
+/// the file descriptors the config source, DNS over TCP and the cache need.
+/// With `settings.limits.per_address`, a client address past its share is
+/// closed at once.
 pub(crate) async fn run(
     listener: TcpListener,
+    role: Role,
+    tls: Option<Arc<crate::front::tls::CertStore>>,
     shared: Arc<Shared>,
     settings: HttpSettings,
     shutdown: CancellationToken,
@@ -100,7 +146,13 @@ pub(crate) async fn run(
     let limits = settings.limits;
     let max_connections = limits.max_connections;
     let per_address = Arc::new(PerAddress::default());
-    let app = router(shared.clone(), settings.cors, settings.proxies);
+    let conn = Arc::new(Conn {
+        router: router(shared.clone(), role, &settings),
+        tls: tls.map(|t| tokio_rustls::TlsAcceptor::from(t.server_config(ALPN_HTTP))),
+        proxies: settings.proxies.clone(),
+        header_timeout: limits.header_timeout,
+        label: role.label(),
+    });
     let mut conns = tokio::task::JoinSet::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     let mut full_logged = false;
@@ -114,6 +166,7 @@ pub(crate) async fn run(
                 if !full_logged {
                     tracing::warn!(
                         max_connections,
+                        listener = role.label(),
                         "HTTP connection limit reached; new connections wait"
                     );
                     full_logged = true;
@@ -141,33 +194,15 @@ pub(crate) async fn run(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        // The peer address goes in each request's extensions (what
-        // `ConnectInfo` reads); the router itself is shared, not rebuilt.
-        let router = app.clone();
-        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let mut req = req.map(axum::body::Body::new);
-            req.extensions_mut().insert(ConnectInfo(peer));
-            tower::ServiceExt::oneshot(router.clone(), req)
-        });
-        let (shutdown, shared, per_address) =
-            (shutdown.clone(), shared.clone(), per_address.clone());
+        let (conn, shutdown, shared, per_address) = (
+            conn.clone(),
+            shutdown.clone(),
+            shared.clone(),
+            per_address.clone(),
+        );
         conns.spawn(async move {
             shared.metrics.http_connections.inc();
-            let conn = hyper::server::conn::http1::Builder::new()
-                .max_buf_size(64 * 1024)
-                .header_read_timeout(Duration::from_secs(10))
-                .timer(hyper_util::rt::TokioTimer::new())
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => if let Err(error) = r {
-                    tracing::debug!(%error, %peer, "http connection ended");
-                },
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
-                }
-            }
+            conn.serve(stream, peer, &shared, shutdown).await;
             shared.metrics.http_connections.dec();
             if limits.per_address > 0 {
                 per_address.release(peer.ip());
@@ -178,6 +213,125 @@ pub(crate) async fn run(
         while conns.try_join_next().is_some() {}
     }
     Ok(())
+}
+
+/// What every connection of one listener shares.
+struct Conn {
+    router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    proxies: Arc<client_addr::Proxies>,
+    header_timeout: Duration,
+    label: &'static str,
+}
+
+/// Drives a hyper connection until it ends or `shutdown`, then lets it
+/// finish its requests for up to 2 s.
+macro_rules! drive {
+    ($conn:expr, $client:expr, $shutdown:expr) => {{
+        let mut conn = std::pin::pin!($conn);
+        tokio::select! {
+            r = conn.as_mut() => if let Err(error) = r {
+                tracing::debug!(%error, client = %$client, "http connection ended");
+            },
+            () = $shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+            }
+        }
+    }};
+}
+
+impl Conn {
+    /// Serves one accepted connection: the PROXY header from a trusted
+    /// peer, the TLS handshake, then HTTP.
+    async fn serve(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        shared: &Shared,
+        shutdown: CancellationToken,
+    ) {
+        let listener = crate::metrics::ListenerLabels {
+            listener: self.label,
+        };
+        let (io, client) = match crate::front::proxy::accept(stream, peer, &self.proxies).await {
+            Ok(x) => x,
+            Err(error) => {
+                tracing::debug!(%error, %peer, "connection closed");
+                shared.metrics.proxy_rejected.get_or_create(&listener).inc();
+                return;
+            }
+        };
+        // The client address goes in each request's extensions (what
+        // `ConnectInfo` reads); the router itself is shared, not rebuilt.
+        let router = self.router.clone();
+        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let mut req = req.map(axum::body::Body::new);
+            req.extensions_mut().insert(ConnectInfo(client));
+            tower::ServiceExt::oneshot(router.clone(), req)
+        });
+        let Some(acceptor) = &self.tls else {
+            return self.serve_http(io, false, svc, client, shutdown).await;
+        };
+        let tls = match tokio::time::timeout(self.header_timeout, acceptor.accept(io)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, %client, "TLS handshake failed");
+                shared
+                    .metrics
+                    .tls_handshake_failed
+                    .get_or_create(&listener)
+                    .inc();
+                return;
+            }
+            Err(_) => {
+                shared
+                    .metrics
+                    .tls_handshake_failed
+                    .get_or_create(&listener)
+                    .inc();
+                return;
+            }
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        self.serve_http(tls, h2, svc, client, shutdown).await;
+    }
+
+    async fn serve_http<I, S>(
+        &self,
+        io: I,
+        h2: bool,
+        svc: S,
+        client: SocketAddr,
+        shutdown: CancellationToken,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::HttpService<hyper::body::Incoming, ResBody = axum::body::Body>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let io = hyper_util::rt::TokioIo::new(io);
+        if h2 {
+            let conn =
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .max_concurrent_streams(256)
+                    .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+                    .keep_alive_interval(Some(Duration::from_secs(30)))
+                    .serve_connection(io, svc);
+            drive!(conn, client, shutdown);
+        } else {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(64 * 1024)
+                .header_read_timeout(self.header_timeout)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .serve_connection(io, svc);
+            drive!(conn, client, shutdown);
+        }
+    }
 }
 
 /// An error answer: `{"error": {"code", "parameter", "message"}}`.
@@ -204,6 +358,7 @@ fn route_label(path: &str) -> &'static str {
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
         "/census" => "/census",
+        "/dns-query" => "/dns-query",
         _ => "other",
     }
 }
@@ -235,6 +390,13 @@ async fn limits_and_metrics(
             None,
             format!("request headers larger than {MAX_HEADER_BYTES} bytes"),
         )
+    } else if body_len(&req) > MAX_BODY_BYTES {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            None,
+            format!("request body larger than {MAX_BODY_BYTES} bytes"),
+        )
     } else if req.method() == axum::http::Method::CONNECT {
         // CONNECT names no path (authority form): the router would say 404.
         method_not_allowed().await
@@ -252,6 +414,16 @@ async fn limits_and_metrics(
     resp
 }
 
+/// The declared body length (`Content-Length`, or the size hint of a
+/// chunked body).
+fn body_len(req: &Request) -> u64 {
+    use axum::body::HttpBody;
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or_else(|| req.body().size_hint().lower())
+}
+
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
@@ -266,6 +438,6 @@ async fn method_not_allowed() -> Response {
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         None,
-        "only GET is supported",
+        "this path answers GET only (POST too on /dns-query)",
     )
 }
