@@ -44,7 +44,7 @@ pub(crate) struct Status {
     pub(crate) census_edges: usize,
 }
 
-/// GETs a path from an edge's HTTP address; returns the body of a 200.
+/// GETs a path from an edge's admin address; returns the body of a 200.
 async fn http_get(addr: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fut = async {
@@ -212,8 +212,14 @@ impl Status {
             };
             let _ = writeln!(
                 out,
-                "  {}  http {}  dns {}  revision {}  source {}  updated {}{lag}",
-                e.edge, e.http, e.dns, e.revision, e.source, e.updated
+                "  {}  http {}  admin {}  dns {}  revision {}  source {}  updated {}{lag}",
+                e.edge,
+                e.http,
+                e.admin.as_deref().unwrap_or("-"),
+                e.dns,
+                e.revision,
+                e.source,
+                e.updated
             );
         }
     }

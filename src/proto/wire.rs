@@ -590,6 +590,27 @@ pub(crate) fn answer_records(p: &[u8]) -> Option<Vec<(u16, u32, Vec<u8>)>> {
     Some(out)
 }
 
+/// The smallest TTL of a response's answer and authority records; `None`
+/// when there are none or the message is malformed.
+pub(crate) fn min_ttl(p: &[u8]) -> Option<u32> {
+    let qd = u16::from_be_bytes([*p.get(4)?, *p.get(5)?]);
+    let an = u16::from_be_bytes([*p.get(6)?, *p.get(7)?]);
+    let ns = u16::from_be_bytes([*p.get(8)?, *p.get(9)?]);
+    let mut i = 12;
+    for _ in 0..qd {
+        i = name_end(p, i)? + 4;
+    }
+    let mut min = None;
+    for _ in 0..u32::from(an) + u32::from(ns) {
+        let j = name_end(p, i)?;
+        let (next, _) = skip_rr(p, i)?;
+        let ttl = u32::from_be_bytes(p.get(j + 4..j + 8)?.try_into().ok()?);
+        min = Some(min.map_or(ttl, |m: u32| m.min(ttl)));
+        i = next;
+    }
+    min
+}
+
 /// Transport a query came over (it sets the size limit of the answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {

@@ -27,11 +27,11 @@ use crate::config::snapshot::SourceKind;
 use crate::error::Invalid;
 use crate::etcd::{EtcdConfig, EtcdSource, PrefixState};
 use crate::front::dns::rrl::Rrl;
-use crate::front::dns::tcp::TcpLimits;
+use crate::front::dns::tcp::{TcpFront, TcpLimits};
 use crate::front::http::client_addr::Proxies;
 use crate::front::http::config::LongPolls;
 use crate::front::http::{HttpLimits, HttpSettings, Role};
-use crate::front::tls::{CertStore, TlsFiles};
+use crate::front::tls::{ALPN_DOT, CertStore, TlsFiles};
 use crate::shared::{EtcdState, Shared};
 use crate::source::StateEvent;
 use cache::CacheDir;
@@ -441,21 +441,29 @@ fn spawn_fronts(
         .await;
     });
     let http = fronts.http;
-    tasks.spawn(crate::front::dns::tcp::run(
-        listeners.tcp,
-        shared.clone(),
-        (fronts.tcp, http.proxies.clone()),
-        shutdown.clone(),
-    ));
+    let tcp = TcpFront {
+        limits: fronts.tcp,
+        proxies: http.proxies.clone(),
+        tls: None,
+    };
     if let (Some(certs), Some(dot)) = (&fronts.certs, listeners.dot) {
-        tasks.spawn(crate::front::dns::encrypted::run(
+        let dot_front = TcpFront {
+            tls: Some(certs.server_config(ALPN_DOT).into()),
+            ..tcp.clone()
+        };
+        tasks.spawn(crate::front::dns::tcp::run(
             dot,
-            certs.clone(),
             shared.clone(),
-            fronts.tcp.idle,
+            dot_front,
             shutdown.clone(),
         ));
     }
+    tasks.spawn(crate::front::dns::tcp::run(
+        listeners.tcp,
+        shared.clone(),
+        tcp,
+        shutdown.clone(),
+    ));
     let admin = HttpSettings {
         cors: None,
         limits: HttpLimits {

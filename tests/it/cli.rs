@@ -74,7 +74,15 @@ fn serve_names_a_missing_path_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let out = command()
         .current_dir(dir.path())
-        .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--dns",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
         .stderr(Stdio::piped())
         .output()
         .unwrap();
@@ -113,7 +121,14 @@ fn serve_refuses_an_invalid_initial_state() {
         .arg(dir.path().join("zones"))
         .arg("--state")
         .arg(&state)
-        .args(["--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args([
+            "--dns",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -35,7 +35,7 @@ fn old_and_new_sdks_get_prod_and_prod_v1() {
     let r = new["refresh_after_s"].as_u64().unwrap();
     assert!((240..=300).contains(&r), "{r}");
     // Metrics count documents by service, environment, rule and SDK major.
-    let (_, m) = s.http_get("/metrics");
+    let (_, m) = s.admin_get("/metrics");
     assert!(m.contains("vdh_edge_config_requests_total{service=\"vdh-api\",environment=\"prod-v1\",rule=\"v1-sdk\",sdk_major=\"1\"} 1"), "{m}");
 }
 
@@ -118,7 +118,7 @@ fn long_poll_wakes_on_change_and_times_out_with_304() {
 fn wait_published(s: &TestServer, revision: u64) -> Instant {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let (_, body) = s.http_get("/readyz");
+        let (_, body) = s.admin_get("/readyz");
         if body.contains(&format!("\"revision\":{revision}")) {
             return Instant::now();
         }
@@ -380,7 +380,7 @@ fn two_thousand_long_polls_answered_within_a_second_of_one_change() {
     // Wait until the server holds every poll.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, m) = s.http_get("/metrics");
+        let (_, m) = s.admin_get("/metrics");
         if m.contains(&format!("vdh_edge_config_long_polls {n}\n")) {
             break;
         }
@@ -535,7 +535,7 @@ fn census_counts_unnamed_app_ids_as_other() {
         ));
         assert_eq!(status, 200);
     }
-    let (_, census) = s.http_get("/census");
+    let (_, census) = s.admin_get("/census");
     let c: serde_json::Value = serde_json::from_str(&census).unwrap();
     let apps = c["windows"]["hour"]["app_id"].as_object().unwrap();
     assert_eq!(apps.keys().collect::<Vec<_>>(), vec!["other"], "{census}");

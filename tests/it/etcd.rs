@@ -86,7 +86,7 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 fn ready(s: &TestServer) -> serde_json::Value {
-    let (_, body) = s.http_get("/readyz");
+    let (_, body) = s.admin_get("/readyz");
     serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
 }
 
@@ -226,7 +226,7 @@ fn invalid_change_in_etcd_is_rejected_and_the_next_valid_one_published() {
         vec!["192.0.2.10", "192.0.2.11"],
         "the previous snapshot keeps serving"
     );
-    let (_, m) = s.http_get("/metrics");
+    let (_, m) = s.admin_get("/metrics");
     assert!(m.contains("vdh_edge_rejected_changes_total 1"), "{m}");
     wait_for(
         "status to show the rejection",
@@ -485,7 +485,7 @@ fn edge_restarted_while_etcd_is_down_serves_its_cache() {
     let r = ready(&s);
     assert_eq!(r["etcd"], "down");
     assert_eq!(api_addrs(&s), vec!["192.0.2.77"]);
-    let (_, m) = s.http_get("/metrics");
+    let (_, m) = s.admin_get("/metrics");
     assert!(m.contains("vdh_edge_serving_from_cache 1"), "{m}");
     assert!(
         s.log()
@@ -511,7 +511,7 @@ fn without_etcd_or_cache_an_edge_waits_not_ready() {
     let mut s = edge(&ep, &[]);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(s.alive(), "the edge must not exit");
-    let (status, body) = s.http_get("/readyz");
+    let (status, body) = s.admin_get("/readyz");
     assert_eq!(status, 503, "{body}");
     etcd.restart_all();
     apply_ok(&ep, &shipped_state());

@@ -21,6 +21,9 @@ pub struct TestServer {
     child: Child,
     pub dns: SocketAddr,
     pub http: SocketAddr,
+    pub admin: SocketAddr,
+    /// Every "listening" address by protocol (udp, tcp, http, admin, dot, doh).
+    pub listening: std::collections::HashMap<String, SocketAddr>,
     log: Arc<Mutex<String>>,
 }
 
@@ -61,6 +64,7 @@ impl TestServer {
         cmd.arg("serve")
             .args(args)
             .args(["--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(["--admin", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start vdh-edge");
@@ -78,7 +82,8 @@ impl TestServer {
                 }
             });
         }
-        let (mut dns, mut http) = (None, None);
+        let (mut dns, mut http, mut admin, mut ready) = (None, None, None, false);
+        let mut listening = std::collections::HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -90,13 +95,20 @@ impl TestServer {
                 );
             };
             if line.contains("listening") {
+                if let (Some(at), Some(addr)) = (line.find("protocol=\""), parse_addr(&line)) {
+                    let name = line[at + 10..].split('"').next().unwrap_or("");
+                    listening.insert(name.to_string(), addr);
+                }
                 if line.contains("protocol=\"udp\"") {
                     dns = parse_addr(&line);
                 } else if line.contains("protocol=\"http\"") {
                     http = parse_addr(&line);
+                } else if line.contains("protocol=\"admin\"") {
+                    admin = parse_addr(&line);
                 }
             }
-            if line.contains(ready_line) && http.is_some() {
+            ready |= line.contains(ready_line);
+            if ready && admin.is_some() {
                 break;
             }
         }
@@ -106,6 +118,8 @@ impl TestServer {
             child,
             dns: dns.expect("udp address logged"),
             http: http.expect("http address logged"),
+            admin: admin.expect("admin address logged"),
+            listening,
             log,
         }
     }
@@ -147,9 +161,15 @@ impl TestServer {
         self.child.try_wait().unwrap().is_none()
     }
 
-    /// A plain HTTP/1.1 GET; returns (status, body).
+    /// A plain HTTP/1.1 GET on the public listener; returns (status, body).
     pub fn http_get(&self, path: &str) -> (u16, String) {
         http_get(self.http, path)
+    }
+
+    /// A plain HTTP/1.1 GET on the admin listener (`/metrics`, `/census`,
+    /// `/readyz`); returns (status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path)
     }
 }
 

@@ -180,11 +180,11 @@ fn reads_do_not_trigger_reloads() {
         let _ = std::fs::read_to_string(dir.path().join("zones/yingzi.com.zone")).unwrap();
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (_, metrics) = server.http_get("/metrics");
+    let (_, metrics) = server.admin_get("/metrics");
     assert!(
         metrics.contains("vdh_edge_snapshot_swaps_total 1\n"),
         "{metrics}"
     );
-    let (_, ready) = server.http_get("/readyz");
+    let (_, ready) = server.admin_get("/readyz");
     assert!(ready.contains("\"revision\":1"), "{ready}");
 }

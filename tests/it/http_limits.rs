@@ -69,7 +69,7 @@ fn held_long_polls_beyond_the_cap_wait_and_leave_descriptors_free() {
         assert_eq!(p.join().unwrap(), 200);
     }
     assert!(started.elapsed() < Duration::from_secs(10));
-    let (_, metrics) = server.http_get("/metrics");
+    let (_, metrics) = server.admin_get("/metrics");
     assert!(
         metrics.lines().any(
             |l| l.starts_with("vdh_edge_http_connection_limit_reached_total ")
@@ -125,7 +125,7 @@ fn one_address_gets_its_share_of_http_connections() {
     assert_eq!((held, closed), (5, 3));
     // Another address is served.
     assert_eq!(http_request(server.http, "GET", doc, &[]).status, 200);
-    let (_, metrics) = server.http_get("/metrics");
+    let (_, metrics) = server.admin_get("/metrics");
     assert!(
         metrics.contains("vdh_edge_http_per_address_refused_total 3\n"),
         "{metrics}"

@@ -42,7 +42,7 @@ fn bad_zone_then_bad_state_are_rejected_and_fixes_published() {
         vec!["192.0.2.80"],
         "the previous zone must keep serving"
     );
-    let (_, metrics) = server.http_get("/metrics");
+    let (_, metrics) = server.admin_get("/metrics");
     assert!(
         metrics.contains("vdh_edge_rejected_changes_total 1"),
         "{metrics}"

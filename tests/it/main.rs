@@ -1,6 +1,7 @@
 //! The one integration-test binary: every test here starts real processes
 //! (the `vdh-edge` binary, Knot DNS) on loopback.
 
+mod certs;
 mod dnsclient;
 mod harness;
 mod knot;
@@ -23,4 +24,5 @@ mod rrl;
 mod schemes;
 mod serial;
 mod tcp_limits;
+mod tls;
 mod transient_read;

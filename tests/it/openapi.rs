@@ -60,11 +60,30 @@ fn openapi_matches_the_server() {
         "/readyz",
         "/metrics",
         "/census",
+        "/dns-query",
     ]
     .iter()
     .map(ToString::to_string)
     .collect();
     assert_eq!(paths, want);
+    // Each operator path names the admin listener, and the public listener
+    // does not serve it; the admin listener does not serve /v1.
+    for path in ["/readyz", "/metrics", "/census"] {
+        let servers = &spec["paths"][path]["servers"][0]["description"];
+        assert!(servers.as_str().unwrap().contains("--admin"), "{path}");
+        assert_eq!(http_request(s.http, "GET", path, &[]).status, 404, "{path}");
+        assert_eq!(
+            http_request(s.admin, "GET", path, &[]).status,
+            200,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        http_request(s.admin, "GET", "/v1/config/vdh-api?sdk_version=1.0.0", &[]).status,
+        404
+    );
+    assert_eq!(http_request(s.http, "GET", "/healthz", &[]).status, 200);
+    assert_eq!(http_request(s.admin, "GET", "/healthz", &[]).status, 200);
 
     let op = &spec["paths"]["/v1/config/{service}"]["get"];
     let params: BTreeSet<String> = op["parameters"]
@@ -125,13 +144,13 @@ fn openapi_matches_the_server() {
         check_object(&spec["components"]["schemas"]["Error"], &e.json(), "Error");
     }
 
-    let census = http_request(s.http, "GET", "/census", &[]).json();
+    let census = http_request(s.admin, "GET", "/census", &[]).json();
     assert_eq!(
         keys(&census),
         keys(&spec["components"]["schemas"]["Census"]["properties"])
     );
 
-    let ready = http_request(s.http, "GET", "/readyz", &[]).json();
+    let ready = http_request(s.admin, "GET", "/readyz", &[]).json();
     let ready_props = keys(&spec["components"]["schemas"]["Ready"]["properties"]);
     for k in keys(&ready) {
         assert!(ready_props.contains(&k), "readyz field {k} undocumented");

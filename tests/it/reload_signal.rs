@@ -36,7 +36,7 @@ fn sighup_rereads_the_files_and_keeps_serving() {
     }
     std::thread::sleep(Duration::from_millis(200));
     assert!(server.alive(), "SIGHUP stopped the process");
-    assert_eq!(server.http_get("/readyz").0, 200);
+    assert_eq!(server.admin_get("/readyz").0, 200);
     assert_eq!(api(&server), vec!["192.0.2.10", "192.0.2.11"]);
     // Re-reading unchanged files publishes nothing.
     assert_eq!(server.log().matches("snapshot published").count(), 0);

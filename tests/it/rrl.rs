@@ -68,7 +68,7 @@ fn identical_queries_from_one_network_are_limited_with_slip() {
         full > 1_500 && truncated == 0,
         "{full} full, {truncated} truncated"
     );
-    let (_, metrics) = server.http_get("/metrics");
+    let (_, metrics) = server.admin_get("/metrics");
     for action in ["slip", "drop"] {
         let key = format!("vdh_edge_dns_rrl_limited_total{{action=\"{action}\"}} ");
         let n: u64 = metrics

@@ -67,7 +67,7 @@ fn edge(ep: &str, prefix: &str, extra: &[&str]) -> TestServer {
 fn wait_revision(s: &TestServer, rev: i64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, b) = s.http_get("/readyz");
+        let (_, b) = s.admin_get("/readyz");
         let v: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
         if v["revision"].as_i64().unwrap_or(0) >= rev {
             return;
@@ -565,7 +565,7 @@ fn census_across_two_edges() {
         }
     }
     // Each edge exports its own estimates in /metrics.
-    let (_, m) = a.http_get("/metrics");
+    let (_, m) = a.admin_get("/metrics");
     assert!(
         m.contains(
             "vdh_edge_census_clients{window=\"hour\",dimension=\"sdk_version\",value=\"0.9.0\"}"
@@ -583,6 +583,19 @@ fn census_across_two_edges() {
         assert!(Instant::now() < deadline, "edges not registered: {st}");
         std::thread::sleep(Duration::from_millis(200));
     };
+    // The census comes from each edge's admin listener, as registered;
+    // the public listeners do not serve it.
+    let mut admins: Vec<String> = st["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["admin"].as_str().unwrap().to_string())
+        .collect();
+    admins.sort();
+    let mut want = vec![a.admin.to_string(), b.admin.to_string()];
+    want.sort();
+    assert_eq!(admins, want);
+    assert_eq!(a.http_get("/census").0, 404);
     for window in ["hour", "day"] {
         let by = &st["census"][window]["sdk_version"];
         let old = by["0.9.0"].as_f64().unwrap();

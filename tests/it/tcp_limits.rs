@@ -44,7 +44,7 @@ async fn hostile(
 }
 
 fn metric(server: &TestServer, reason: &str) -> u64 {
-    let (_, m) = server.http_get("/metrics");
+    let (_, m) = server.admin_get("/metrics");
     let key = format!("vdh_edge_dns_tcp_closed_total{{reason=\"{reason}\"}} ");
     m.lines()
         .find_map(|l| l.strip_prefix(&key))

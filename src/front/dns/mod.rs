@@ -2,7 +2,8 @@
 //!
 //! [`respond`] is the whole protocol decision for one query, [`mod@answer`] the
 //! lookup inside a zone, [`cache`] the per-thread memo of answers that do
-//! not depend on the client; [`udp`] and [`tcp`] own the sockets. This
+//! not depend on the client; [`udp`] and [`tcp`] own the sockets ([`tcp`]
+//! also serves DNS over TLS). This
 //! front never talks to etcd or the file system: it reads the snapshot it
 //! is handed.
 
@@ -11,7 +12,6 @@
 
 pub(crate) mod answer;
 pub(crate) mod cache;
-pub(crate) mod encrypted;
 pub(crate) mod rrl;
 pub(crate) mod tcp;
 pub(crate) mod udp;

@@ -1,4 +1,4 @@
-//! DNS over TCP: an accept loop with a cap on connections in total and per
+//! DNS over TCP and DNS over TLS (RFC 7858): an accept loop with a cap on connections in total and per
 //! client address; each connection is closed after an idle timeout, and
 //! when reading the rest of a query or writing an answer takes longer than
 //! the I/O timeout (a client that does not read loses its slot). UDP is
@@ -34,14 +34,28 @@ pub(crate) struct TcpLimits {
     pub(crate) io: Duration,
 }
 
-/// Accepts DNS-over-TCP connections on `listener` until `shutdown`.
-/// From a `proxies` peer, a PROXY protocol header names the client.
+/// How one TCP listener serves: its limits, the proxies it believes, and
+/// TLS for DNS over TLS (RFC 7858).
+#[derive(Clone)]
+pub(crate) struct TcpFront {
+    pub(crate) limits: TcpLimits,
+    pub(crate) proxies: Arc<Proxies>,
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Accepts DNS-over-TCP (or, with `front.tls`, DNS-over-TLS) connections
+/// on `listener` until `shutdown`. From a `front.proxies` peer, a PROXY
+/// protocol header names the client.
 pub(crate) async fn run(
     listener: TcpListener,
     shared: Arc<Shared>,
-    (limits, proxies): (TcpLimits, Arc<Proxies>),
+    front: TcpFront,
     shutdown: CancellationToken,
 ) {
+    let limits = front.limits;
+    let label = ListenerLabels {
+        listener: if front.tls.is_some() { "dot" } else { "tcp" },
+    };
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let per_address = Arc::new(PerAddress::default());
     loop {
@@ -64,26 +78,48 @@ pub(crate) async fn run(
             shared.metrics.tcp_closed(TcpClose::PerAddressLimit);
             continue;
         }
-        let (shared, shutdown, per_address, proxies) = (
+        let (shared, shutdown, per_address, front, label) = (
             shared.clone(),
             shutdown.clone(),
             per_address.clone(),
-            proxies.clone(),
+            front.clone(),
+            label.clone(),
         );
         tokio::spawn(async move {
             shared.metrics.tcp_connections.inc();
             let _ = stream.set_nodelay(true);
             let serve = async {
-                let (stream, client) = match proxy::accept(stream, peer, &proxies).await {
+                let (stream, client) = match proxy::accept(stream, peer, &front.proxies).await {
                     Ok(x) => x,
                     Err(error) => {
                         debug!(%error, %peer, "tcp connection closed");
-                        let tcp = ListenerLabels { listener: "tcp" };
-                        shared.metrics.proxy_rejected.get_or_create(&tcp).inc();
+                        shared.metrics.proxy_rejected.get_or_create(&label).inc();
                         return Ok(None);
                     }
                 };
-                serve_tcp(stream, client, &shared, limits).await
+                let Some(acceptor) = &front.tls else {
+                    return serve_tcp(stream, client, &shared, limits, false).await;
+                };
+                match tokio::time::timeout(limits.idle, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => serve_tcp(tls, client, &shared, limits, true).await,
+                    Ok(Err(error)) => {
+                        debug!(%error, %client, "TLS handshake failed");
+                        shared
+                            .metrics
+                            .tls_handshake_failed
+                            .get_or_create(&label)
+                            .inc();
+                        Ok(None)
+                    }
+                    Err(_) => {
+                        shared
+                            .metrics
+                            .tls_handshake_failed
+                            .get_or_create(&label)
+                            .inc();
+                        Ok(None)
+                    }
+                }
             };
             tokio::select! {
                 r = serve => match r {
@@ -107,6 +143,7 @@ async fn serve_tcp<S: AsyncRead + AsyncWrite + Unpin>(
     peer: SocketAddr,
     shared: &Shared,
     limits: TcpLimits,
+    encrypted: bool,
 ) -> std::io::Result<Option<TcpClose>> {
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
@@ -130,11 +167,19 @@ async fn serve_tcp<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(None);
         };
         shared.metrics.dns_query(Transport::Tcp, o.qtype, o.rcode);
+        if encrypted {
+            shared.metrics.dns_encrypted("dot");
+        }
         framed.clear();
         let len = u16::try_from(out.len()).expect("TCP answers are limited to 65535 bytes");
         framed.extend_from_slice(&len.to_be_bytes());
         framed.extend_from_slice(&out);
-        match tokio::time::timeout(limits.io, stream.write_all(&framed)).await {
+        let write = async {
+            stream.write_all(&framed).await?;
+            // TLS buffers what it encrypts: push it to the socket.
+            stream.flush().await
+        };
+        match tokio::time::timeout(limits.io, write).await {
             Err(_) => return Ok(Some(TcpClose::WriteTimeout)),
             Ok(r) => r?,
         }

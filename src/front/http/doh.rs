@@ -18,6 +18,9 @@ use super::error;
 use crate::front::dns::{Transport, respond};
 use crate::shared::Shared;
 
+/// The path DNS over HTTPS answers on.
+pub(crate) const DOH_PATH: &str = "/dns-query";
+
 /// The media type of a DNS message.
 const DNS_MESSAGE: &str = "application/dns-message";
 
@@ -84,9 +87,11 @@ fn answer(shared: &Shared, packet: &[u8], client: SocketAddr) -> Response {
         );
     };
     drop(snap);
+    shared
+        .metrics
+        .dns_query(Transport::Tcp, outcome.qtype, outcome.rcode);
     shared.metrics.dns_encrypted("doh");
-    let _ = outcome;
-    let max_age = min_ttl(&out).unwrap_or(0);
+    let max_age = crate::proto::wire::min_ttl(&out).unwrap_or(0);
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(DNS_MESSAGE)),
@@ -98,11 +103,4 @@ fn answer(shared: &Shared, packet: &[u8], client: SocketAddr) -> Response {
         out,
     )
         .into_response()
-}
-
-/// The smallest TTL of the answer and authority records (None when there
-/// are none or the message does not parse).
-fn min_ttl(message: &[u8]) -> Option<u32> {
-    let m = hickory_server::proto::op::Message::from_vec(message).ok()?;
-    m.answers.iter().chain(&m.authorities).map(|r| r.ttl).min()
 }

@@ -101,10 +101,7 @@ pub(crate) fn router(shared: Arc<Shared>, role: Role, settings: &HttpSettings) -
             .route("/readyz", get(health::readyz))
             .route("/metrics", get(health::metrics))
             .route("/census", get(health::census)),
-        Role::Doh => Router::new().route(
-            crate::front::dns::encrypted::DOH_PATH,
-            get(doh::get).post(doh::post),
-        ),
+        Role::Doh => Router::new().route(doh::DOH_PATH, get(doh::get).post(doh::post)),
     };
     let cors = match role {
         Role::Public => settings.cors.clone(),
