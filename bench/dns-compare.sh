@@ -123,7 +123,7 @@ for r in $(seq 1 "$ROUNDS"); do
     taskset -c 0 knotd -c "$W/knot.conf" 2>/dev/null & PID=$!; wait_port $P_KNOT
     measure knot $P_KNOT $PID | tee -a "$W/results"; kill $PID; wait $PID 2>/dev/null || true
 
-    taskset -c 0 $BIN --log warn serve --zones "$W/zones" --state deploy/state.yaml --dns 127.0.0.1:$P_EDGE --http 127.0.0.1:0 & PID=$!; wait_port $P_EDGE
+    taskset -c 0 $BIN --log warn serve --zones "$W/zones" --state deploy/state.yaml --dns 127.0.0.1:$P_EDGE --http 127.0.0.1:0 --admin 127.0.0.1:0 & PID=$!; wait_port $P_EDGE
     measure vdh-edge $P_EDGE $PID | tee -a "$W/results"
     measure vdh-edge-ecs $P_EDGE $PID --ecs | tee -a "$W/results"
     taskset -c 0 $T/trivial-responder --listen 127.0.0.1:$P_TRIV --learn-from 127.0.0.1:$P_EDGE --queries "$W/queries.txt" 2>"$W/trivial.log" & TPID=$!
@@ -135,7 +135,7 @@ done
 # dnsperf, once each (it saturates its own core first; a lower bound).
 for s in nsd edge; do
     if [ $s = nsd ]; then taskset -c 0 /usr/sbin/nsd -d -c "$W/nsd.conf" & PID=$!; PORT=$P_NSD
-    else taskset -c 0 $BIN --log warn serve --zones "$W/zones" --state deploy/state.yaml --dns 127.0.0.1:$P_EDGE --http 127.0.0.1:0 & PID=$!; PORT=$P_EDGE; fi
+    else taskset -c 0 $BIN --log warn serve --zones "$W/zones" --state deploy/state.yaml --dns 127.0.0.1:$P_EDGE --http 127.0.0.1:0 --admin 127.0.0.1:0 & PID=$!; PORT=$P_EDGE; fi
     wait_port $PORT
     q=$(taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$W/queries.txt" -l "$SECS" -c 8 -q 500 2>/dev/null | awk '/Queries per second/ {print $4}')
     echo "dnsperf-$s $q" | tee -a "$W/results"

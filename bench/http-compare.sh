@@ -24,7 +24,7 @@ PATHQ='/v1/config/vdh-api?sdk_version=1.0.0&client_id=c-42&platform=android&app_
 cp -r zones "$W/zones"
 cp deploy/state.yaml "$W/state.yaml"
 
-taskset -c 0 $BIN --log warn serve --zones "$W/zones" --state "$W/state.yaml" --dns 127.0.0.1:0 --http 127.0.0.1:18080 & EDGE=$!
+taskset -c 0 $BIN --log warn serve --zones "$W/zones" --state "$W/state.yaml" --dns 127.0.0.1:0 --http 127.0.0.1:18080 --admin 127.0.0.1:18090 & EDGE=$!
 sleep 1
 mkdir -p "$W/www/v1/config"
 curl -s "http://127.0.0.1:18080$PATHQ" > "$W/www/v1/config/vdh-api"
@@ -76,7 +76,7 @@ print(f"vdh-edge / nginx req/s: {e/n:.2f} (target >= 1.00); p99: {pe/pn:.2f} (ta
 PY
 
 echo "long-polls: $POLLS held, one change"
-taskset -c 1 bench/tools/target/release/longpolls --http 127.0.0.1:18080 --pid $EDGE --state "$W/state.yaml" \
+taskset -c 1 bench/tools/target/release/longpolls --http 127.0.0.1:18080 --admin 127.0.0.1:18090 --pid $EDGE --state "$W/state.yaml" \
     --from "token_epoch: 1
 services" --to "token_epoch: 2
 services" --n "$POLLS"

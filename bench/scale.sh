@@ -52,7 +52,7 @@ CONF
     knot_ms=$(ms $t); kill $K; wait $K 2>/dev/null || true
     # vdh-edge.
     t=$(date +%s%N)
-    taskset -c 0 $BIN --log info serve --zones "$D/zones" --state "$D/state.yaml" --dns 127.0.0.1:15600 --http 127.0.0.1:0 2>"$D/edge.log" & E=$!
+    taskset -c 0 $BIN --log info serve --zones "$D/zones" --state "$D/state.yaml" --dns 127.0.0.1:15600 --http 127.0.0.1:0 --admin 127.0.0.1:0 2>"$D/edge.log" & E=$!
     until grep -q "first snapshot live" "$D/edge.log"; do sleep 0.02; done
     load_ms=$(ms $t)
     sleep 6   # let the periodic malloc_trim run

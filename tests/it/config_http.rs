@@ -541,6 +541,59 @@ fn census_counts_unnamed_app_ids_as_other() {
     assert_eq!(apps.keys().collect::<Vec<_>>(), vec!["other"], "{census}");
 }
 
+/// The census cannot be poisoned over HTTP: 1,000 made-up SDK versions
+/// and app ids sent before (and after) 300 real 0.9.0 and 200 real 1.0.0
+/// clients leave the real ones counted within 3%.
+#[test]
+fn census_survives_a_flood_of_made_up_values() {
+    let dir = shipped_copy();
+    let s = TestServer::start(
+        &dir.path().join("zones"),
+        &dir.path().join("state.yaml"),
+        &[],
+    );
+    let get = |version: &str, id: &str, app: &str| {
+        let (status, body) = s.http_get(&format!(
+            "/v1/config/vdh-api?sdk_version={version}&client_id={id}{app}"
+        ));
+        assert_eq!(status, 200, "{body}");
+    };
+    for i in 0..1000 {
+        get(
+            &format!("9.{i}.0"),
+            &format!("fake-{i}"),
+            &format!("&app_id=fake-{i}"),
+        );
+    }
+    for i in 0..300 {
+        get("0.9.0", &format!("old-{i}"), "");
+    }
+    for i in 0..200 {
+        get("1.0.0", &format!("new-{i}"), "");
+    }
+    for i in 1000..2000 {
+        get(
+            &format!("9.{i}.0"),
+            &format!("fake-{i}"),
+            &format!("&app_id=fake-{i}"),
+        );
+    }
+    let (_, m) = s.admin_get("/metrics");
+    let estimate = |value: &str| -> f64 {
+        let key = format!(
+            "vdh_edge_census_clients{{window=\"hour\",dimension=\"sdk_version\",value=\"{value}\"}} "
+        );
+        m.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .unwrap_or_else(|| panic!("{value} not in the census:\n{m}"))
+            .parse()
+            .unwrap()
+    };
+    let (old, new) = (estimate("0.9.0"), estimate("1.0.0"));
+    assert!((old - 300.0).abs() <= 9.0, "0.9.0: {old}");
+    assert!((new - 200.0).abs() <= 6.0, "1.0.0: {new}");
+}
+
 /// CORS for web SDKs (issue 10): with `--cors-origin`, a preflight from an
 /// allowed origin is answered and the document is readable with its ETag;
 /// other origins get no CORS headers; without the flag nothing changes.

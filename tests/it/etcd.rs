@@ -747,6 +747,37 @@ fn username_and_password() {
     assert!(history.contains("--etcd-password ***"), "{history}");
     assert!(history.contains("--etcd-password=***"), "{history}");
     assert!(!history.contains("rootpw"), "{history}");
+    // The password from the environment.
+    let changed_env = shipped_state().replace("token_epoch: 1", "token_epoch: 4");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("state.yaml");
+    std::fs::write(&f, &changed_env).unwrap();
+    let out = command()
+        .current_dir(repo())
+        .env("VDH_EDGE_ETCD_PASSWORD", "rootpw")
+        .arg("apply")
+        .arg(&f)
+        .args([
+            "--etcd",
+            &ep,
+            "--prefix",
+            PREFIX,
+            "--yes",
+            "--etcd-user",
+            "root",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("rootpw"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("rootpw"));
+    let stored = etcd.ctl(&["--user", "root:rootpw", "get", "", "--prefix"]);
+    assert!(stored.contains("\"token_epoch\":4"), "{stored}");
+    assert!(!stored.contains("rootpw"), "{stored}");
     // The password from a file (rotatable; never on the command line).
     let pw = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(pw.path(), "rootpw\n").unwrap();

@@ -24,7 +24,14 @@ fn held_long_polls_beyond_the_cap_wait_and_leave_descriptors_free() {
     let server = TestServer::start(
         &dir.path().join("zones"),
         &state_path,
-        &["--http-max-connections", &CAP.to_string()],
+        // Long-polls not limited below the connection cap: this test is
+        // about connections waiting in the accept queue.
+        &[
+            "--http-max-connections",
+            &CAP.to_string(),
+            "--long-polls-max",
+            "1000",
+        ],
     );
     let doc = "/v1/config/vdh-api?sdk_version=1.0.0&client_id=c-1";
     let first = http_request(server.http, "GET", doc, &[]);
@@ -130,4 +137,160 @@ fn one_address_gets_its_share_of_http_connections() {
         metrics.contains("vdh_edge_http_per_address_refused_total 3\n"),
         "{metrics}"
     );
+}
+
+/// `--long-polls-per-address` and `--long-polls-max`: a poll over either
+/// limit is answered 429 at once with Retry-After, and counted; a request
+/// body over the limit gets 413.
+#[test]
+fn long_polls_are_limited_per_address_and_per_edge() {
+    let dir = shipped_copy();
+    let server = TestServer::start(
+        &dir.path().join("zones"),
+        &dir.path().join("state.yaml"),
+        &[
+            "--long-polls-per-address",
+            "3",
+            "--long-polls-max",
+            "5",
+            "--trusted-proxy",
+            "127.0.0.0/8",
+        ],
+    );
+    let doc = "/v1/config/vdh-api?sdk_version=1.0.0&client_id=c-1";
+    let etag = http_request(server.http, "GET", doc, &[])
+        .header("etag")
+        .unwrap()
+        .to_string();
+    let http = server.http;
+    let poll = |client: &'static str| {
+        let etag = etag.clone();
+        std::thread::spawn(move || {
+            let r = http_request(
+                http,
+                "GET",
+                &format!("{doc}&wait=3"),
+                &[
+                    ("If-None-Match", etag.as_str()),
+                    ("X-Forwarded-For", client),
+                ],
+            );
+            (
+                r.status,
+                r.header("retry-after").map(str::to_string),
+                r.body,
+            )
+        })
+    };
+    let first: Vec<_> = (0..4).map(|_| poll("198.51.100.1")).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let second: Vec<_> = (0..3).map(|_| poll("198.51.100.2")).collect();
+    let results = |v: Vec<std::thread::JoinHandle<(u16, Option<String>, String)>>| {
+        let mut r: Vec<_> = v.into_iter().map(|h| h.join().unwrap()).collect();
+        r.sort();
+        r
+    };
+    let (first, second) = (results(first), results(second));
+    // The first address: 3 held (304 after the wait), 1 refused.
+    assert_eq!(first.iter().filter(|r| r.0 == 304).count(), 3, "{first:?}");
+    let refused = first.iter().find(|r| r.0 == 429).expect("one refused");
+    assert_eq!(refused.1.as_deref(), Some("5"));
+    assert!(refused.2.contains("too_many_long_polls"), "{}", refused.2);
+    // The second address: 2 fit under the edge's 5, the third is refused.
+    assert_eq!(
+        second.iter().filter(|r| r.0 == 304).count(),
+        2,
+        "{second:?}"
+    );
+    assert_eq!(
+        second.iter().filter(|r| r.0 == 429).count(),
+        1,
+        "{second:?}"
+    );
+    let (_, m) = server.admin_get("/metrics");
+    assert!(
+        m.contains("vdh_edge_http_long_polls_refused_total{scope=\"address\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("vdh_edge_http_long_polls_refused_total{scope=\"edge\"} 1"),
+        "{m}"
+    );
+    // Plain requests are never refused by the long-poll limits.
+    assert_eq!(http_request(server.http, "GET", doc, &[]).status, 200);
+    let big = http_request(server.http, "GET", doc, &[("Content-Length", "100000")]);
+    assert_eq!(big.status, 413, "{}", big.body);
+    assert_eq!(big.json()["error"]["code"], "body_too_large");
+}
+
+/// Slowloris: connections that send one header byte every 2 s are closed
+/// at `--http-header-timeout`, and a normal client meanwhile is served.
+#[test]
+fn slow_headers_are_closed_and_do_not_stop_normal_requests() {
+    use std::io::{Read, Write};
+    const SLOW: usize = 1000;
+    let dir = shipped_copy();
+    let server = TestServer::start(
+        &dir.path().join("zones"),
+        &dir.path().join("state.yaml"),
+        &["--http-header-timeout", "3"],
+    );
+    let mut slow: Vec<std::net::TcpStream> = (0..SLOW)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(server.http).unwrap();
+            s.write_all(b"G").unwrap();
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let doc = "/v1/config/vdh-api?sdk_version=1.0.0&client_id=c-1";
+    let mut times = Vec::new();
+    let mut next_byte = started + Duration::from_secs(2);
+    while started.elapsed() < Duration::from_secs(5) {
+        let t = Instant::now();
+        assert_eq!(http_request(server.http, "GET", doc, &[]).status, 200);
+        times.push(t.elapsed());
+        if Instant::now() >= next_byte {
+            for s in &mut slow {
+                let _ = s.write_all(b"E");
+            }
+            next_byte += Duration::from_secs(2);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    times.sort();
+    let p99 = times[times.len() * 99 / 100];
+    assert!(times.len() >= 100, "{} requests", times.len());
+    eprintln!(
+        "slowloris: {} requests, median {:?}, p99 {p99:?}",
+        times.len(),
+        times[times.len() / 2]
+    );
+    assert!(
+        p99 < Duration::from_millis(50),
+        "p99 {p99:?} under a slowloris"
+    );
+    // Past the header timeout every slow connection has been closed (an
+    // answer, if any, then end of stream or a reset).
+    let closed = slow
+        .iter()
+        .filter(|s| {
+            let mut s: &std::net::TcpStream = s;
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 512];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => return true,
+                    Ok(_) => {}
+                    Err(e) => {
+                        return !matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        );
+                    }
+                }
+            }
+        })
+        .count();
+    assert_eq!(closed, SLOW, "slow connections left open");
 }

@@ -19,6 +19,7 @@ mod invalid_change;
 mod knot_diff;
 mod malformed;
 mod openapi;
+mod proxy;
 mod reload_signal;
 mod rrl;
 mod schemes;

@@ -40,6 +40,7 @@ fn main() {
             .cloned()
     };
     let http = arg("--http").expect("--http");
+    let admin = arg("--admin").expect("--admin");
     let pid = arg("--pid").expect("--pid");
     let state = arg("--state").expect("--state");
     let (from, to) = (arg("--from").expect("--from"), arg("--to").expect("--to"));
@@ -76,7 +77,7 @@ fn main() {
     // Wait until the server holds them all.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let m = get(&http, "/metrics", "");
+        let m = get(&admin, "/metrics", "");
         let held = m
             .lines()
             .find(|l| l.starts_with("vdh_edge_config_long_polls "))
