@@ -353,32 +353,8 @@ impl Metrics {
         let slip = rrl.get_or_create(&RrlLabels { action: "slip" }).clone();
         let drop = rrl.get_or_create(&RrlLabels { action: "drop" }).clone();
         m.rrl = [slip, drop];
+        m.register_front_limits();
         let r = &mut m.registry;
-        r.register(
-            "http_long_polls_refused",
-            "Long-polls answered at once because the edge (scope=edge) or the client address (scope=address) held its limit",
-            m.long_polls_refused.clone(),
-        );
-        r.register(
-            "proxy_header_rejected",
-            "Connections from trusted proxies closed for a malformed or late PROXY protocol header, by listener",
-            m.proxy_rejected.clone(),
-        );
-        r.register(
-            "tls_handshake_failed",
-            "TLS handshakes that failed or timed out, by listener",
-            m.tls_handshake_failed.clone(),
-        );
-        r.register(
-            "tls_reloads",
-            "Certificate reloads, by result (ok, error: the old certificate kept serving)",
-            m.tls_reloads.clone(),
-        );
-        r.register(
-            "dns_encrypted_queries",
-            "DNS queries answered over TLS (dot) and HTTPS (doh)",
-            m.dns_encrypted.clone(),
-        );
         r.register(
             "http_connections",
             "Open HTTP connections",
@@ -421,6 +397,42 @@ impl Metrics {
     /// dropped.
     pub(crate) fn rrl_limited(&self, slipped: bool) {
         self.rrl[usize::from(!slipped)].inc();
+    }
+
+    /// The counters of the Internet-facing limits: long-polls refused,
+    /// PROXY headers rejected, TLS handshakes and reloads, encrypted DNS.
+    fn register_front_limits(&mut self) {
+        let long_polls_refused = self.long_polls_refused.clone();
+        let proxy_rejected = self.proxy_rejected.clone();
+        let tls_handshake_failed = self.tls_handshake_failed.clone();
+        let tls_reloads = self.tls_reloads.clone();
+        let dns_encrypted = self.dns_encrypted.clone();
+        let r = &mut self.registry;
+        r.register(
+            "http_long_polls_refused",
+            "Long-polls answered at once because the edge (scope=edge) or the client address (scope=address) held its limit",
+            long_polls_refused,
+        );
+        r.register(
+            "proxy_header_rejected",
+            "Connections from trusted proxies closed for a malformed or late PROXY protocol header, by listener",
+            proxy_rejected,
+        );
+        r.register(
+            "tls_handshake_failed",
+            "TLS handshakes that failed or timed out, by listener",
+            tls_handshake_failed,
+        );
+        r.register(
+            "tls_reloads",
+            "Certificate reloads, by result (ok, error: the old certificate kept serving)",
+            tls_reloads,
+        );
+        r.register(
+            "dns_encrypted_queries",
+            "DNS queries answered over TLS (dot) and HTTPS (doh)",
+            dns_encrypted,
+        );
     }
 
     /// Counts a certificate reload.

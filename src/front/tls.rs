@@ -141,7 +141,7 @@ impl CertStore {
         match &r {
             Ok(()) => info!(cert = %self.files.cert.display(), why, "TLS certificate reloaded"),
             Err(error) => {
-                warn!(%error, why, "TLS certificate not reloaded; the old one keeps serving")
+                warn!(%error, why, "TLS certificate not reloaded; the old one keeps serving");
             }
         }
         if let Some(s) = &self.shared {
