@@ -10,6 +10,7 @@
 //! (100 ms doubling to 1 s, ±20%); a stream that stays silent is probed with
 //! progress requests and replaced when it does not answer.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,7 +64,13 @@ pub(crate) fn inputs_from(
                 )]);
             }
         };
-        zones.retain(|z| z.origin.to_lower() != name.to_lower());
+        zones.retain(|z| {
+            let overridden = z.origin.to_lower() == name.to_lower();
+            if overridden && z.text != e.value {
+                log_overridden(&z.source, &cfg.key(&format!("zones/{origin}")), &z.text);
+            }
+            !overridden
+        });
         zones.push(ZoneText {
             source: cfg.key(&format!("zones/{origin}")),
             origin: name,
@@ -82,6 +89,22 @@ pub(crate) fn inputs_from(
         revision: p.revision.max(0) as u64,
         kind,
     })
+}
+
+/// Logs, once per distinct content, that a zone file differs from the etcd
+/// key that overrides it (so an operator who edits the file learns why the
+/// edit is not served).
+fn log_overridden(file: &str, key: &str, text: &str) {
+    use std::hash::{Hash, Hasher};
+    static SEEN: std::sync::Mutex<Option<HashMap<String, u64>>> = std::sync::Mutex::new(None);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    let hash = h.finish();
+    let mut seen = SEEN.lock().expect("not poisoned");
+    let seen = seen.get_or_insert_with(HashMap::new);
+    if seen.insert(file.to_string(), hash) != Some(hash) {
+        info!(file, key, "zone file ignored: the etcd key overrides it");
+    }
 }
 
 /// The etcd source: reads the prefix, then watches it and sends a

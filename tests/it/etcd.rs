@@ -844,6 +844,18 @@ fn zones_in_etcd_override_files_and_serials_agree_across_edges() {
             www(s) == vec!["192.0.2.81"]
         });
     }
+    // Each edge says the zone file it holds is ignored, and which key wins.
+    for s in [&a, &b] {
+        let log = s.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("zone file ignored"))
+            .unwrap_or_else(|| panic!("no override logged:\n{log}"));
+        assert!(
+            line.contains(&zone_key) && line.contains("yingzi.com.zone"),
+            "{line}"
+        );
+    }
     // Both edges serve the same serial: the file's serial plus the newest
     // revision among the keys feeding the zone (here the zone text's).
     let serial = |s: &TestServer| {

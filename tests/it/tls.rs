@@ -331,3 +331,48 @@ fn dns_over_tls_and_https_answer_as_tcp_on_the_corpus() {
     let (_, out, _) = curl(&["--cacert", cafile, "-w", "\n%{http_code}", "-d", "x", &doh]);
     assert!(out.ends_with("\n415"), "{out}");
 }
+
+/// A Kubernetes Secret mount: `tls.crt -> ..data/tls.crt`, `..data ->
+/// ..v1`; an update writes `..v2` and swaps `..data` by rename. The new
+/// certificate is served.
+#[test]
+fn certificate_follows_a_secret_symlink_swap() {
+    use std::os::unix::fs::symlink;
+    let ca = TestCa::new();
+    let dir = shipped_copy();
+    let secret = dir.path().join("secret");
+    let v1 = secret.join("..v1");
+    std::fs::create_dir_all(&v1).unwrap();
+    ca.install("one", &v1.join("tls.crt"), &v1.join("tls.key"));
+    symlink("..v1", secret.join("..data")).unwrap();
+    symlink("..data/tls.crt", secret.join("tls.crt")).unwrap();
+    symlink("..data/tls.key", secret.join("tls.key")).unwrap();
+    let mut args = vec![
+        "--zones".to_string(),
+        dir.path().join("zones").display().to_string(),
+        "--state".into(),
+        dir.path().join("state.yaml").display().to_string(),
+    ];
+    args.extend(tls_args(
+        &secret.join("tls.crt"),
+        &secret.join("tls.key"),
+        &[],
+    ));
+    let s = TestServer::start_with(&args, "first snapshot live");
+    let url = format!("https://127.0.0.1:{}/healthz", s.http.port());
+    assert_eq!(served_cn(&ca.ca_file, &url), "one");
+    let v2 = secret.join("..v2");
+    std::fs::create_dir_all(&v2).unwrap();
+    ca.install("two", &v2.join("tls.crt"), &v2.join("tls.key"));
+    symlink("..v2", secret.join("..data_tmp")).unwrap();
+    std::fs::rename(secret.join("..data_tmp"), secret.join("..data")).unwrap();
+    std::fs::remove_dir_all(&v1).unwrap();
+    assert!(
+        s.wait_log_count("TLS certificate reloaded", 1, Duration::from_secs(5)),
+        "{}",
+        s.log()
+    );
+    assert_eq!(served_cn(&ca.ca_file, &url), "two");
+    // No failed reload on the way (both files changed in one swap).
+    assert!(!s.log().contains("not reloaded"), "{}", s.log());
+}
