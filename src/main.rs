@@ -10,9 +10,18 @@ use vdh_edge::error::{Invalid, UsageError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // rustls logs each odd client hello (an IP address as SNI, as wrk and
+    // some SDKs send) at warn: one line per handshake a client controls.
+    // Handshake failures are counted and logged at debug by the fronts;
+    // `--log rustls=debug` brings rustls's own lines back.
+    let filter = if cli.log.contains("rustls") {
+        cli.log.clone()
+    } else {
+        format!("{},rustls=error", cli.log)
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(false)

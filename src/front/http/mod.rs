@@ -268,7 +268,9 @@ impl Conn {
             tower::ServiceExt::oneshot(router.clone(), req)
         });
         let Some(acceptor) = &self.tls else {
-            return self.serve_http(io, false, svc, client, shutdown).await;
+            return self
+                .serve_http(io, (false, false), svc, client, shutdown)
+                .await;
         };
         let tls = match tokio::time::timeout(self.header_timeout, acceptor.accept(io)).await {
             Ok(Ok(tls)) => tls,
@@ -291,13 +293,14 @@ impl Conn {
             }
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        self.serve_http(tls, h2, svc, client, shutdown).await;
+        self.serve_http(tls, (true, h2), svc, client, shutdown)
+            .await;
     }
 
     async fn serve_http<I, S>(
         &self,
         io: I,
-        h2: bool,
+        (tls, h2): (bool, bool),
         svc: S,
         client: SocketAddr,
         shutdown: CancellationToken,
@@ -323,6 +326,9 @@ impl Conn {
         } else {
             let conn = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(64 * 1024)
+                // Over TLS, head and body in one buffer make one record
+                // and one write instead of two.
+                .writev(!tls)
                 .header_read_timeout(self.header_timeout)
                 .timer(hyper_util::rt::TokioTimer::new())
                 .serve_connection(io, svc);
