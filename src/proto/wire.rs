@@ -590,6 +590,80 @@ pub(crate) fn answer_records(p: &[u8]) -> Option<Vec<(u16, u32, Vec<u8>)>> {
     Some(out)
 }
 
+/// Option code of EDNS padding (RFC 7830).
+const OPT_PADDING: u16 = 12;
+/// The block responses are padded to over encrypted transports (RFC 8467's
+/// recommendation for servers).
+pub(crate) const PADDING_BLOCK: usize = 468;
+
+/// Where a message's OPT record is: (offset after its owner name, offset
+/// after the record). `None` without one or when malformed.
+fn find_opt(p: &[u8]) -> Option<(usize, usize)> {
+    let count = |at: usize| -> Option<u32> {
+        Some(u32::from(u16::from_be_bytes([
+            *p.get(at)?,
+            *p.get(at + 1)?,
+        ])))
+    };
+    let (qd, records) = (count(4)?, count(6)? + count(8)? + count(10)?);
+    let mut i = 12;
+    for _ in 0..qd {
+        i = name_end(p, i)? + 4;
+    }
+    for _ in 0..records {
+        let j = name_end(p, i)?;
+        let (next, rtype) = skip_rr(p, i)?;
+        if rtype == OPT {
+            return Some((j, next));
+        }
+        i = next;
+    }
+    None
+}
+
+/// True if a query's OPT record carries a Padding option (RFC 7830): its
+/// answer must then be padded too.
+pub(crate) fn has_padding(query: &[u8]) -> bool {
+    let Some((j, end)) = find_opt(query) else {
+        return false;
+    };
+    let rdata = &query[j + 10..end];
+    let mut k = 0;
+    while k + 4 <= rdata.len() {
+        let code = u16::from_be_bytes([rdata[k], rdata[k + 1]]);
+        if code == OPT_PADDING {
+            return true;
+        }
+        k += 4 + usize::from(u16::from_be_bytes([rdata[k + 2], rdata[k + 3]]));
+    }
+    false
+}
+
+/// Pads a response to a multiple of `block` bytes with a Padding option in
+/// its OPT record (RFC 7830, RFC 8467). Does nothing when the OPT record is
+/// missing or not the last record, or when the padded message would not
+/// fit in 65535 bytes.
+pub(crate) fn pad(resp: &mut Vec<u8>, block: usize) {
+    let Some((j, end)) = find_opt(resp) else {
+        return;
+    };
+    if end != resp.len() {
+        return;
+    }
+    let pad = (block - (resp.len() + 4) % block) % block;
+    let rdlen = usize::from(u16::from_be_bytes([resp[j + 8], resp[j + 9]])) + 4 + pad;
+    let (Ok(rdlen), Ok(pad16)) = (u16::try_from(rdlen), u16::try_from(pad)) else {
+        return;
+    };
+    if resp.len() + 4 + pad > usize::from(u16::MAX) {
+        return;
+    }
+    resp[j + 8..j + 10].copy_from_slice(&rdlen.to_be_bytes());
+    resp.extend_from_slice(&OPT_PADDING.to_be_bytes());
+    resp.extend_from_slice(&pad16.to_be_bytes());
+    resp.resize(resp.len() + pad, 0);
+}
+
 /// The smallest TTL of a response's answer and authority records; `None`
 /// when there are none or the message is malformed.
 pub(crate) fn min_ttl(p: &[u8]) -> Option<u32> {
@@ -650,6 +724,31 @@ mod tests {
         p.extend_from_slice(&1u16.to_be_bytes());
         p.extend_from_slice(extra);
         p
+    }
+
+    #[test]
+    fn padding_is_seen_in_queries_and_added_to_responses() {
+        // OPT with a Padding option of 3 bytes.
+        let padded = [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 7, 0, 12, 0, 3, 0, 0, 0];
+        let plain = [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0];
+        assert!(has_padding(&query(b"\x01a\0", 1, &padded, 1)));
+        assert!(!has_padding(&query(b"\x01a\0", 1, &plain, 1)));
+        assert!(!has_padding(&query(b"\x01a\0", 1, &[], 0)));
+        let mut resp = query(b"\x01a\0", 1, &plain, 1);
+        resp[2] |= 0x80;
+        pad(&mut resp, PADDING_BLOCK);
+        assert_eq!(resp.len(), PADDING_BLOCK);
+        let (j, end) = find_opt(&resp).unwrap();
+        assert_eq!(end, resp.len(), "the OPT record grew to the end");
+        assert_eq!(
+            usize::from(u16::from_be_bytes([resp[j + 8], resp[j + 9]])),
+            PADDING_BLOCK - (j + 10)
+        );
+        // Without an OPT record nothing changes.
+        let mut bare = query(b"\x01a\0", 1, &[], 0);
+        let before = bare.clone();
+        pad(&mut bare, PADDING_BLOCK);
+        assert_eq!(bare, before);
     }
 
     #[test]

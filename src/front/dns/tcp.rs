@@ -19,6 +19,7 @@ use crate::front::http::client_addr::Proxies;
 use crate::front::limits::PerAddress;
 use crate::front::proxy;
 use crate::metrics::{ListenerLabels, TcpClose};
+use crate::proto::wire;
 use crate::shared::Shared;
 
 /// The limits of the TCP front (`--tcp-*`).
@@ -169,6 +170,9 @@ async fn serve_tcp<S: AsyncRead + AsyncWrite + Unpin>(
         shared.metrics.dns_query(Transport::Tcp, o.qtype, o.rcode);
         if encrypted {
             shared.metrics.dns_encrypted("dot");
+            if wire::has_padding(&buf[..len]) {
+                wire::pad(&mut out, wire::PADDING_BLOCK);
+            }
         }
         framed.clear();
         let len = u16::try_from(out.len()).expect("TCP answers are limited to 65535 bytes");

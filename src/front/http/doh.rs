@@ -3,7 +3,8 @@
 //! `--doh` listener (TLS, HTTP/2 or HTTP/1.1 by ALPN). The answer is
 //! [`respond`]'s, as over TCP, from the client's address (after the PROXY
 //! header of a trusted proxy), with a freshness lifetime no longer than
-//! the smallest TTL in it (RFC 8484 §5.1).
+//! the smallest TTL in it (RFC 8484 §5.1), padded to 468-byte blocks when
+//! the query is padded (RFC 7830, RFC 8467).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use base64::Engine;
 
 use super::error;
 use crate::front::dns::{Transport, respond};
+use crate::proto::wire;
 use crate::shared::Shared;
 
 /// The path DNS over HTTPS answers on.
@@ -91,7 +93,10 @@ fn answer(shared: &Shared, packet: &[u8], client: SocketAddr) -> Response {
         .metrics
         .dns_query(Transport::Tcp, outcome.qtype, outcome.rcode);
     shared.metrics.dns_encrypted("doh");
-    let max_age = crate::proto::wire::min_ttl(&out).unwrap_or(0);
+    if wire::has_padding(packet) {
+        wire::pad(&mut out, wire::PADDING_BLOCK);
+    }
+    let max_age = wire::min_ttl(&out).unwrap_or(0);
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(DNS_MESSAGE)),
