@@ -151,6 +151,11 @@ pub struct StatusArgs {
     pub source: SourceArgs,
     #[arg(long)]
     pub json: bool,
+    /// CA certificate (PEM) to verify edges whose admin listener has TLS
+    /// (`serve --admin-tls`); their certificate must name the address they
+    /// register.
+    #[arg(long, value_name = "FILE")]
+    pub admin_ca: Option<PathBuf>,
 }
 
 /// `history`.

@@ -44,18 +44,29 @@ pub(crate) struct Status {
     pub(crate) census_edges: usize,
 }
 
-/// GETs a path from an edge's admin address; returns the body of a 200.
-async fn http_get(addr: &str, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// GETs a path from an edge's admin address (`host:port`, or
+/// `https://host:port` for an admin listener with TLS, verified against
+/// `tls`'s roots); returns the body of a 200.
+async fn http_get(
+    addr: &str,
+    path: &str,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Option<String> {
+    let (https, hostport) = match addr.strip_prefix("https://") {
+        Some(h) => (true, h),
+        None => (false, addr),
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
     let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
+        let s = tokio::net::TcpStream::connect(hostport).await.ok()?;
+        let buf = if https {
+            let host = hostport.rsplit_once(':')?.0.trim_matches(['[', ']']);
+            let name = rustls::pki_types::ServerName::try_from(host.to_string()).ok()?;
+            let t = tls?.connect(name, s).await.ok()?;
+            exchange(t, &req).await?
+        } else {
+            exchange(s, &req).await?
+        };
         let text = String::from_utf8(buf).ok()?;
         let (head, body) = text.split_once("\r\n\r\n")?;
         head.starts_with("HTTP/1.1 200").then(|| body.to_string())
@@ -66,10 +77,49 @@ async fn http_get(addr: &str, path: &str) -> Option<String> {
         .flatten()
 }
 
+/// Writes `req` and reads the answer until the server closes.
+async fn exchange<S>(mut s: S, req: &str) -> Option<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(req.as_bytes()).await.ok()?;
+    s.flush().await.ok()?;
+    let mut buf = Vec::new();
+    match s.read_to_end(&mut buf).await {
+        Ok(_) => Some(buf),
+        // A TLS peer that closes without close_notify: keep what came.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => Some(buf),
+        Err(_) => None,
+    }
+}
+
+/// A TLS client trusting the CA certificates in `ca` (PEM), for admin
+/// listeners served with `--admin-tls`.
+fn admin_tls(ca: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", ca.display()))?;
+    let (added, _) = roots.add_parsable_certificates(certs);
+    anyhow::ensure!(added > 0, "{}: no CA certificate", ca.display());
+    let config = rustls::ClientConfig::builder_with_provider(crate::front::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
 /// Reads everything `status` shows.
 pub(crate) async fn read_status(
     client: &mut etcd_client::Client,
     cfg: &EtcdConfig,
+    tls: Option<&tokio_rustls::TlsConnector>,
 ) -> anyhow::Result<Status> {
     let current = crate::etcd::prefix::read_with_retry(client, cfg, 0).await?;
     let (hist, _) = read_history(client, cfg, 1).await?;
@@ -110,7 +160,7 @@ pub(crate) async fn read_status(
         // Edges register their admin address; older ones served the
         // census on their public address.
         let admin = e.admin.as_deref().unwrap_or(&e.http);
-        if let Some(body) = http_get(admin, "/census").await
+        if let Some(body) = http_get(admin, "/census", tls).await
             && let Ok(x) = serde_json::from_str::<crate::census::CensusExport>(&body)
         {
             exports.push(x);
@@ -143,8 +193,9 @@ pub(crate) async fn read_status(
 /// `vdh-edge status`.
 pub(crate) async fn status(args: &StatusArgs) -> anyhow::Result<String> {
     let cfg = require_etcd(&args.source, "status")?;
+    let tls = args.admin_ca.as_deref().map(admin_tls).transpose()?;
     let mut client = cfg.connect().await?;
-    let s = read_status(&mut client, &cfg).await?;
+    let s = read_status(&mut client, &cfg, tls.as_ref()).await?;
     if args.json {
         return Ok(serde_json::to_string_pretty(&s).expect("serializable"));
     }

@@ -116,7 +116,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 id: edge_id,
                 http: http_addr.to_string(),
                 dns: dns_addr.to_string(),
-                admin: admin_addr.to_string(),
+                admin: if args.admin_tls {
+                    format!("https://{admin_addr}")
+                } else {
+                    admin_addr.to_string()
+                },
             },
             shared.clone(),
             shutdown.clone(),
@@ -348,6 +352,7 @@ fn http_settings(args: &ServeArgs, nofile: u64) -> HttpSettings {
         },
         proxies: Arc::new(Proxies(args.trusted_proxy.clone())),
         long_polls: Arc::new(long_polls),
+        permits: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
     };
     info!(
         max_connections,
@@ -394,14 +399,20 @@ fn spawn_chores(shared: &Arc<Shared>, shutdown: &CancellationToken, tasks: &mut 
     });
 }
 
-/// `--http-max-connections`, or by default the open-file limit less the
-/// DNS TCP connections and 512 descriptors for everything else (etcd, the
-/// files read on a change, the cache, the UDP sockets).
+/// Connections the admin listener serves at once.
+const ADMIN_CONNECTIONS: usize = 256;
+
+/// `--http-max-connections` (shared by the public and DoH listeners), or
+/// by default the open-file limit less the DNS TCP (and DoT) connections,
+/// the admin listener's, and 512 descriptors for everything else (etcd,
+/// the files read on a change, the cache, the UDP sockets).
 fn http_max_connections(args: &ServeArgs, nofile: u64) -> usize {
     if args.http_max_connections > 0 {
         return args.http_max_connections;
     }
-    let reserve = args.tcp_max_connections.saturating_add(512);
+    let tcp_listeners = 1 + usize::from(args.dot.is_some());
+    let reserve = (args.tcp_max_connections.saturating_mul(tcp_listeners))
+        .saturating_add(ADMIN_CONNECTIONS + 512);
     usize::try_from(nofile)
         .unwrap_or(usize::MAX)
         .saturating_sub(reserve)
@@ -467,12 +478,13 @@ fn spawn_fronts(
     let admin = HttpSettings {
         cors: None,
         limits: HttpLimits {
-            max_connections: 256,
+            max_connections: ADMIN_CONNECTIONS,
             per_address: 0,
             ..http.limits
         },
         proxies: Arc::new(Proxies::default()),
         long_polls: Arc::new(LongPolls::default()),
+        permits: Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS)),
     };
     let admin_certs = fronts.certs.clone().filter(|_| fronts.admin_tls);
     let mut servers = vec![

@@ -405,3 +405,83 @@ fn certificate_follows_a_secret_symlink_swap() {
     // No failed reload on the way (both files changed in one swap).
     assert!(!s.log().contains("not reloaded"), "{}", s.log());
 }
+
+/// `--admin-tls`: the admin listener speaks TLS, the edge registers it as
+/// `https://`, and `status --admin-ca` gathers its census over TLS (and
+/// without the CA cannot).
+#[test]
+fn status_reads_the_census_from_a_tls_admin_listener() {
+    let etcd = crate::etcd_harness::Etcd::single();
+    let ep = etcd.endpoints();
+    let ca = TestCa::new();
+    let dir = shipped_copy();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    ca.install("admin", &cert, &key);
+    let cli = |args: &[&str]| {
+        let out = command()
+            .current_dir(repo())
+            .args(args)
+            .args(["--etcd", &ep, "--prefix", "/atls"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    cli(&[
+        "apply",
+        dir.path().join("state.yaml").to_str().unwrap(),
+        "--yes",
+    ]);
+    let mut args = vec![
+        "--zones".to_string(),
+        dir.path().join("zones").display().to_string(),
+        "--etcd".into(),
+        ep.clone(),
+        "--prefix".into(),
+        "/atls".into(),
+        "--admin-tls".into(),
+    ];
+    args.extend(tls_args(&cert, &key, &[]));
+    let s = TestServer::start_with(&args, "first snapshot live");
+    let https = format!("https://127.0.0.1:{}", s.admin.port());
+    let (rc, out, err) = curl(&[
+        "--cacert",
+        ca.ca_file.to_str().unwrap(),
+        &format!("{https}/readyz"),
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.contains("\"revision\""), "{out}");
+    let url = format!(
+        "https://127.0.0.1:{}/v1/config/vdh-api?sdk_version=1.0.0&client_id=c-1",
+        s.http.port()
+    );
+    assert_eq!(curl(&["--cacert", ca.ca_file.to_str().unwrap(), &url]).0, 0);
+    let ca_file = ca.ca_file.display().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        let st: serde_json::Value =
+            serde_json::from_str(&cli(&["status", "--json", "--admin-ca", &ca_file])).unwrap();
+        if st["census_edges"] == 1 {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no census over TLS: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(st["edges"][0]["admin"], https);
+    assert!(
+        st["census"]["hour"]["sdk_version"]["1.0.0"]
+            .as_f64()
+            .unwrap()
+            >= 1.0,
+        "{st}"
+    );
+    let without: serde_json::Value = serde_json::from_str(&cli(&["status", "--json"])).unwrap();
+    assert_eq!(without["census_edges"], 0);
+}

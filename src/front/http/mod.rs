@@ -66,6 +66,9 @@ pub(crate) struct HttpSettings {
     pub(crate) proxies: Arc<client_addr::Proxies>,
     /// Held long-polls, per edge and per client address.
     pub(crate) long_polls: Arc<config::LongPolls>,
+    /// The connection slots (`limits.max_connections`), shared by the
+    /// listeners these settings are given to (public and DoH).
+    pub(crate) permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// Which routes a listener carries.
@@ -151,7 +154,7 @@ pub(crate) async fn run(
         label: role.label(),
     });
     let mut conns = tokio::task::JoinSet::new();
-    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let permits = settings.permits.clone();
     let mut full_logged = false;
     loop {
         let permit = match permits.clone().try_acquire_owned() {
