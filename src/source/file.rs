@@ -80,6 +80,37 @@ impl Errors {
     }
 }
 
+/// Why a file's text could not be had.
+enum Unreadable {
+    Io(std::io::Error),
+    /// Not UTF-8: the error names the line of the first bad byte.
+    Utf8(ConfigError),
+}
+
+/// Reads a file as UTF-8 text; bad bytes are reported with their line.
+fn read_text(path: &Path) -> Result<String, Unreadable> {
+    let bytes = std::fs::read(path).map_err(Unreadable::Io)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let good = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let line = bytes[..good].iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = good
+            - bytes[..good]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1)
+            + 1;
+        Unreadable::Utf8(ConfigError {
+            source: path.display().to_string(),
+            line: Some(line),
+            message: format!(
+                "not UTF-8 text: byte 0x{:02x} at column {column}",
+                bytes[good]
+            ),
+        })
+    })
+}
+
 impl FileSource {
     /// Reads every input once. `revision` labels the result.
     pub fn read(&self, revision: u64) -> Result<Inputs, Vec<ConfigError>> {
@@ -117,23 +148,28 @@ impl FileSource {
                             continue;
                         }
                     };
-                    match std::fs::read_to_string(&p) {
+                    match read_text(&p) {
                         Ok(text) => zones.push(ZoneText {
                             source: p.display().to_string(),
                             origin,
                             text,
                         }),
-                        Err(e) => errors.io(&p, &e),
+                        Err(Unreadable::Io(e)) => errors.io(&p, &e),
+                        Err(Unreadable::Utf8(e)) => errors.other(e),
                     }
                 }
             }
         }
         let (state_source, state_text) = match &self.state_file {
             None => ("(no state)".to_string(), String::new()),
-            Some(p) => match std::fs::read_to_string(p) {
+            Some(p) => match read_text(p) {
                 Ok(t) => (p.display().to_string(), t),
-                Err(e) => {
+                Err(Unreadable::Io(e)) => {
                     errors.io(p, &e);
+                    (p.display().to_string(), String::new())
+                }
+                Err(Unreadable::Utf8(e)) => {
+                    errors.other(e);
                     (p.display().to_string(), String::new())
                 }
             },

@@ -6,6 +6,7 @@ mod dnsclient;
 mod harness;
 mod knot;
 
+mod bad_input;
 mod cli;
 mod config_http;
 mod configmap;

@@ -262,6 +262,20 @@ pub(crate) fn from_yaml(text: &str) -> Result<RawState, StateError> {
     if text.trim().is_empty() {
         return Ok(RawState::default());
     }
+    if let Some((line, path, message)) = yaml_lines::structure_error(text) {
+        // As for serde's errors the path goes in the message, which every
+        // caller prints after `file:line`.
+        let message = if path.is_empty() {
+            message
+        } else {
+            format!("{path}: {message}")
+        };
+        return Err(StateError {
+            path: String::new(),
+            message,
+            line: Some(line),
+        });
+    }
     serde_norway::from_str(text).map_err(|e| {
         let line = e.location().map(|l| l.line());
         let msg = e.to_string();

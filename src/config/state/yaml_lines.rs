@@ -1,6 +1,7 @@
 //! Maps document paths (`services.vdh-api.rules[1].environment`) to the
 //! line where they appear in YAML text, so validation errors can say
-//! `file:line`.
+//! `file:line`; and checks the structure serde cannot see: duplicate keys
+//! (serde keeps the last one silently) and nesting depth.
 
 use std::collections::HashMap;
 
@@ -19,13 +20,125 @@ fn child(parent: &str, key: &str) -> String {
     }
 }
 
+/// Deepest nesting of mappings and sequences accepted in a state document
+/// (the shipped one uses 6).
+pub(crate) const MAX_DEPTH: usize = 32;
+
+/// A structural problem: (1-based line, path, message).
+pub(crate) type StructureError = (usize, String, String);
+
+/// Finds the first duplicate mapping key (naming both lines) or nesting
+/// deeper than [`MAX_DEPTH`]. Linear in the text; stops at the first
+/// problem or at the first YAML syntax error (serde reports those).
+pub(crate) fn structure_error(text: &str) -> Option<StructureError> {
+    // Per open collection: for a mapping, its keys with their lines and
+    // whether the next scalar is a key.
+    enum Open {
+        Map {
+            path: String,
+            keys: HashMap<String, usize>,
+            want_key: bool,
+        },
+        Seq {
+            path: String,
+            index: usize,
+        },
+    }
+    let mut stack: Vec<Open> = Vec::new();
+    // Where the next value goes (and, after it, that the map wants a key).
+    fn next_path(stack: &mut [Open]) -> String {
+        match stack.last_mut() {
+            None => String::new(),
+            Some(Open::Map { path, want_key, .. }) => {
+                *want_key = true;
+                path.clone()
+            }
+            Some(Open::Seq { path, index }) => {
+                *index += 1;
+                format!("{path}[{}]", *index - 1)
+            }
+        }
+    }
+    let mut last_key = String::new();
+    for item in Parser::new_from_str(text) {
+        let (event, span) = match item {
+            Ok(x) => x,
+            // The scanner's own limit (hit before ours by flow
+            // collections): reported here, since serde_norway takes time
+            // quadratic in the text to report it (40 s for 100k `[`).
+            Err(e) if e.info().contains("recursion limit") => {
+                let msg = format!("nested deeper than {MAX_DEPTH} levels");
+                return Some((e.marker().line(), String::new(), msg));
+            }
+            Err(_) => return None,
+        };
+        let line = span.start.line();
+        match event {
+            Event::Scalar(v, ..) => match stack.last_mut() {
+                Some(Open::Map {
+                    path,
+                    keys,
+                    want_key,
+                }) if *want_key => {
+                    let at = child(path, &v);
+                    if let Some(first) = keys.insert(v.to_string(), line) {
+                        let msg = format!("duplicate key '{v}' (first at line {first})");
+                        return Some((line, at, msg));
+                    }
+                    *want_key = false;
+                    last_key = at;
+                }
+                _ => {
+                    next_path(&mut stack);
+                }
+            },
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                let path = match stack.last() {
+                    Some(Open::Map {
+                        want_key: false, ..
+                    }) => std::mem::take(&mut last_key),
+                    _ => next_path(&mut stack),
+                };
+                if let Some(Open::Map { want_key, .. }) = stack.last_mut() {
+                    *want_key = true;
+                }
+                if stack.len() >= MAX_DEPTH {
+                    let msg = format!("nested deeper than {MAX_DEPTH} levels");
+                    return Some((line, path, msg));
+                }
+                stack.push(if matches!(event, Event::MappingStart(..)) {
+                    Open::Map {
+                        path,
+                        keys: HashMap::new(),
+                        want_key: true,
+                    }
+                } else {
+                    Open::Seq { path, index: 0 }
+                });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+            }
+            Event::Alias(..) => {
+                next_path(&mut stack);
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Every path in the document with its 1-based line. Returns what it could
-/// read when the text is not valid YAML.
+/// read when the text is not valid YAML, and nothing below [`MAX_DEPTH`]
+/// (so a hostile document costs linear time).
 pub(crate) fn yaml_lines(text: &str) -> HashMap<String, usize> {
     let mut out = HashMap::new();
     let mut stack: Vec<Frame> = Vec::new();
     for item in Parser::new_from_str(text) {
         let Ok((event, span)) = item else { break };
+        if stack.len() > MAX_DEPTH {
+            break;
+        }
         let line = span.start.line();
         // The path a new value at this point gets.
         let value_path = |stack: &mut Vec<Frame>| -> Option<String> {
@@ -85,6 +198,33 @@ pub(crate) fn line_of(lines: &HashMap<String, usize>, path: &str) -> Option<usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duplicate_keys_and_deep_nesting_are_found() {
+        let dup = "services:\n  a:\n    x: 1\n  b: {}\n  a:\n    x: 2\n";
+        let (line, path, msg) = structure_error(dup).unwrap();
+        assert_eq!((line, path.as_str()), (5, "services.a"));
+        assert!(msg.contains("first at line 2"), "{msg}");
+        let flow = "environments: {prod: {}, prod: {}}\n";
+        assert_eq!(structure_error(flow).unwrap().1, "environments.prod");
+        let in_list = "r:\n  - {k: 1, k: 2}\n";
+        assert_eq!(structure_error(in_list).unwrap().1, "r[0].k");
+        // The same key in sibling mappings is fine.
+        assert_eq!(
+            structure_error("a: {x: 1}\nb: {x: 1}\nc: [{x: 1}, {x: 2}]\n"),
+            None
+        );
+        let deep = format!("x: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let t = std::time::Instant::now();
+        let (_, _, msg) = structure_error(&deep).unwrap();
+        assert!(msg.contains("deeper than"), "{msg}");
+        assert!(yaml_lines(&deep).len() <= MAX_DEPTH + 2);
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        let shipped =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/state.yaml"))
+                .unwrap();
+        assert_eq!(structure_error(&shipped), None);
+    }
 
     #[test]
     fn finds_nested_paths() {

@@ -159,6 +159,15 @@ fn resolve_target(
     None
 }
 
+/// The size of an answer holding the whole RRset, names uncompressed but
+/// each owner a 2-byte pointer: header, question, records, an OPT record.
+/// Over 65,535 no transport can carry it.
+fn answer_size(owner: Option<&Name>, set: &RRset) -> usize {
+    let qname = owner.map_or(1, |o| o.wire().len());
+    let records: usize = set.rdatas.iter().map(|r| 2 + 10 + r.len()).sum();
+    12 + qname + 4 + records + 11
+}
+
 /// A zone being built: nodes by lower-cased wire name, the lines their
 /// RRsets came from, the problems found, and the content hash so far.
 struct Builder {
@@ -169,6 +178,9 @@ struct Builder {
     lines: Vec<Vec<(u16, usize)>>,
     issues: Vec<ZoneIssue>,
     hasher: std::hash::DefaultHasher,
+    /// Every (node, type, RDATA) added: finds a repeated record in O(1),
+    /// so an RRset of n records builds in O(n), not O(n²).
+    seen: std::collections::HashSet<(u32, u16, Box<[u8]>)>,
 }
 
 impl Builder {
@@ -180,6 +192,7 @@ impl Builder {
             lines: Vec::new(),
             issues: Vec::new(),
             hasher: std::hash::DefaultHasher::new(),
+            seen: std::collections::HashSet::with_capacity(records + 1),
         }
     }
 
@@ -216,6 +229,16 @@ impl Builder {
             self.issue(r.line, message);
             return;
         }
+        if r.rdata.len() > usize::from(u16::MAX) {
+            let message = format!(
+                "{} {} record of {} bytes: RDATA holds at most 65535",
+                r.owner,
+                type_name(r.rtype),
+                r.rdata.len()
+            );
+            self.issue(r.line, message);
+            return;
+        }
         let id = self.node(&r.owner);
         let mut p = r.owner.parent();
         while let Some(par) = p {
@@ -230,8 +253,12 @@ impl Builder {
             node.owner = Some(r.owner.to_lower());
         }
         let rdata = canonical_rdata(r.rtype, &r.rdata);
+        let repeated = !self
+            .seen
+            .insert((id, r.rtype, rdata.clone().into_boxed_slice()));
+        let node = &mut self.nodes[id as usize];
         if let Some(set) = node.rrsets.iter_mut().find(|s| s.rtype == r.rtype) {
-            if set.rdatas.iter().any(|d| d[..] == rdata[..]) {
+            if repeated {
                 set.ttl = r.ttl;
                 return;
             }
@@ -311,6 +338,24 @@ impl Builder {
                 });
             }
             node.delegation = i != apex && node.get(NS).is_some();
+            for set in &node.rrsets {
+                let size = answer_size(node.owner.as_ref(), set);
+                if size > usize::from(u16::MAX) {
+                    let line = self.lines[i as usize]
+                        .iter()
+                        .find(|(t, _)| *t == set.rtype)
+                        .map_or(0, |l| l.1);
+                    self.issues.push(ZoneIssue {
+                        line,
+                        message: format!(
+                            "{} {} RRset of {} records needs {size} bytes in an answer; a DNS message holds at most 65535",
+                            node.owner.as_ref().map(ToString::to_string).unwrap_or_default(),
+                            type_name(set.rtype),
+                            set.rdatas.len()
+                        ),
+                    });
+                }
+            }
             if node.owner.is_none() && i == apex {
                 node.owner = Some(self.origin.clone());
             }
