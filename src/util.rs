@@ -125,6 +125,7 @@ pub(crate) fn hostname() -> String {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
 
     #[test]

@@ -421,6 +421,10 @@ impl<'a> Validator<'a> {
             self.error(format!("{p}.refresh_s"), "must be at least 1 second");
         }
         let mut rules = Vec::new();
+        // Whether each rule matches every client, counting a rule whose
+        // matcher did not compile (a bad CIDR) as matching some: its error
+        // is reported once, not again as "unreachable" rules after it.
+        let mut match_all = Vec::new();
         let mut rule_names = BTreeSet::new();
         for (i, r) in s.rules.iter().enumerate() {
             let rp = format!("{p}.rules[{i}]");
@@ -430,9 +434,16 @@ impl<'a> Validator<'a> {
                     format!("rule name '{}' is used twice in {sname}", r.name),
                 );
             }
-            rules.push(self.rule(sname, &rp, r));
+            let before = self.errors.len();
+            let rule = self.rule(sname, &rp, r);
+            let match_prefix = format!("{rp}.match");
+            let bad_matcher = self.errors[before..]
+                .iter()
+                .any(|e| e.path.starts_with(&match_prefix));
+            match_all.push(rule.is_match_all() && !bad_matcher);
+            rules.push(rule);
         }
-        match rules.iter().position(Rule::is_match_all) {
+        match match_all.iter().position(|&m| m) {
             None => self.error(
                 format!("{p}.rules"),
                 "the service has no default rule: end the list with a rule without 'match'",
@@ -515,9 +526,10 @@ impl<'a> Validator<'a> {
         let environment = if let Some(&i) = self.env_index.get(r.environment.as_str()) {
             i
         } else {
+            let hint = super::did_you_mean(&r.environment, self.env_index.keys().copied());
             self.error(
                 format!("{rp}.environment"),
-                format!("unknown environment '{}'", r.environment),
+                format!("unknown environment '{}'{hint}", r.environment),
             );
             0
         };
@@ -912,6 +924,29 @@ services:
         assert!(
             has(&e, "services.api.rules[1]", "unreachable: rule 'default'"),
             "{e:?}"
+        );
+        // A rule whose only matcher is a bad CIDR gets one error, not a
+        // second "unreachable" for the rules after it.
+        let bad_cidr = BASE.replace(
+            "match: { sdk_version: '>=1.0.0' }",
+            "match: { networks: [10.0.0.0/33] }",
+        );
+        let e = errors(&bad_cidr);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            has(&e, "services.api.rules[0].match.networks[0]", "not a CIDR"),
+            "{e:?}"
+        );
+        // An unknown environment names the closest known one.
+        let typo = BASE.replace("environment: next", "environment: nxet");
+        assert!(
+            has(
+                &errors(&typo),
+                "services.api.rules[0].environment",
+                "did you mean 'next'?"
+            ),
+            "{:?}",
+            errors(&typo)
         );
         let twice = BASE.replace("name: new", "name: default");
         assert!(has(

@@ -5,10 +5,12 @@ use std::io::{BufRead, IsTerminal, Write};
 use crate::cli::WriteArgs;
 use crate::error::UsageError;
 
-/// Asks on the terminal, or requires `--yes` without one.
-pub(crate) fn confirm(write: &WriteArgs, question: &str) -> anyhow::Result<bool> {
+/// Asks on the terminal, or requires `--yes` without one. Any answer but
+/// yes is an error ("aborted, nothing written": exit 1), so a script that
+/// pipes `n` learns that nothing happened.
+pub(crate) fn confirm(write: &WriteArgs, question: &str) -> anyhow::Result<()> {
     if write.yes {
-        return Ok(true);
+        return Ok(());
     }
     if !std::io::stdin().is_terminal() {
         return Err(UsageError("not a terminal: add --yes to confirm the change".into()).into());
@@ -17,5 +19,9 @@ pub(crate) fn confirm(write: &WriteArgs, question: &str) -> anyhow::Result<bool>
     std::io::stderr().flush().ok();
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+    if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        anyhow::bail!("aborted, nothing written")
+    }
 }

@@ -284,9 +284,7 @@ fn scheme_apply_file(
         return Ok(format!("dry run: {}\n{out}", state_path.display()));
     }
     eprint!("{out}");
-    if !confirm(&args.write, &format!("rewrite {}?", state_path.display()))? {
-        return Ok(String::new());
-    }
+    confirm(&args.write, &format!("rewrite {}?", state_path.display()))?;
     crate::util::write_atomic(state_path, new_text.as_bytes())?;
     if let Some(n) = args.phase {
         let rec = SchemeRecord::now(&s.name, n, args.percent.clone(), 0);

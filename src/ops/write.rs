@@ -50,10 +50,7 @@ pub(crate) async fn write_plan(
     {
         return Err(anyhow!("refused: {r}"));
     }
-    if !confirm(write, "write this change?")? {
-        eprintln!("nothing written");
-        return Ok(None);
-    }
+    confirm(write, "write this change?")?;
     let record = ChangeRecord::now(&command_line(), format!("{what}: {}", lines.join(", ")));
     match plan
         .commit(
