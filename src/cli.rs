@@ -253,6 +253,10 @@ pub struct SourceArgs {
     /// Client key (PEM) for --etcd-cert.
     #[arg(long, value_name = "FILE")]
     pub etcd_key: Option<PathBuf>,
+    /// Seconds an operator command waits for etcd: to find a live
+    /// endpoint, and for each request.
+    #[arg(long, value_name = "S", default_value_t = 5)]
+    pub timeout: u64,
 }
 
 impl SourceArgs {
@@ -287,6 +291,7 @@ impl SourceArgs {
             ca: self.etcd_ca.clone(),
             cert: self.etcd_cert.clone(),
             key: self.etcd_key.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout.max(1)),
         })
     }
 

@@ -16,6 +16,8 @@ pub(crate) struct EtcdConfig {
     pub(crate) ca: Option<std::path::PathBuf>,
     pub(crate) cert: Option<std::path::PathBuf>,
     pub(crate) key: Option<std::path::PathBuf>,
+    /// How long a command waits for etcd (`--timeout`).
+    pub(crate) timeout: Duration,
 }
 
 /// Where the etcd password comes from.
@@ -75,6 +77,9 @@ pub(crate) enum EtcdError {
     /// Only one of `--etcd-cert` and `--etcd-key` was given.
     #[error("--etcd-cert and --etcd-key go together")]
     CertWithoutKey,
+    /// An endpoint did not answer within `--timeout`.
+    #[error("no answer")]
+    NoAnswer,
     /// A read answer without the response header etcd always sends.
     #[error("etcd answered without a header")]
     NoHeader,
@@ -101,6 +106,12 @@ pub(crate) enum EtcdError {
         max = super::plan::MAX_TXN_OPS
     )]
     TooManyCompares(usize),
+    /// No endpoint answered; each with why, in one line.
+    #[error("no etcd endpoint answered within {} s ({} tried: {})", timeout.as_secs(), tried.len(), tried.iter().map(|(e, why)| format!("{e} {why}")).collect::<Vec<_>>().join(", "))]
+    Unreachable {
+        tried: Vec<(String, String)>,
+        timeout: Duration,
+    },
     /// The request would be larger than etcd accepts.
     #[error(
         "the change is about {0} KiB; etcd accepts requests up to 1.5 MiB (--max-request-bytes): split it into smaller changes"
@@ -124,14 +135,66 @@ impl EtcdConfig {
         format!("{}{rel}", self.dir())
     }
 
-    /// Connects (lazily: etcd may be down; the first call then fails).
+    /// Connects (lazily: etcd may be down; the first call then fails). The
+    /// edge uses this: it must start with etcd down.
     pub(crate) async fn connect(&self) -> Result<Client, EtcdError> {
+        Ok(Client::connect(&self.endpoints, Some(self.options()?)).await?)
+    }
+
+    /// Connects an operator command to the endpoints that answer now:
+    /// each is asked for one count of the prefix, all at once, within
+    /// `--timeout`; the client then balances over the live ones, so one
+    /// dead member of three costs nothing. When none answers, one line
+    /// names each endpoint and why. A refusal that is not about reaching
+    /// etcd (a wrong password) is returned as it is.
+    pub(crate) async fn connect_live(&self) -> Result<Client, EtcdError> {
+        let opts = self.options()?;
+        let mut probes = tokio::task::JoinSet::new();
+        for (i, ep) in self.endpoints.iter().enumerate() {
+            let (ep, opts, key, timeout) = (ep.clone(), opts.clone(), self.dir(), self.timeout);
+            probes.spawn(async move {
+                let probe = async {
+                    let mut c = Client::connect([ep.as_str()], Some(opts)).await?;
+                    c.get(key, Some(etcd_client::GetOptions::new().with_count_only()))
+                        .await?;
+                    Ok::<_, EtcdError>(())
+                };
+                let r = tokio::time::timeout(timeout, probe)
+                    .await
+                    .unwrap_or(Err(EtcdError::NoAnswer));
+                (i, ep, r)
+            });
+        }
+        let mut results = probes.join_all().await;
+        results.sort_by_key(|r| r.0);
+        let mut live = Vec::new();
+        let mut tried = Vec::new();
+        for (_, ep, r) in results {
+            match r {
+                Ok(()) => live.push(ep),
+                Err(e) if is_transient(&e) || matches!(e, EtcdError::NoAnswer) => {
+                    tried.push((short_endpoint(&ep), why_unreachable(&e)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if live.is_empty() {
+            return Err(EtcdError::Unreachable {
+                tried,
+                timeout: self.timeout,
+            });
+        }
+        Ok(Client::connect(&live, Some(opts)).await?)
+    }
+
+    /// The connection options every client uses.
+    fn options(&self) -> Result<ConnectOptions, EtcdError> {
         let mut opts = ConnectOptions::new()
             // Below 5 s etcd drops the connection; 10 s works (FACTS).
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true)
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(5))
+            .with_connect_timeout(self.timeout.min(Duration::from_secs(2)))
+            .with_timeout(self.timeout)
             .with_require_leader(true);
         if let Some((u, p)) = &self.user {
             opts = opts.with_user(u.clone(), p.reveal()?);
@@ -153,7 +216,41 @@ impl EtcdConfig {
             }
             opts = opts.with_tls(tls);
         }
-        Ok(Client::connect(&self.endpoints, Some(opts)).await?)
+        Ok(opts)
+    }
+}
+
+/// `127.0.0.1:2379` for `http://127.0.0.1:2379`.
+fn short_endpoint(ep: &str) -> String {
+    ep.split_once("://")
+        .map_or(ep, |(_, rest)| rest)
+        .to_string()
+}
+
+/// A few words on why an endpoint did not answer: the I/O error's kind
+/// when there is one (`connection refused`), else etcd's own words.
+fn why_unreachable(e: &EtcdError) -> String {
+    if matches!(e, EtcdError::NoAnswer) {
+        return "(no answer)".into();
+    }
+    // Neither EtcdError::Etcd nor etcd_client's status error chains its
+    // cause: start from tonic's status, whose source is the transport's.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = match e {
+        EtcdError::Etcd(etcd_client::Error::GRpcStatus(status)) => {
+            std::error::Error::source(status)
+        }
+        EtcdError::Etcd(inner) => Some(inner),
+        other => Some(other),
+    };
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return format!("({})", io.kind().to_string().to_lowercase());
+        }
+        source = s.source();
+    }
+    match e {
+        EtcdError::Etcd(etcd_client::Error::GRpcStatus(s)) => format!("({})", s.message()),
+        other => format!("({other})"),
     }
 }
 

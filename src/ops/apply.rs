@@ -21,7 +21,7 @@ pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
         let at = e.line.map_or(String::new(), |l| format!(":{l}"));
         Invalid(vec![format!("{}{at}: {}", args.file.display(), e.message)])
     })?;
-    let mut client = cfg.connect().await?;
+    let mut client = cfg.connect_live().await?;
     let current = read_with_retry(&mut client, &cfg, args.base_revision.unwrap_or(0)).await?;
     let mut desired = entries_from_raw(&raw);
     let mut owned = vec![keyed::ENVIRONMENTS, keyed::SERVICES, keyed::ALLOW_EMPTY];

@@ -60,7 +60,7 @@ pub(crate) async fn read_history(
 /// `vdh-edge history`.
 pub(crate) async fn history(args: &HistoryArgs) -> anyhow::Result<String> {
     let cfg = require_etcd(&args.source, "history")?;
-    let mut client = cfg.connect().await?;
+    let mut client = cfg.connect_live().await?;
     let (entries, truncated) = read_history(&mut client, &cfg, args.limit).await?;
     if args.json {
         return Ok(serde_json::to_string_pretty(&entries).expect("serializable"));

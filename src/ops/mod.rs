@@ -39,7 +39,7 @@ pub(crate) async fn read_inputs(args: &SourceArgs) -> anyhow::Result<Inputs> {
     let Some(cfg) = args.etcd_config() else {
         return Ok(args.file_source()?.read(1).map_err(Invalid::from)?);
     };
-    let mut client = cfg.connect().await?;
+    let mut client = cfg.connect_live().await?;
     let p = PrefixState::read(&mut client, &cfg, 0)
         .await
         .with_context(|| {

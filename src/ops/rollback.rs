@@ -18,7 +18,7 @@ use crate::etcd::prefix::read_with_retry;
 /// `vdh-edge rollback --to-revision R`.
 pub(crate) async fn rollback(args: &RollbackArgs) -> anyhow::Result<String> {
     let cfg = require_etcd(&args.source, "rollback")?;
-    let mut client = cfg.connect().await?;
+    let mut client = cfg.connect_live().await?;
     let old = read_with_retry(&mut client, &cfg, args.to_revision)
         .await
         .map_err(|e| -> anyhow::Error {

@@ -165,7 +165,7 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
     let Some(cfg) = args.source.etcd_config() else {
         return scheme_apply_file(args, s, &params);
     };
-    let mut client = cfg.connect().await?;
+    let mut client = cfg.connect_live().await?;
     let current = read_with_retry(&mut client, &cfg, 0).await?;
     let live = KeyedState {
         prefix: cfg.prefix.clone(),

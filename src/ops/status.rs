@@ -194,7 +194,7 @@ pub(crate) async fn read_status(
 pub(crate) async fn status(args: &StatusArgs) -> anyhow::Result<String> {
     let cfg = require_etcd(&args.source, "status")?;
     let tls = args.admin_ca.as_deref().map(admin_tls).transpose()?;
-    let mut client = cfg.connect().await?;
+    let mut client = cfg.connect_live().await?;
     let s = read_status(&mut client, &cfg, tls.as_ref()).await?;
     if args.json {
         return Ok(serde_json::to_string_pretty(&s).expect("serializable"));

@@ -8,6 +8,7 @@ mod knot;
 
 mod bad_input;
 mod cli;
+mod cluster;
 mod config_http;
 mod configmap;
 mod ecs;
