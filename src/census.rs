@@ -313,6 +313,111 @@ impl Census {
     }
 }
 
+/// A census as saved in the cache folder: each ring's slots with their
+/// values' sketches (hex) and hits, and how long ago the current slot
+/// started, so a restart restores what the windows still cover.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct SavedCensus {
+    /// Milliseconds since the Unix epoch when saved.
+    saved_unix_ms: u64,
+    rings: Vec<SavedRing>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedRing {
+    slot_ms: u64,
+    current: usize,
+    /// How long the current slot had run when saved.
+    current_age_ms: u64,
+    /// Per slot, per dimension (in `Dimension::ALL` order): value →
+    /// (sketch as hex, hits).
+    slots: Vec<Vec<HashMap<String, (String, u64)>>>,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Census {
+    /// The census as it is now, for [`Census::restore`] after a restart.
+    pub(crate) fn save(&self) -> SavedCensus {
+        let guard = self.inner.lock().expect("not poisoned");
+        let now = Instant::now();
+        let rings = [&guard.0, &guard.1]
+            .into_iter()
+            .map(|r| SavedRing {
+                slot_ms: u64::try_from(r.slot_len.as_millis()).unwrap_or(u64::MAX),
+                current: r.current,
+                current_age_ms: u64::try_from(now.duration_since(r.started).as_millis())
+                    .unwrap_or(u64::MAX),
+                slots: r
+                    .slots
+                    .iter()
+                    .map(|slot| {
+                        slot.iter()
+                            .map(|values| {
+                                values
+                                    .iter()
+                                    .map(|(v, t)| (v.clone(), (t.hll.to_hex(), t.hits)))
+                                    .collect()
+                            })
+                            .collect()
+                    })
+                    .collect(),
+            })
+            .collect();
+        SavedCensus {
+            saved_unix_ms: unix_ms(),
+            rings,
+        }
+    }
+
+    /// Puts back a saved census, aged by the time since it was saved (slots
+    /// past their window are dropped). Returns false, changing nothing,
+    /// when the windows were configured differently.
+    pub(crate) fn restore(&self, saved: &SavedCensus) -> bool {
+        let mut guard = self.inner.lock().expect("not poisoned");
+        let g = &mut *guard;
+        let fits = saved.rings.len() == 2
+            && [&g.0, &g.1].iter().zip(&saved.rings).all(|(r, s)| {
+                u64::try_from(r.slot_len.as_millis()).ok() == Some(s.slot_ms)
+                    && r.slots.len() == s.slots.len()
+                    && s.current < s.slots.len()
+                    && s.slots.iter().all(|slot| slot.len() == 3)
+            });
+        if !fits {
+            return false;
+        }
+        let away = Duration::from_millis(unix_ms().saturating_sub(saved.saved_unix_ms));
+        let now = Instant::now();
+        for (ring, s) in [&mut g.0, &mut g.1].into_iter().zip(&saved.rings) {
+            for (slot, saved_slot) in ring.slots.iter_mut().zip(&s.slots) {
+                for (values, saved_values) in slot.iter_mut().zip(saved_slot) {
+                    values.clear();
+                    for (v, (hex, hits)) in saved_values.iter().take(MAX_VALUES + 1) {
+                        if let Some(hll) = Hll::from_hex(hex) {
+                            values.insert(v.clone(), Tracked { hll, hits: *hits });
+                        }
+                    }
+                }
+            }
+            ring.current = s.current;
+            let age = Duration::from_millis(s.current_age_ms) + away;
+            match now.checked_sub(age) {
+                Some(started) => {
+                    ring.started = started;
+                    ring.advance(now);
+                }
+                // Older than this machine's monotonic clock: all aged out.
+                None => ring.slots.iter_mut().flatten().for_each(HashMap::clear),
+            }
+        }
+        true
+    }
+}
+
 /// Unions exports from several edges: window → dimension → value → estimate.
 pub(crate) fn union_estimates(
     exports: &[CensusExport],
@@ -401,6 +506,28 @@ mod tests {
             .map(|e| e.2)
             .collect();
         assert!(day.contains(&"0.9.0".to_string()));
+    }
+
+    #[test]
+    fn a_saved_census_is_restored_and_aged() {
+        let c = Census::new(Duration::from_secs(3600), Duration::from_secs(86_400));
+        for i in 0..300 {
+            c.record(&format!("old-{i}"), "0.9.0", Some("demo"), "prod");
+        }
+        let before = c.estimates();
+        let saved = serde_json::to_string(&c.save()).unwrap();
+        let back = Census::new(Duration::from_secs(3600), Duration::from_secs(86_400));
+        assert!(back.restore(&serde_json::from_str(&saved).unwrap()));
+        assert_eq!(back.estimates(), before);
+        // Saved long ago: everything has aged out.
+        let mut old: SavedCensus = serde_json::from_str(&saved).unwrap();
+        old.saved_unix_ms -= 2 * 86_400_000;
+        let aged = Census::new(Duration::from_secs(3600), Duration::from_secs(86_400));
+        assert!(aged.restore(&old));
+        assert!(aged.estimates().is_empty(), "{:?}", aged.estimates());
+        // Other window lengths: not restored.
+        let other = Census::new(Duration::from_secs(60), Duration::from_secs(600));
+        assert!(!other.restore(&serde_json::from_str(&saved).unwrap()));
     }
 
     /// Issue 10: made-up values sent first used to fill the table, and the

@@ -42,6 +42,9 @@ pub(crate) struct Status {
     pub(crate) census: BTreeMap<String, BTreeMap<String, BTreeMap<String, f64>>>,
     /// How many edges answered `/census`.
     pub(crate) census_edges: usize,
+    /// The length of each census window in seconds (`hour`, `day`), as the
+    /// answering edges count them.
+    pub(crate) census_windows: BTreeMap<String, u64>,
 }
 
 /// GETs a path from an edge's admin address (`host:port`, or
@@ -187,6 +190,10 @@ pub(crate) async fn read_status(
         drain_remaining_s,
         census,
         census_edges: exports.len(),
+        census_windows: exports
+            .first()
+            .map(|e| BTreeMap::from([("hour".to_string(), e.hour_s), ("day".to_string(), e.day_s)]))
+            .unwrap_or_default(),
     })
 }
 
@@ -322,9 +329,17 @@ impl Status {
             self.edges.len()
         );
         for (window, dims) in &self.census {
+            let covers = self
+                .census_windows
+                .get(window)
+                .map_or(String::new(), |s| format!(" ({s} s)"));
             for (dim, values) in dims {
                 let v: Vec<String> = values.iter().map(|(k, n)| format!("{k}={n:.0}")).collect();
-                let _ = writeln!(out, "  last {window:<4} by {dim:<12} {}", v.join("  "));
+                let _ = writeln!(
+                    out,
+                    "  last {window:<4}{covers} by {dim:<12} {}",
+                    v.join("  ")
+                );
             }
         }
     }

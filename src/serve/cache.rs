@@ -1,6 +1,7 @@
 //! The cache folder (`--cache-dir`): the last serial served per zone, so
 //! serials survive restarts, and in etcd mode the last published prefix
-//! (the last-known-good state), so an edge can start while etcd is down.
+//! (the last-known-good state), so an edge can start while etcd is down;
+//! and the census sketches, so a restart does not forget the clients seen.
 
 use std::path::PathBuf;
 
@@ -12,6 +13,7 @@ use crate::etcd::PrefixState;
 pub(crate) struct CacheDir {
     serials_path: Option<PathBuf>,
     prefix_path: Option<PathBuf>,
+    census_path: Option<PathBuf>,
 }
 
 /// The etcd prefix as last published, as kept on disk.
@@ -26,6 +28,7 @@ impl CacheDir {
     pub(crate) fn new(dir: Option<PathBuf>) -> CacheDir {
         CacheDir {
             serials_path: dir.as_ref().map(|d| d.join("serials.json")),
+            census_path: dir.as_ref().map(|d| d.join("census.json")),
             prefix_path: dir.map(|d| d.join("etcd-state.json")),
         }
     }
@@ -51,6 +54,23 @@ impl CacheDir {
             },
         };
         crate::util::write_atomic(p, &serde_json::to_vec(&c).expect("serializable"))
+    }
+
+    /// The census saved by a previous run, if any.
+    pub(crate) fn load_census(&self) -> Option<crate::census::SavedCensus> {
+        let p = self.census_path.as_ref()?;
+        serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+    }
+
+    /// Saves the census atomically.
+    pub(crate) fn save_census(&self, census: &crate::census::Census) -> std::io::Result<()> {
+        let Some(p) = &self.census_path else {
+            return Ok(());
+        };
+        crate::util::write_atomic(
+            p,
+            &serde_json::to_vec(&census.save()).expect("serializable"),
+        )
     }
 
     /// The serials saved by a previous run (empty when none).

@@ -86,10 +86,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     shared.answer_cache = !args.no_answer_cache;
     let shared = Arc::new(shared);
     let cache = CacheDir::new(args.cache_dir.clone());
+    restore_census(&shared, &cache);
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let (tx, rx) = mpsc::channel(16);
     let started = start_source(&args.source, &shared, &cache, tx, &shutdown, &mut tasks).await?;
+    tasks.spawn(keep_census(shared.clone(), cache.clone(), shutdown.clone()));
     tasks.spawn(reload::run(
         rx,
         shared.clone(),
@@ -362,6 +364,38 @@ fn http_settings(args: &ServeArgs, nofile: u64) -> HttpSettings {
         "http limits"
     );
     settings
+}
+
+/// Puts back the census the last run saved in the cache folder.
+fn restore_census(shared: &Shared, cache: &CacheDir) {
+    let Some(saved) = cache.load_census() else {
+        return;
+    };
+    if shared.census.restore(&saved) {
+        info!("census restored from the cache folder");
+    } else {
+        warn!("the saved census has other window lengths; starting empty");
+    }
+}
+
+/// Saves the census to the cache folder every minute and at shutdown.
+async fn keep_census(shared: Arc<Shared>, cache: CacheDir, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    loop {
+        let stop = tokio::select! {
+            _ = tick.tick() => false,
+            () = shutdown.cancelled() => true,
+        };
+        let (s, c) = (shared.clone(), cache.clone());
+        let r = tokio::task::spawn_blocking(move || c.save_census(&s.census)).await;
+        if let Ok(Err(error)) = r {
+            warn!(%error, "could not save the census");
+        }
+        if stop {
+            return;
+        }
+    }
 }
 
 /// Background chores: log when the first snapshot is live, and give freed

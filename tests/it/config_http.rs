@@ -594,6 +594,55 @@ fn census_survives_a_flood_of_made_up_values() {
     assert!((new - 200.0).abs() <= 6.0, "1.0.0: {new}");
 }
 
+/// The census survives a restart: each edge keeps its sketches in
+/// `--cache-dir` (saved at shutdown and every minute) and restores them.
+#[test]
+fn census_is_restored_after_a_restart() {
+    let dir = shipped_copy();
+    let cache = dir.path().join("cache");
+    let (zones, state) = (dir.path().join("zones"), dir.path().join("state.yaml"));
+    let args = ["--cache-dir", cache.to_str().unwrap()];
+    let estimate = |s: &TestServer, value: &str| -> f64 {
+        let (_, m) = s.admin_get("/metrics");
+        let key = format!(
+            "vdh_edge_census_clients{{window=\"day\",dimension=\"sdk_version\",value=\"{value}\"}} "
+        );
+        m.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .unwrap_or_else(|| panic!("{value} not in the census:\n{m}"))
+            .parse()
+            .unwrap()
+    };
+    let mut first = TestServer::start(&zones, &state, &args);
+    for (n, version) in [(300, "0.9.0"), (200, "1.0.0")] {
+        for i in 0..n {
+            let (status, _) = first.http_get(&format!(
+                "/v1/config/vdh-api?sdk_version={version}&client_id={version}-{i}"
+            ));
+            assert_eq!(status, 200);
+        }
+    }
+    let (old, new) = (estimate(&first, "0.9.0"), estimate(&first, "1.0.0"));
+    first.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while first.alive() {
+        assert!(Instant::now() < deadline, "the edge did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = TestServer::start(&zones, &state, &args);
+    assert!(second.log().contains("census restored"), "{}", second.log());
+    let (old2, new2) = (estimate(&second, "0.9.0"), estimate(&second, "1.0.0"));
+    assert!(
+        (old2 - old).abs() <= old * 0.03,
+        "0.9.0: {old} before, {old2} after"
+    );
+    assert!(
+        (new2 - new).abs() <= new * 0.03,
+        "1.0.0: {new} before, {new2} after"
+    );
+    assert!((old - 300.0).abs() <= 9.0, "{old}");
+}
+
 /// CORS for web SDKs (issue 10): with `--cors-origin`, a preflight from an
 /// allowed origin is answered and the document is readable with its ETag;
 /// other origins get no CORS headers; without the flag nothing changes.

@@ -596,6 +596,8 @@ fn census_across_two_edges() {
     want.sort();
     assert_eq!(admins, want);
     assert_eq!(a.http_get("/census").0, 404);
+    assert_eq!(st["census_windows"]["hour"], 60, "{st}");
+    assert_eq!(st["census_windows"]["day"], 600, "{st}");
     for window in ["hour", "day"] {
         let by = &st["census"][window]["sdk_version"];
         let old = by["0.9.0"].as_f64().unwrap();
