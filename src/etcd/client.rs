@@ -141,17 +141,43 @@ impl EtcdConfig {
         Ok(Client::connect(&self.endpoints, Some(self.options()?)).await?)
     }
 
-    /// Connects an operator command to the endpoints that answer now:
-    /// each is asked for one count of the prefix, all at once, within
-    /// `--timeout`; the client then balances over the live ones, so one
-    /// dead member of three costs nothing. When none answers, one line
-    /// names each endpoint and why. A refusal that is not about reaching
-    /// etcd (a wrong password) is returned as it is.
+    /// Connects an operator command to the endpoints that answer: each is
+    /// asked for one count of the prefix, all at once; the client then
+    /// balances over the live ones, so one dead member of three costs
+    /// nothing. While a member answers but has no leader (an election),
+    /// the round is tried again until `--timeout`; when none answers, or
+    /// time is up, one line names each endpoint and why. A refusal that is
+    /// not about reaching etcd (a wrong password) is returned as it is.
     pub(crate) async fn connect_live(&self) -> Result<Client, EtcdError> {
         let opts = self.options()?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut backoff = Backoff::new();
+        loop {
+            let (live, tried, electing) = self.probe(&opts, deadline).await?;
+            if !live.is_empty() {
+                return Ok(Client::connect(&live, Some(opts)).await?);
+            }
+            let wait = backoff.delay();
+            if !electing || tokio::time::Instant::now() + wait >= deadline {
+                return Err(EtcdError::Unreachable {
+                    tried,
+                    timeout: self.timeout,
+                });
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One probe round: the live endpoints, each other one with why, and
+    /// whether any of those answered (so an election may be under way).
+    async fn probe(
+        &self,
+        opts: &ConnectOptions,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Vec<String>, Vec<(String, String)>, bool), EtcdError> {
         let mut probes = tokio::task::JoinSet::new();
         for (i, ep) in self.endpoints.iter().enumerate() {
-            let (ep, opts, key, timeout) = (ep.clone(), opts.clone(), self.dir(), self.timeout);
+            let (ep, opts, key) = (ep.clone(), opts.clone(), self.dir());
             probes.spawn(async move {
                 let probe = async {
                     let mut c = Client::connect([ep.as_str()], Some(opts)).await?;
@@ -159,7 +185,7 @@ impl EtcdConfig {
                         .await?;
                     Ok::<_, EtcdError>(())
                 };
-                let r = tokio::time::timeout(timeout, probe)
+                let r = tokio::time::timeout_at(deadline, probe)
                     .await
                     .unwrap_or(Err(EtcdError::NoAnswer));
                 (i, ep, r)
@@ -167,24 +193,26 @@ impl EtcdConfig {
         }
         let mut results = probes.join_all().await;
         results.sort_by_key(|r| r.0);
-        let mut live = Vec::new();
-        let mut tried = Vec::new();
+        let (mut live, mut tried, mut electing) = (Vec::new(), Vec::new(), false);
         for (_, ep, r) in results {
             match r {
                 Ok(()) => live.push(ep),
                 Err(e) if is_transient(&e) || matches!(e, EtcdError::NoAnswer) => {
-                    tried.push((short_endpoint(&ep), why_unreachable(&e)));
+                    let why = why_unreachable(&e);
+                    // A status etcd sent (no transport error under it)
+                    // came from a member that is up: "no leader", "leader
+                    // changed".
+                    electing |= matches!(
+                        &e,
+                        EtcdError::Etcd(etcd_client::Error::GRpcStatus(st))
+                            if std::error::Error::source(st).is_none()
+                    );
+                    tried.push((short_endpoint(&ep), why));
                 }
                 Err(e) => return Err(e),
             }
         }
-        if live.is_empty() {
-            return Err(EtcdError::Unreachable {
-                tried,
-                timeout: self.timeout,
-            });
-        }
-        Ok(Client::connect(&live, Some(opts)).await?)
+        Ok((live, tried, electing))
     }
 
     /// The connection options every client uses.

@@ -20,6 +20,19 @@ pub(crate) struct PrefixState {
 }
 
 impl PrefixState {
+    /// The revision of what the prefix holds: the newest `mod_revision` of
+    /// its keys (every vdh-edge write touches `meta/change`), or the read
+    /// revision when it is empty. Unlike the read revision it does not move
+    /// with writes elsewhere in etcd, so every edge and every command give
+    /// the same number for the same content.
+    pub(crate) fn content_revision(&self) -> i64 {
+        self.entries
+            .values()
+            .map(|e| e.mod_revision)
+            .max()
+            .unwrap_or(self.revision)
+    }
+
     /// Reads `<prefix>/` at `revision` (0: the latest).
     pub(crate) async fn read(
         client: &mut Client,

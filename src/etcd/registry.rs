@@ -38,6 +38,26 @@ pub(crate) struct RejectionRecord {
     pub(crate) errors: Vec<String>,
 }
 
+/// The live edges' records, by edge id.
+pub(crate) async fn read_edges(
+    client: &mut Client,
+    cfg: &EtcdConfig,
+) -> Result<Vec<EdgeRecord>, super::EtcdError> {
+    let resp = client
+        .get(
+            cfg.edges_dir(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await?;
+    let mut edges: Vec<EdgeRecord> = resp
+        .kvs()
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+        .collect();
+    edges.sort_by(|a, b| a.edge.cmp(&b.edge));
+    Ok(edges)
+}
+
 /// Who this edge is and where it listens.
 #[derive(Debug, Clone)]
 pub(crate) struct Edge {

@@ -86,7 +86,7 @@ pub(crate) fn inputs_from(
             prefix: cfg.prefix.clone(),
             entries,
         }),
-        revision: p.revision.max(0) as u64,
+        revision: p.content_revision().max(0) as u64,
         kind,
     })
 }
@@ -137,7 +137,7 @@ impl EtcdSource {
         match self.inputs(p, SourceKind::Etcd) {
             Ok(i) => StateEvent::Candidate(i),
             Err(errors) => StateEvent::Unreadable {
-                revision: p.revision.max(0) as u64,
+                revision: p.content_revision().max(0) as u64,
                 errors,
             },
         }

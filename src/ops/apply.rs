@@ -23,6 +23,22 @@ pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
     })?;
     let mut client = cfg.connect_live().await?;
     let current = read_with_retry(&mut client, &cfg, args.base_revision.unwrap_or(0)).await?;
+    if let Some(base) = args.base_revision {
+        // A plan against an old revision is only good if nothing changed
+        // since: never report "nothing to change" against stale content.
+        let live = read_with_retry(&mut client, &cfg, 0).await?;
+        let moved = live.entries.len() != current.entries.len()
+            || live.entries.iter().any(|(k, e)| {
+                current.entries.get(k).map(|c| c.mod_revision) != Some(e.mod_revision)
+            });
+        if moved {
+            return Err(anyhow!(
+                "refused: --base-revision {base} is stale: {} changed since (live is revision {}); nothing was written. Read it again (vdh-edge status) and retry",
+                cfg.dir(),
+                live.revision
+            ));
+        }
+    }
     let mut desired = entries_from_raw(&raw);
     let mut owned = vec![keyed::ENVIRONMENTS, keyed::SERVICES, keyed::ALLOW_EMPTY];
     let zdir = args.source.zones_dir();

@@ -32,9 +32,26 @@ pub(crate) fn explain(args: &ExplainArgs) -> anyhow::Result<String> {
     if args.json {
         return Ok(serde_json::to_string_pretty(&e).expect("serializable"));
     }
-    let from = args
-        .source
-        .etcd_config()
-        .map_or_else(|| args.source.state.display().to_string(), |c| c.dir());
-    Ok(e.render(&from, &args.sdk_version))
+    let Some(cfg) = args.source.etcd_config() else {
+        return Ok(e.render(&args.source.state.display().to_string(), &args.sdk_version));
+    };
+    let mut out = e.render(&cfg.dir(), &args.sdk_version);
+    // What the edges serve, to set against the revision evaluated here.
+    let edges = block_on(async {
+        let mut client = cfg.connect_live().await?;
+        crate::etcd::registry::read_edges(&mut client, &cfg).await
+    })?;
+    let line: Vec<String> = edges
+        .iter()
+        .map(|r| format!("{} at revision {}", r.edge, r.revision))
+        .collect();
+    out.push_str(&format!(
+        "edges: {}\n",
+        if line.is_empty() {
+            "none registered".to_string()
+        } else {
+            line.join(", ")
+        }
+    ));
+    Ok(out)
 }

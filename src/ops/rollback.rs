@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use anyhow::anyhow;
 
 use super::preview::prepare;
+use super::require_etcd;
 use super::write::{Change, write_plan};
-use super::{UsageError, require_etcd};
 use crate::cli::RollbackArgs;
 use crate::config::keyed;
 use crate::etcd::EtcdError;
@@ -18,6 +18,12 @@ use crate::etcd::prefix::read_with_retry;
 /// `vdh-edge rollback --to-revision R`.
 pub(crate) async fn rollback(args: &RollbackArgs) -> anyhow::Result<String> {
     let cfg = require_etcd(&args.source, "rollback")?;
+    if args.to_revision <= 0 {
+        return Err(anyhow!(
+            "revision {} is not a revision: etcd counts from 1 (`vdh-edge history` lists the ones to roll back to)",
+            args.to_revision
+        ));
+    }
     let mut client = cfg.connect_live().await?;
     let old = read_with_retry(&mut client, &cfg, args.to_revision)
         .await
@@ -26,20 +32,19 @@ pub(crate) async fn rollback(args: &RollbackArgs) -> anyhow::Result<String> {
                 EtcdError::Compacted { wanted, oldest } => anyhow!(
                     "revision {wanted} was compacted and cannot be restored; the oldest revision available is {oldest} (see `vdh-edge status`)"
                 ),
-                EtcdError::FutureRevision { wanted, latest } => UsageError(format!(
-                    "revision {wanted} is in the future (latest is {latest})"
-                ))
-                .into(),
+                EtcdError::FutureRevision { wanted, latest } => {
+                    anyhow!("revision {wanted} is in the future (latest is {latest})")
+                }
                 other => other.into(),
             }
         })?;
     let current = read_with_retry(&mut client, &cfg, 0).await?;
     if args.to_revision > current.revision {
-        return Err(UsageError(format!(
+        return Err(anyhow!(
             "revision {} is in the future (latest is {})",
-            args.to_revision, current.revision
-        ))
-        .into());
+            args.to_revision,
+            current.revision
+        ));
     }
     let owned = [
         keyed::ENVIRONMENTS,

@@ -219,7 +219,12 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
         }
         return Ok(out);
     }
-    if p.ops.is_empty() && prepared.extra.is_empty() {
+    // Re-applying the phase the prefix is at changes nothing: no new
+    // revision just for a new timestamp in meta/scheme.
+    let same_phase = record.as_ref().is_some_and(|r| {
+        r.scheme == s.name && Some(r.phase) == args.phase && r.percent == args.percent
+    });
+    if p.ops.is_empty() && (prepared.extra.is_empty() || same_phase) {
         return Ok(format!(
             "nothing to change: the live state already is {what}"
         ));

@@ -136,18 +136,7 @@ pub(crate) async fn read_status(
         .entries
         .get(meta::SCHEME)
         .and_then(|e| serde_json::from_str(&e.value).ok());
-    let resp = client
-        .get(
-            cfg.edges_dir(),
-            Some(etcd_client::GetOptions::new().with_prefix()),
-        )
-        .await?;
-    let mut edges: Vec<EdgeRecord> = resp
-        .kvs()
-        .iter()
-        .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
-        .collect();
-    edges.sort_by(|a, b| a.edge.cmp(&b.edge));
+    let edges = crate::etcd::registry::read_edges(client, cfg).await?;
     let last_rejection = edges
         .iter()
         .filter_map(|e| e.last_rejection.clone().map(|r| (e.edge.clone(), r)))

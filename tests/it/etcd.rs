@@ -310,11 +310,16 @@ fn two_applies_from_one_base_revision_exactly_one_wins() {
         !r2.status.success(),
         "the second apply from the same base must be refused"
     );
+    let err2 = String::from_utf8_lossy(&r2.stderr);
     assert!(
-        String::from_utf8_lossy(&r2.stderr).contains("refused: etcd changed since revision"),
-        "{}",
-        String::from_utf8_lossy(&r2.stderr)
+        err2.contains(&format!("refused: --base-revision {base} is stale")),
+        "{err2}"
     );
+    assert_eq!(r2.status.code(), Some(1));
+    // The same file against the stale base is not "nothing to change".
+    let r2b = apply(&ep, &one, &["--base-revision", &base]);
+    assert!(!r2b.status.success());
+    assert!(String::from_utf8_lossy(&r2b.stderr).contains("is stale"));
     let v = etcd.ctl(&[
         "get",
         &format!("{PREFIX}/services/vdh-api"),
@@ -326,7 +331,7 @@ fn two_applies_from_one_base_revision_exactly_one_wins() {
     etcd.ctl(&["del", &format!("{PREFIX}/environments/test-v1")]);
     let r3 = apply(&ep, &shipped_state(), &["--base-revision", &base]);
     assert!(!r3.status.success());
-    assert!(String::from_utf8_lossy(&r3.stderr).contains("refused"));
+    assert!(String::from_utf8_lossy(&r3.stderr).contains("is stale"));
     // Without --yes and without a terminal, nothing is written: exit 2.
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("s.yaml");
@@ -425,8 +430,9 @@ fn history_and_rollback() {
         ])
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
         err.contains(&format!("revision {first} was compacted"))
             && err.contains(&format!("oldest revision available is {now}")),
@@ -451,11 +457,32 @@ fn history_and_rollback() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains(&format!("revision {future} is in the future")) && !err.contains("etcdserver"),
         "{err}"
     );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Revision 0 is not a revision (it used to mean "the latest": nothing
+    // to change, exit 0).
+    let out = command()
+        .current_dir(repo())
+        .args([
+            "rollback",
+            "--to-revision",
+            "0",
+            "--yes",
+            "--etcd",
+            &ep,
+            "--prefix",
+            PREFIX,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("revision 0 is not a revision"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
 #[test]
@@ -471,12 +498,21 @@ fn edge_restarted_while_etcd_is_down_serves_its_cache() {
             "addresses: [192.0.2.77]",
         ),
     );
-    {
+    let doc = "/v1/config/vdh-api?sdk_version=1.0.0&client_id=c-1";
+    let (revision, etag) = {
         let s = edge(&ep, &["--cache-dir", &cache_arg]);
         wait_for("first snapshot", Duration::from_secs(10), || {
             ready(&s)["source"] == "etcd"
         });
-    }
+        // Writes elsewhere in etcd (the edge registry) do not move the
+        // revision an edge reports: it is the prefix's own.
+        std::thread::sleep(Duration::from_millis(300));
+        let etag = http_request(s.http, "GET", doc, &[])
+            .header("etag")
+            .unwrap()
+            .to_string();
+        (ready(&s)["revision"].clone(), etag)
+    };
     etcd.kill_all();
     let s = edge(&ep, &["--cache-dir", &cache_arg]);
     wait_for("the cache", Duration::from_secs(10), || {
@@ -484,6 +520,14 @@ fn edge_restarted_while_etcd_is_down_serves_its_cache() {
     });
     let r = ready(&s);
     assert_eq!(r["etcd"], "down");
+    // From the cache: the same revision and the same ETags as before.
+    assert_eq!(r["revision"], revision, "{r}");
+    assert_eq!(
+        http_request(s.http, "GET", doc, &[])
+            .header("etag")
+            .unwrap(),
+        etag
+    );
     assert_eq!(api_addrs(&s), vec!["192.0.2.77"]);
     let (_, m) = s.admin_get("/metrics");
     assert!(m.contains("vdh_edge_serving_from_cache 1"), "{m}");

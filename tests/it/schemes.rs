@@ -234,6 +234,11 @@ fn run_scheme(etcd: &Etcd, name: &str, table: &[Expect]) {
         let out = must(&ep, &prefix, &args);
         wait_revision(&s, revision_of(&out));
         check_phase(&s, &what, x, &new_before);
+        // Once more is a no-op: nothing written, exit 0.
+        let at = etcd.revision();
+        let out = must(&ep, &prefix, &args);
+        assert!(out.contains("nothing to change"), "{what}: {out}");
+        assert_eq!(etcd.revision(), at, "{what}: a no-op wrote a revision");
     }
     let st: serde_json::Value =
         serde_json::from_str(&must(&ep, &prefix, &["status", "--json"])).unwrap();
@@ -597,6 +602,31 @@ fn census_across_two_edges() {
     assert_eq!(admins, want);
     assert_eq!(a.http_get("/census").0, 404);
     assert_eq!(st["census_windows"]["hour"], 60, "{st}");
+    // explain --etcd names the revision it evaluated and the edges' own:
+    // the same number (the prefix's revision, not etcd's).
+    let ex = must(
+        &ep,
+        prefix,
+        &["explain", "--service", "vdh-api", "--sdk-version", "1.0.0"],
+    );
+    let evaluated = ex
+        .lines()
+        .next()
+        .and_then(|l| l.split("at revision ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{ex}"))
+        .to_string();
+    let edges_line = ex
+        .lines()
+        .find(|l| l.starts_with("edges: "))
+        .unwrap_or_else(|| panic!("{ex}"));
+    assert_eq!(
+        edges_line
+            .matches(&format!("at revision {evaluated}"))
+            .count(),
+        2,
+        "{ex}"
+    );
     assert_eq!(st["census_windows"]["day"], 600, "{st}");
     for window in ["hour", "day"] {
         let by = &st["census"][window]["sdk_version"];
