@@ -120,6 +120,17 @@ pub struct WriteArgs {
     /// Write even if etcd changed since the state was read.
     #[arg(long)]
     pub force: bool,
+    /// Who makes the change, for the audit trail (default: the etcd user,
+    /// else the OS user).
+    #[arg(long, value_name = "NAME", env = "VDH_EDGE_ACTOR")]
+    pub actor: Option<String>,
+    /// Why, for the audit trail (required when the state's
+    /// `policy.reason_required` is true).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// A ticket or change-request id, for the audit trail.
+    #[arg(long, value_name = "ID")]
+    pub ticket: Option<String>,
 }
 
 /// `apply FILE`.
@@ -163,11 +174,34 @@ pub struct StatusArgs {
 pub struct HistoryArgs {
     #[command(flatten)]
     pub source: SourceArgs,
+    /// `show REV`: the fields one change changed, key by key.
+    #[arg(value_name = "show", value_parser = ["show"], requires = "revision")]
+    pub show: Option<String>,
+    /// The revision to show.
+    #[arg(value_name = "REV")]
+    pub revision: Option<i64>,
     #[arg(long)]
     pub json: bool,
     /// How many changes to show, newest first.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
+    /// Only changes by this actor.
+    #[arg(long, value_name = "NAME")]
+    pub actor: Option<String>,
+    /// Only changes that wrote or deleted this key (relative to the
+    /// prefix, e.g. services/vdh-api).
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// Only changes at or after this time (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only changes before this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Keep running and print each new change as it is written (with
+    /// --json: one JSON object per line, for a SIEM or a chat hook).
+    #[arg(long)]
+    pub follow: bool,
 }
 
 /// `rollback --to-revision R`.
@@ -180,6 +214,9 @@ pub struct RollbackArgs {
     /// The revision whose state to restore.
     #[arg(long, value_name = "R")]
     pub to_revision: i64,
+    /// Show what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `explain`: the client to explain and where the configuration comes from.

@@ -24,6 +24,8 @@ pub(crate) const SERVICES: &str = "services/";
 pub(crate) const ZONES: &str = "zones/";
 /// `true` allows a change that removes every service or zone.
 pub(crate) const ALLOW_EMPTY: &str = "meta/allow_empty";
+/// The write policy (`policy:` of the state file), as JSON.
+pub(crate) const POLICY: &str = "meta/policy";
 
 /// A value under the prefix with its revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +138,11 @@ fn raw_from_entries(
                 }
                 Err(x) => errors.push(err(format!("not a valid service: {x}"))),
             }
+        } else if rel == POLICY {
+            match serde_json::from_str(&e.value) {
+                Ok(p) => raw.policy = p,
+                Err(x) => errors.push(err(format!("not a valid policy: {x}"))),
+            }
         } else if rel == ALLOW_EMPTY {
             match serde_json::from_str::<bool>(e.value.trim()) {
                 Ok(b) => raw.allow_empty = b,
@@ -168,6 +175,12 @@ pub(crate) fn entries_from_raw(raw: &RawState) -> BTreeMap<String, String> {
     }
     if raw.allow_empty {
         out.insert(ALLOW_EMPTY.into(), "true".into());
+    }
+    if raw.policy != super::state::RawPolicy::default() {
+        out.insert(
+            POLICY.into(),
+            serde_json::to_string(&raw.policy).expect("serializable"),
+        );
     }
     out
 }

@@ -13,25 +13,63 @@ pub(crate) const DRAIN: &str = "meta/drain";
 /// The scheme in progress ([`crate::scheme::SchemeRecord`]).
 pub(crate) const SCHEME: &str = "meta/scheme";
 
-/// The `meta/change` record every vdh-edge write carries.
+/// The `meta/change` record every vdh-edge write carries: the audit
+/// trail (`history` reads its versions).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ChangeRecord {
     pub(crate) time: String,
+    /// The OS user that ran the command.
     pub(crate) user: String,
     pub(crate) host: String,
+    /// The command line, secrets redacted.
     pub(crate) command: String,
+    /// What changed: one `+`/`~`/`-` entry per key.
     pub(crate) summary: String,
+    /// Who is accountable (`--actor`, else the etcd user, else `user`).
+    #[serde(default)]
+    pub(crate) actor: String,
+    /// Why (`--reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+    /// The ticket (`--ticket`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ticket: Option<String>,
+    /// The keys written or deleted (relative to the prefix).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) keys: Vec<String>,
+}
+
+/// Who and why, for a [`ChangeRecord`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Audit {
+    pub(crate) actor: String,
+    pub(crate) reason: Option<String>,
+    pub(crate) ticket: Option<String>,
 }
 
 impl ChangeRecord {
     /// A record of `command` written now by this user on this host.
-    pub(crate) fn now(command: &str, summary: String) -> ChangeRecord {
+    pub(crate) fn now(
+        command: &str,
+        summary: String,
+        audit: Audit,
+        keys: Vec<String>,
+    ) -> ChangeRecord {
+        let user = crate::util::username();
         ChangeRecord {
             time: crate::util::rfc3339_now(),
-            user: crate::util::username(),
+            actor: if audit.actor.is_empty() {
+                user.clone()
+            } else {
+                audit.actor
+            },
+            user,
             host: crate::util::hostname(),
             command: command.to_string(),
             summary,
+            reason: audit.reason,
+            ticket: audit.ticket,
+            keys,
         }
     }
 }

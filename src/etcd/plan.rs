@@ -46,6 +46,15 @@ pub(crate) enum Op {
     Delete { key: String },
 }
 
+impl Op {
+    /// The key it writes or deletes.
+    pub(crate) fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } => key,
+        }
+    }
+}
+
 /// A planned change: what to write, and what was read to decide it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Plan {
@@ -114,6 +123,27 @@ impl Plan {
                 Op::Delete { key } => format!("- {key}"),
             })
             .collect()
+    }
+
+    /// Per changed key, the fields that change (`~ services/vdh-api:
+    /// rules[0].environment: "prod" -> "prod-v1"`); added and removed keys
+    /// are one line each.
+    pub(crate) fn field_lines(&self, current: &PrefixState) -> Vec<String> {
+        let mut out = Vec::new();
+        for op in &self.ops {
+            match op {
+                Op::Put { key, value } => match current.entries.get(key) {
+                    Some(old) => {
+                        for d in field_diff(&old.value, value) {
+                            out.push(format!("~ {key}: {d}"));
+                        }
+                    }
+                    None => out.push(format!("+ {key}")),
+                },
+                Op::Delete { key } => out.push(format!("- {key}")),
+            }
+        }
+        out
     }
 
     /// The entries the prefix holds after this plan (new values carry the
@@ -255,6 +285,68 @@ async fn send(client: &mut Client, txn: Txn) -> Result<i64, EtcdError> {
     Ok(resp.header().map_or(0, |h| h.revision()))
 }
 
+/// The leaves of a JSON value by path (`rules[0].match.sdk_version`).
+fn leaves(v: &serde_json::Value, path: &str, out: &mut BTreeMap<String, String>) {
+    use serde_json::Value;
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, x) in m {
+                leaves(x, &join(k), out);
+            }
+        }
+        Value::Array(a) if !a.is_empty() && a.iter().any(|x| x.is_object() || x.is_array()) => {
+            for (i, x) in a.iter().enumerate() {
+                leaves(x, &format!("{path}[{i}]"), out);
+            }
+        }
+        other => {
+            out.insert(path.to_string(), other.to_string());
+        }
+    }
+}
+
+/// The fields that differ between two JSON texts, one line each:
+/// `path: old -> new`, `path: + new`, `path: - old`. Texts that are not
+/// JSON compare whole.
+pub(crate) fn field_diff(old: &str, new: &str) -> Vec<String> {
+    let (Ok(a), Ok(b)) = (
+        serde_json::from_str::<serde_json::Value>(old),
+        serde_json::from_str::<serde_json::Value>(new),
+    ) else {
+        return if old == new {
+            vec![]
+        } else {
+            vec![format!("{} bytes -> {} bytes", old.len(), new.len())]
+        };
+    };
+    let (mut la, mut lb) = (BTreeMap::new(), BTreeMap::new());
+    leaves(&a, "", &mut la);
+    leaves(&b, "", &mut lb);
+    let mut out = Vec::new();
+    for (p, va) in &la {
+        let name = if p.is_empty() { "(value)" } else { p.as_str() };
+        match lb.get(p) {
+            Some(vb) if vb == va => {}
+            Some(vb) => out.push(format!("{name}: {va} -> {vb}")),
+            None => out.push(format!("{name}: - {va}")),
+        }
+    }
+    for (p, vb) in &lb {
+        if !la.contains_key(p) {
+            let name = if p.is_empty() { "(value)" } else { p.as_str() };
+            out.push(format!("{name}: + {vb}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +428,23 @@ mod tests {
                 "~ environments/a".to_string()
             ]
         );
+    }
+
+    #[test]
+    fn field_diffs_name_each_changed_leaf() {
+        let old = r#"{"ttl":60,"rules":[{"name":"a","environment":"prod"}],"hostnames":["x."]}"#;
+        let new = r#"{"ttl":30,"rules":[{"name":"a","environment":"prod-v1"}],"hostnames":["x.","y."],"refresh_s":5}"#;
+        assert_eq!(
+            field_diff(old, new),
+            vec![
+                r#"hostnames: ["x."] -> ["x.","y."]"#.to_string(),
+                r#"rules[0].environment: "prod" -> "prod-v1""#.to_string(),
+                "ttl: 60 -> 30".to_string(),
+                "refresh_s: + 5".to_string(),
+            ]
+        );
+        assert!(field_diff(old, old).is_empty());
+        assert_eq!(field_diff("true", "false"), vec!["(value): true -> false"]);
     }
 
     #[test]

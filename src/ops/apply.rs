@@ -3,7 +3,7 @@
 use anyhow::{Context, anyhow};
 
 use super::preview::prepare;
-use super::write::{Change, write_plan};
+use super::write::{Change, dry_run, write_plan};
 use super::{UsageError, require_etcd};
 use crate::cli::ApplyArgs;
 use crate::config::keyed::{self, entries_from_raw};
@@ -40,7 +40,12 @@ pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
         }
     }
     let mut desired = entries_from_raw(&raw);
-    let mut owned = vec![keyed::ENVIRONMENTS, keyed::SERVICES, keyed::ALLOW_EMPTY];
+    let mut owned = vec![
+        keyed::ENVIRONMENTS,
+        keyed::SERVICES,
+        keyed::ALLOW_EMPTY,
+        keyed::POLICY,
+    ];
     let zdir = args.source.zones_dir();
     if args.upload_zones {
         let dir = zdir.clone().ok_or_else(|| {
@@ -89,14 +94,7 @@ pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
         ));
     }
     if args.dry_run {
-        let mut lines = p.summary_lines(&current);
-        let n = lines.len();
-        lines.extend(prepared.lines.iter().cloned());
-        return Ok(format!(
-            "dry run: {n} key(s) would change at revision {}\n  {}",
-            current.revision,
-            lines.join("\n  ")
-        ));
+        return Ok(dry_run(&current, &p, &prepared));
     }
     let change = Change {
         current: &current,

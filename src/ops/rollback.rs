@@ -7,7 +7,7 @@ use anyhow::anyhow;
 
 use super::preview::prepare;
 use super::require_etcd;
-use super::write::{Change, write_plan};
+use super::write::{Change, dry_run, write_plan};
 use crate::cli::RollbackArgs;
 use crate::config::keyed;
 use crate::etcd::EtcdError;
@@ -51,6 +51,7 @@ pub(crate) async fn rollback(args: &RollbackArgs) -> anyhow::Result<String> {
         keyed::SERVICES,
         keyed::ZONES,
         keyed::ALLOW_EMPTY,
+        keyed::POLICY,
         meta::SCHEME,
     ];
     let desired: BTreeMap<String, String> = old
@@ -66,6 +67,9 @@ pub(crate) async fn rollback(args: &RollbackArgs) -> anyhow::Result<String> {
             "nothing to change: the live state already equals revision {}",
             args.to_revision
         ));
+    }
+    if args.dry_run {
+        return Ok(dry_run(&current, &p, &prepared));
     }
     let change = Change {
         current: &current,

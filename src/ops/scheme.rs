@@ -187,7 +187,12 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
     let p = plan(
         &current,
         &entries_from_raw(&new_raw),
-        &[keyed::ENVIRONMENTS, keyed::SERVICES, keyed::ALLOW_EMPTY],
+        &[
+            keyed::ENVIRONMENTS,
+            keyed::SERVICES,
+            keyed::ALLOW_EMPTY,
+            keyed::POLICY,
+        ],
     );
     let zdir = args.source.zones_dir();
     let mut prepared = prepare(&cfg, zdir.as_ref(), &current, &p)?;
@@ -211,7 +216,7 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
     let what = describe(args, s)?;
     if args.dry_run {
         let mut out = format!("dry run: {what}\n");
-        for l in p.summary_lines(&current).iter().chain(&prepared.lines) {
+        for l in p.field_lines(&current).iter().chain(&prepared.lines) {
             let _ = writeln!(out, "  {l}");
         }
         if let Some(r) = &prepared.refusal {

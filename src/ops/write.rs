@@ -5,7 +5,9 @@ use anyhow::anyhow;
 use super::confirm::confirm;
 use super::preview::Prepared;
 use crate::cli::WriteArgs;
-use crate::etcd::meta::ChangeRecord;
+use crate::config::keyed;
+use crate::config::state::RawPolicy;
+use crate::etcd::meta::{Audit, ChangeRecord};
 use crate::etcd::plan::{Guard, Plan};
 use crate::etcd::{EtcdConfig, EtcdError, PrefixState};
 
@@ -35,6 +37,7 @@ pub(crate) async fn write_plan(
         prepared,
         what,
     } = change;
+    let audit = audit(cfg, current, write)?;
     let lines = plan.summary_lines(current);
     eprintln!(
         "{} at revision {}: {} key(s) change",
@@ -42,7 +45,11 @@ pub(crate) async fn write_plan(
         current.revision,
         lines.len()
     );
-    for l in lines.iter().chain(prepared.lines.iter()) {
+    for l in plan
+        .field_lines(current)
+        .iter()
+        .chain(prepared.lines.iter())
+    {
         eprintln!("  {l}");
     }
     if let Some(r) = &prepared.refusal
@@ -51,7 +58,13 @@ pub(crate) async fn write_plan(
         return Err(anyhow!("refused: {r}"));
     }
     confirm(write, "write this change?")?;
-    let record = ChangeRecord::now(&command_line(), format!("{what}: {}", lines.join(", ")));
+    let keys = plan.ops.iter().map(|op| op.key().to_string()).collect();
+    let record = ChangeRecord::now(
+        &command_line(),
+        format!("{what}: {}", lines.join(", ")),
+        audit,
+        keys,
+    );
     match plan
         .commit(
             client,
@@ -69,6 +82,58 @@ pub(crate) async fn write_plan(
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// What `--dry-run` prints: the keys and fields that would change, the
+/// preview, and whether the write would be refused. Nothing is written.
+pub(crate) fn dry_run(current: &PrefixState, plan: &Plan, prepared: &Prepared) -> String {
+    let mut out = format!(
+        "dry run: {} key(s) would change at revision {}",
+        plan.ops.len(),
+        current.revision
+    );
+    for l in plan.field_lines(current).iter().chain(&prepared.lines) {
+        out.push_str("\n  ");
+        out.push_str(l);
+    }
+    if let Some(r) = &prepared.refusal {
+        out.push_str(&format!("\n  would be refused without --force: {r}"));
+    }
+    out
+}
+
+/// Who and why for this write; refused when the live state's policy
+/// requires a reason and none was given.
+pub(crate) fn audit(
+    cfg: &EtcdConfig,
+    current: &PrefixState,
+    write: &WriteArgs,
+) -> anyhow::Result<Audit> {
+    let policy: RawPolicy = current
+        .entries
+        .get(keyed::POLICY)
+        .and_then(|e| serde_json::from_str(&e.value).ok())
+        .unwrap_or_default();
+    let reason = write
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if policy.reason_required && reason.is_none() {
+        return Err(anyhow!(
+            "refused: the state's policy requires a reason for every change (policy.reason_required): add --reason TEXT; nothing was written"
+        ));
+    }
+    let actor = write
+        .actor
+        .clone()
+        .or_else(|| cfg.user.as_ref().map(|(u, _)| u.clone()))
+        .unwrap_or_default();
+    Ok(Audit {
+        actor,
+        reason: reason.map(str::to_string),
+        ticket: write.ticket.clone(),
+    })
 }
 
 /// This process's command line without secrets, for `meta/change`.

@@ -6,6 +6,7 @@ mod dnsclient;
 mod harness;
 mod knot;
 
+mod audit;
 mod bad_input;
 mod cli;
 mod cluster;

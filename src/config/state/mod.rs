@@ -22,6 +22,9 @@ pub(crate) struct RawState {
     /// default.
     #[serde(default, skip_serializing_if = "is_false")]
     pub(crate) allow_empty: bool,
+    /// Rules for changing this state (audit).
+    #[serde(default, skip_serializing_if = "RawPolicy::is_default")]
+    pub(crate) policy: RawPolicy,
     /// Backend environments by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) environments: BTreeMap<String, RawEnvironment>,
@@ -32,6 +35,21 @@ pub(crate) struct RawState {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// How changes to the state must be made.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPolicy {
+    /// Every write must say why (`--reason`); refused otherwise.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) reason_required: bool,
+}
+
+impl RawPolicy {
+    fn is_default(&self) -> bool {
+        *self == RawPolicy::default()
+    }
 }
 
 /// A backend environment.
