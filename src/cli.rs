@@ -31,7 +31,7 @@ pub enum Command {
     /// Serve DNS and HTTP from the configured source.
     Serve(ServeArgs),
     /// Validate zones and state; print `path:line: message` per error.
-    Check(SourceArgs),
+    Check(CheckArgs),
     /// Show the config document and the DNS answer a described client gets,
     /// and which rule matched.
     Explain(ExplainArgs),
@@ -62,12 +62,25 @@ pub enum SchemeCommand {
     Apply(SchemeApplyArgs),
 }
 
+/// `check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `scheme list`.
 #[derive(Debug, Clone, Args)]
 pub struct SchemeListArgs {
     /// Folder of scheme files (default: the built-in four).
     #[arg(long, value_name = "DIR")]
     pub schemes: Option<PathBuf>,
+    /// The schemes as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `scheme show NAME`.
@@ -79,6 +92,9 @@ pub struct SchemeShowArgs {
     /// Override a parameter, e.g. --set new=prod-v2 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// The scheme as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `scheme apply NAME`.
@@ -131,6 +147,10 @@ pub struct WriteArgs {
     /// A ticket or change-request id, for the audit trail.
     #[arg(long, value_name = "ID")]
     pub ticket: Option<String>,
+    /// Print the plan and the outcome as one JSON object (the preview
+    /// still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `apply FILE`.

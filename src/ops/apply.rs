@@ -3,7 +3,7 @@
 use anyhow::{Context, anyhow};
 
 use super::preview::prepare;
-use super::write::{Change, dry_run, write_plan};
+use super::write::{Change, dry_run, json_outcome, write_plan};
 use super::{UsageError, require_etcd};
 use crate::cli::ApplyArgs;
 use crate::config::keyed::{self, entries_from_raw};
@@ -85,8 +85,22 @@ pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
         }
         return Err(anyhow!("{e}"));
     }
-    let prepared = prepared?;
+    let mut prepared = prepared?;
+    let mut impact = impact_lines(&cfg, zdir.as_ref(), &current, &p);
+    impact.append(&mut prepared.lines);
+    prepared.lines = impact;
+    guard_scheme(&current, &raw, &mut prepared);
+    let json = args.write.json;
     if p.ops.is_empty() {
+        if json {
+            return Ok(json_outcome(
+                &current,
+                &p,
+                Some(&prepared),
+                "nothing_to_change",
+                None,
+            ));
+        }
         return Ok(format!(
             "nothing to change: {} already holds this state (revision {})",
             cfg.dir(),
@@ -94,6 +108,9 @@ pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
         ));
     }
     if args.dry_run {
+        if json {
+            return Ok(json_outcome(&current, &p, Some(&prepared), "dry_run", None));
+        }
         return Ok(dry_run(&current, &p, &prepared));
     }
     let change = Change {
@@ -103,7 +120,85 @@ pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
         what: format!("apply {}", args.file.display()),
     };
     match write_plan(&mut client, &cfg, change, &args.write).await? {
+        Some(rev) if json => Ok(json_outcome(
+            &current,
+            &p,
+            Some(&prepared),
+            "written",
+            Some(rev),
+        )),
         Some(rev) => Ok(format!("applied: revision {rev}")),
         None => Ok(String::new()),
     }
+}
+
+/// A plain `apply` while a scheme is recorded (`meta/scheme`) that does
+/// not hold what the scheme's current phase sets (applying the phase again
+/// to it would change it) undoes or skips that phase: warn, and refuse
+/// without `--force`.
+fn guard_scheme(
+    current: &crate::etcd::PrefixState,
+    raw: &crate::config::state::RawState,
+    prepared: &mut super::preview::Prepared,
+) {
+    let Some(rec) = current
+        .entries
+        .get(crate::etcd::meta::SCHEME)
+        .and_then(|e| serde_json::from_str::<crate::scheme::SchemeRecord>(&e.value).ok())
+    else {
+        return;
+    };
+    let Ok(all) = crate::scheme::load(None) else {
+        return;
+    };
+    let Ok(s) = crate::scheme::find(&all, &rec.scheme) else {
+        return;
+    };
+    let Ok(params) = s.params(&[], rec.percent.as_deref()) else {
+        return;
+    };
+    let Ok(again) = s.transform(raw, rec.phase, &params) else {
+        return;
+    };
+    if entries_from_raw(&again) == entries_from_raw(raw) {
+        return;
+    }
+    let why = format!(
+        "scheme {} is at phase {} (applied {} by {}) and this state does not hold what that phase sets: it would undo or skip it. Move phases with `vdh-edge scheme apply {} --phase N` (or roll back), or add --force",
+        rec.scheme, rec.phase, rec.time, rec.user, rec.scheme
+    );
+    prepared.lines.push(format!("warning: {why}"));
+    prepared.refusal.get_or_insert(why);
+}
+
+/// What OLD and NEW SDKs of each service see before and after (NEW: the
+/// service's latest version, when it names one).
+fn impact_lines(
+    cfg: &crate::etcd::EtcdConfig,
+    zdir: Option<&std::path::PathBuf>,
+    current: &crate::etcd::PrefixState,
+    p: &crate::etcd::plan::Plan,
+) -> Vec<String> {
+    use super::preview::{compile_entries, doc_preview};
+    let Ok(after) = compile_entries(cfg, zdir, p.after(current)) else {
+        return vec![];
+    };
+    let before = compile_entries(cfg, zdir, current.entries.clone()).ok();
+    let mut out = Vec::new();
+    for svc in &after.routing.services {
+        // NEW: the newest version either side names.
+        let was = before
+            .as_ref()
+            .and_then(|b| b.routing.service(&svc.name))
+            .and_then(|s| s.update.latest_version.clone());
+        let new = [svc.update.latest_version.clone(), was]
+            .into_iter()
+            .flatten()
+            .max_by(crate::config::cohort::cmp_precedence)
+            .map_or_else(|| svc.legacy_sdk_version.to_string(), |v| v.to_string());
+        for l in doc_preview(before.as_ref(), &after, &svc.name, &new) {
+            out.push(format!("{}: {l}", svc.name));
+        }
+    }
+    out
 }

@@ -2,16 +2,27 @@
 //! the server's own compiler, and report.
 
 use super::{block_on, read_inputs};
-use crate::cli::{ExplainArgs, SourceArgs};
+use crate::cli::{CheckArgs, ExplainArgs};
 use crate::config::snapshot;
 use crate::error::Invalid;
 use crate::explain::Query;
 
 /// `vdh-edge check`: validates and prints a summary.
-pub(crate) fn check(args: &SourceArgs) -> anyhow::Result<String> {
-    let inputs = block_on(read_inputs(args))?;
+pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<String> {
+    let inputs = block_on(read_inputs(&args.source))?;
     let snap = snapshot::compile(&inputs, None, &snapshot::SavedSerials::default())
         .map_err(Invalid::from)?;
+    if args.json {
+        let v = serde_json::json!({
+            "ok": true,
+            "revision": inputs.revision,
+            "zones": snap.zones.len(),
+            "records": snap.zones.values().map(|z| z.record_count()).sum::<usize>(),
+            "environments": snap.routing.environments.len(),
+            "services": snap.routing.services.len(),
+        });
+        return Ok(serde_json::to_string_pretty(&v).expect("serializable"));
+    }
     Ok(format!(
         "ok: {} zone(s), {} record(s), {} environment(s), {} service(s)",
         snap.zones.len(),

@@ -244,24 +244,113 @@ fn doc_facts(
         format!("{} epoch {}", d.auth.realm, d.auth.epoch),
     );
     out.insert("maintenance.active", d.maintenance.active.to_string());
-    out.insert("update.recommended", d.update.recommended.to_string());
-    // The share of clients an update is required for (staged minimums).
-    let n = 2000;
-    let required = (0..n)
-        .filter(|i| {
-            Document::build(snap, service, &asker(Some(format!("preview-{i}"))))
-                .is_some_and(|d| d.update.required)
-        })
-        .count();
-    out.insert(
-        "update.required",
-        match required {
-            0 => "false".into(),
-            r if r == n => "true".into(),
-            r => format!("for about {:.0}% of clients", share(r, n)),
-        },
-    );
+    // Recommended as requests without a client id see it: they are never
+    // in a staged cohort.
+    if let Some(n) = Document::build(snap, service, &asker(None)) {
+        out.insert("update.recommended", n.update.recommended.to_string());
+    }
+    out.insert("update.required", required_share(snap, service, version));
     out
+}
+
+/// For whom an update is required. With one staged (percent) rule for
+/// this version the share is exact: the rule's buckets of 10,000 under its
+/// salt, and who is outside them is said; otherwise it is estimated from
+/// 2,000 client ids.
+fn required_share(snap: &Snapshot, service: &str, version: &semver::Version) -> String {
+    let asker = |id: String| Asker {
+        sdk_version: version.clone(),
+        client_id: Some(id),
+        platform: None,
+        app_id: None,
+        addr: None,
+    };
+    let doc = |id: Option<String>| {
+        Document::build(
+            snap,
+            service,
+            &Asker {
+                client_id: id,
+                ..asker(String::new())
+            },
+        )
+    };
+    let required = |id: String| doc(Some(id)).is_some_and(|d| d.update.required);
+    // Who the staged minimum leaves out, and what they get instead.
+    let rest = |id: Option<String>| {
+        doc(id).map_or(String::new(), |d| {
+            if d.update.required {
+                "required".into()
+            } else {
+                format!("recommended {}", d.update.recommended)
+            }
+        })
+    };
+    // The cohorts that can split these clients: staged rules (by their
+    // salt) and staged minimums (by the service's min_version salt).
+    let mut staged: Vec<(String, u16)> = Vec::new();
+    if let Some(s) = snap.routing.service(service) {
+        for r in &s.rules {
+            if let Some(bp) = r.percent
+                && !r.needs_client_facts()
+                && r.networks.is_empty()
+                && r.sdk_version.as_ref().is_none_or(|v| v.matches(version))
+            {
+                staged.push((r.salt.clone(), bp));
+            }
+        }
+        let updates =
+            std::iter::once(&s.update).chain(s.rules.iter().filter_map(|r| r.update.as_ref()));
+        for u in updates {
+            if let Some(bp) = u.min_version_bp.filter(|bp| *bp < 10_000) {
+                staged.push((crate::document::min_version_salt(service), bp));
+            }
+        }
+    }
+    staged.sort();
+    staged.dedup();
+    if let [(salt, bp)] = &staged[..] {
+        let (salt, bp) = (salt.clone(), *bp);
+        let id = |inside: bool| {
+            (0..100_000)
+                .map(|i| format!("preview-{i}"))
+                .find(|id| (crate::config::cohort::bucket(&salt, id.as_bytes()) < bp) == inside)
+        };
+        let (inside, outside) = (id(true), id(false));
+        let (r_in, r_out) = (
+            inside.clone().is_some_and(&required),
+            outside.clone().is_some_and(&required),
+        );
+        let pct = f64::from(bp) / 100.0;
+        let without = rest(None);
+        return match (r_in, r_out) {
+            (true, true) => "true".into(),
+            (false, false) => "false".into(),
+            (true, false) => format!(
+                "for exactly {pct:.2}% of client ids (buckets 0-{} of 10000, salt '{}'); the other {:.2}% get {}, requests without client_id get {without}",
+                bp.saturating_sub(1),
+                salt,
+                100.0 - pct,
+                rest(outside)
+            ),
+            (false, true) => format!(
+                "for exactly {:.2}% of client ids (buckets {bp}-9999 of 10000, salt '{}'); the {pct:.2}% in the cohort get {}, requests without client_id get {without}",
+                100.0 - pct,
+                salt,
+                rest(inside)
+            ),
+        };
+    }
+    let n = 2000;
+    let count = (0..n).filter(|i| required(format!("preview-{i}"))).count();
+    match count {
+        0 => "false".into(),
+        r if r == n => "true".into(),
+        r => format!(
+            "for about {:.0}% of clients (estimated from {n} ids)",
+            share(r, n)
+        ),
+    }
 }
 
 /// `part` of `n` as a percent.

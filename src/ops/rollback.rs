@@ -7,7 +7,7 @@ use anyhow::anyhow;
 
 use super::preview::prepare;
 use super::require_etcd;
-use super::write::{Change, dry_run, write_plan};
+use super::write::{Change, dry_run, json_outcome, write_plan};
 use crate::cli::RollbackArgs;
 use crate::config::keyed;
 use crate::etcd::EtcdError;
@@ -62,13 +62,26 @@ pub(crate) async fn rollback(args: &RollbackArgs) -> anyhow::Result<String> {
         .collect();
     let p = plan(&current, &desired, &owned);
     let prepared = prepare(&cfg, args.source.zones_dir().as_ref(), &current, &p)?;
+    let json = args.write.json;
     if p.ops.is_empty() {
+        if json {
+            return Ok(json_outcome(
+                &current,
+                &p,
+                Some(&prepared),
+                "nothing_to_change",
+                None,
+            ));
+        }
         return Ok(format!(
             "nothing to change: the live state already equals revision {}",
             args.to_revision
         ));
     }
     if args.dry_run {
+        if json {
+            return Ok(json_outcome(&current, &p, Some(&prepared), "dry_run", None));
+        }
         return Ok(dry_run(&current, &p, &prepared));
     }
     let change = Change {
@@ -78,6 +91,13 @@ pub(crate) async fn rollback(args: &RollbackArgs) -> anyhow::Result<String> {
         what: format!("rollback to revision {}", args.to_revision),
     };
     match write_plan(&mut client, &cfg, change, &args.write).await? {
+        Some(rev) if json => Ok(json_outcome(
+            &current,
+            &p,
+            Some(&prepared),
+            "written",
+            Some(rev),
+        )),
         Some(rev) => Ok(format!(
             "rolled back to the state of revision {}: new revision {rev}",
             args.to_revision

@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow};
 use super::UsageError;
 use super::confirm::confirm;
 use super::preview::{compile_entries, doc_preview, prepare};
-use super::write::{Change, write_plan};
+use super::write::{Change, json_outcome, write_plan};
 use crate::cli::{SchemeApplyArgs, SchemeListArgs, SchemeShowArgs};
 use crate::config::keyed::{self, KeyedState, entries_from_raw};
 use crate::config::snapshot::{self, SavedSerials, Snapshot};
@@ -23,6 +23,9 @@ use crate::scheme::{self, Scheme, SchemeRecord, check_order};
 /// `vdh-edge scheme list`.
 pub(crate) fn scheme_list(args: &SchemeListArgs) -> anyhow::Result<String> {
     let all = scheme::load(args.schemes.as_deref())?;
+    if args.json {
+        return Ok(serde_json::to_string_pretty(&all).expect("serializable"));
+    }
     let mut out = String::new();
     for s in &all {
         let _ = writeln!(
@@ -49,6 +52,9 @@ pub(crate) fn scheme_list(args: &SchemeListArgs) -> anyhow::Result<String> {
 pub(crate) fn scheme_show(args: &SchemeShowArgs) -> anyhow::Result<String> {
     let all = scheme::load(args.schemes.as_deref())?;
     let s = scheme::find(&all, &args.name)?;
+    if args.json {
+        return Ok(serde_json::to_string_pretty(s).expect("serializable"));
+    }
     Ok(scheme::show(s, &s.params(&args.set, Some("P"))?)?)
 }
 
@@ -214,6 +220,10 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
         ));
     }
     let what = describe(args, s)?;
+    let json = args.write.json;
+    if args.dry_run && json {
+        return Ok(json_outcome(&current, &p, Some(&prepared), "dry_run", None));
+    }
     if args.dry_run {
         let mut out = format!("dry run: {what}\n");
         for l in p.field_lines(&current).iter().chain(&prepared.lines) {
@@ -230,6 +240,15 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
         r.scheme == s.name && Some(r.phase) == args.phase && r.percent == args.percent
     });
     if p.ops.is_empty() && (prepared.extra.is_empty() || same_phase) {
+        if json {
+            return Ok(json_outcome(
+                &current,
+                &p,
+                Some(&prepared),
+                "nothing_to_change",
+                None,
+            ));
+        }
         return Ok(format!(
             "nothing to change: the live state already is {what}"
         ));
@@ -241,6 +260,13 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
         what: what.clone(),
     };
     match write_plan(&mut client, &cfg, change, &args.write).await? {
+        Some(rev) if json => Ok(json_outcome(
+            &current,
+            &p,
+            Some(&prepared),
+            "written",
+            Some(rev),
+        )),
         Some(rev) => Ok(format!("applied {what}: revision {rev}")),
         None => Ok(String::new()),
     }

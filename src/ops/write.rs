@@ -84,6 +84,40 @@ pub(crate) async fn write_plan(
     }
 }
 
+/// What a write command reports with `--json`: the plan and what came of
+/// it. `outcome` is `dry_run`, `nothing_to_change` or `written`.
+pub(crate) fn json_outcome(
+    current: &PrefixState,
+    plan: &Plan,
+    prepared: Option<&Prepared>,
+    outcome: &str,
+    written: Option<i64>,
+) -> String {
+    let keys: Vec<serde_json::Value> = plan
+        .ops
+        .iter()
+        .map(|op| {
+            let (change, fields) = match op {
+                crate::etcd::plan::Op::Put { key, value } => match current.entries.get(key) {
+                    Some(old) => ("changed", crate::etcd::plan::field_diff(&old.value, value)),
+                    None => ("added", vec![]),
+                },
+                crate::etcd::plan::Op::Delete { .. } => ("deleted", vec![]),
+            };
+            serde_json::json!({ "key": op.key(), "change": change, "fields": fields })
+        })
+        .collect();
+    let v = serde_json::json!({
+        "outcome": outcome,
+        "read_revision": current.revision,
+        "written_revision": written,
+        "keys": keys,
+        "preview": prepared.map(|p| p.lines.clone()).unwrap_or_default(),
+        "refusal": prepared.and_then(|p| p.refusal.clone()),
+    });
+    serde_json::to_string_pretty(&v).expect("serializable")
+}
+
 /// What `--dry-run` prints: the keys and fields that would change, the
 /// preview, and whether the write would be refused. Nothing is written.
 pub(crate) fn dry_run(current: &PrefixState, plan: &Plan, prepared: &Prepared) -> String {

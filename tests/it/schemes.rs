@@ -647,3 +647,90 @@ fn census_across_two_edges() {
     .unwrap();
     assert!(!keys.contains("census"), "{keys}");
 }
+
+/// Plans (issue 11): the staged phase's JSON plan gives the exact share
+/// of buckets; a plain apply that would undo the live phase of new-env
+/// shows the field diff, the OLD/NEW impact and the scheme warning, and is
+/// refused without --force.
+#[test]
+fn plans_are_exact_and_a_plain_apply_cannot_undo_a_phase() {
+    let etcd = Etcd::single();
+    let ep = etcd.endpoints();
+    let prefix = "/plans";
+    assert!(apply_text(&ep, prefix, &baseline(), &[]).0);
+    must(
+        &ep,
+        prefix,
+        &["scheme", "apply", "new-env", "--phase", "1", "--yes"],
+    );
+    let plan: serde_json::Value = serde_json::from_str(&must(
+        &ep,
+        prefix,
+        &[
+            "scheme",
+            "apply",
+            "new-env",
+            "--phase",
+            "2",
+            "--percent",
+            "50",
+            "--dry-run",
+            "--json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(plan["outcome"], "dry_run");
+    let preview = plan["preview"].to_string();
+    assert!(
+        preview.contains(
+            "for exactly 50.00% of client ids (buckets 0-4999 of 10000, salt 'vdh-api/min_version')"
+        ),
+        "{plan}"
+    );
+    assert!(
+        preview.contains(
+            "the other 50.00% get recommended true, requests without client_id get recommended true"
+        ),
+        "{plan}"
+    );
+    let fields = plan["keys"][0]["fields"].to_string();
+    assert!(fields.contains("update.min_version_percent"), "{plan}");
+    for (phase, extra) in [("2", Some("50")), ("3", None)] {
+        let mut args = vec!["scheme", "apply", "new-env", "--phase", phase, "--yes"];
+        if let Some(p) = extra {
+            args.extend(["--percent", p]);
+        }
+        must(&ep, prefix, &args);
+    }
+    // A plain apply of the baseline undoes phase 3 (and 2 and 1).
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("baseline.yaml");
+    std::fs::write(&f, baseline()).unwrap();
+    let f = f.display().to_string();
+    let (ok, out, err) = run(&ep, prefix, &["apply", &f, "--dry-run"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("~ services/vdh-api: update.min_version: - \"1.0.0\""),
+        "{out}"
+    );
+    assert!(out.contains("vdh-api: OLD SDK 0.9.0: "), "{out}");
+    assert!(out.contains("update.required true → false"), "{out}");
+    assert!(
+        out.contains("warning: scheme new-env is at phase 3"),
+        "{out}"
+    );
+    assert!(out.contains("would be refused without --force"), "{out}");
+    let at = etcd.revision();
+    let (ok, _, err) = run(&ep, prefix, &["apply", &f, "--yes"]);
+    assert!(!ok);
+    assert!(
+        err.contains("refused: scheme new-env is at phase 3"),
+        "{err}"
+    );
+    assert_eq!(etcd.revision(), at);
+    let (ok, out, err) = run(&ep, prefix, &["apply", &f, "--yes", "--force", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["outcome"], "written");
+    assert!(v["written_revision"].as_i64().unwrap() > at);
+}
