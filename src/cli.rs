@@ -45,6 +45,13 @@ pub enum Command {
     History(HistoryArgs),
     /// Re-apply the state as of an earlier revision, as a new revision.
     Rollback(RollbackArgs),
+    /// Approve a proposed change (with `policy.approvals`); the last
+    /// approval needed commits it.
+    Approve(ProposalArgs),
+    /// Reject (delete) a proposed change.
+    Reject(ProposalArgs),
+    /// The proposed changes waiting for approval.
+    Proposals(ProposalsArgs),
     /// The four cutover schemes as phases: list, show, apply.
     #[command(subcommand)]
     Scheme(SchemeCommand),
@@ -149,6 +156,35 @@ pub struct WriteArgs {
     pub ticket: Option<String>,
     /// Print the plan and the outcome as one JSON object (the preview
     /// still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Write now, without the approvals `policy.approvals` asks for; the
+    /// change is recorded as break-glass.
+    #[arg(long)]
+    pub break_glass: bool,
+}
+
+/// `approve ID`, `reject ID`.
+#[derive(Debug, Clone, Args)]
+pub struct ProposalArgs {
+    /// The proposal's id (see `vdh-edge proposals`).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Who approves or rejects (default: the etcd user, else the OS user).
+    #[arg(long, value_name = "NAME", env = "VDH_EDGE_ACTOR")]
+    pub actor: Option<String>,
+    /// Why (recorded with a rejection).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+/// `proposals`.
+#[derive(Debug, Clone, Args)]
+pub struct ProposalsArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
     #[arg(long)]
     pub json: bool,
 }

@@ -37,6 +37,12 @@ pub(crate) struct ChangeRecord {
     /// The keys written or deleted (relative to the prefix).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) keys: Vec<String>,
+    /// The actors who approved it (`policy.approvals`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) approved_by: Vec<String>,
+    /// Written with `--break-glass`, without the approvals the policy asks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) break_glass: bool,
 }
 
 /// Who and why, for a [`ChangeRecord`].
@@ -70,6 +76,8 @@ impl ChangeRecord {
             reason: audit.reason,
             ticket: audit.ticket,
             keys,
+            approved_by: Vec::new(),
+            break_glass: false,
         }
     }
 }

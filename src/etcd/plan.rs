@@ -38,7 +38,8 @@ impl Guard {
 }
 
 /// One planned key change.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub(crate) enum Op {
     /// Create or replace a key (relative to the prefix).
     Put { key: String, value: String },
@@ -56,7 +57,7 @@ impl Op {
 }
 
 /// A planned change: what to write, and what was read to decide it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Plan {
     /// The writes, in order.
     pub(crate) ops: Vec<Op>,

@@ -99,6 +99,7 @@ pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
                 Some(&prepared),
                 "nothing_to_change",
                 None,
+                None,
             ));
         }
         return Ok(format!(
@@ -109,7 +110,14 @@ pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
     }
     if args.dry_run {
         if json {
-            return Ok(json_outcome(&current, &p, Some(&prepared), "dry_run", None));
+            return Ok(json_outcome(
+                &current,
+                &p,
+                Some(&prepared),
+                "dry_run",
+                None,
+                None,
+            ));
         }
         return Ok(dry_run(&current, &p, &prepared));
     }
@@ -118,18 +126,21 @@ pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
         plan: &p,
         prepared: &prepared,
         what: format!("apply {}", args.file.display()),
+        rollback: false,
     };
-    match write_plan(&mut client, &cfg, change, &args.write).await? {
-        Some(rev) if json => Ok(json_outcome(
+    let w = write_plan(&mut client, &cfg, change, &args.write).await?;
+    if json {
+        let (outcome, rev, id) = w.json_parts();
+        return Ok(json_outcome(
             &current,
             &p,
             Some(&prepared),
-            "written",
-            Some(rev),
-        )),
-        Some(rev) => Ok(format!("applied: revision {rev}")),
-        None => Ok(String::new()),
+            outcome,
+            rev,
+            id,
+        ));
     }
+    Ok(w.text(|rev| format!("applied: revision {rev}")))
 }
 
 /// A plain `apply` while a scheme is recorded (`meta/scheme`) that does

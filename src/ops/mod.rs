@@ -8,6 +8,7 @@
 //! is kept apart from rendering so `--json` and text show the same facts.
 
 pub(crate) mod apply;
+pub(crate) mod approve;
 pub(crate) mod check;
 pub(crate) mod confirm;
 pub(crate) mod history;

@@ -71,6 +71,7 @@ pub(crate) async fn rollback(args: &RollbackArgs) -> anyhow::Result<String> {
                 Some(&prepared),
                 "nothing_to_change",
                 None,
+                None,
             ));
         }
         return Ok(format!(
@@ -80,7 +81,14 @@ pub(crate) async fn rollback(args: &RollbackArgs) -> anyhow::Result<String> {
     }
     if args.dry_run {
         if json {
-            return Ok(json_outcome(&current, &p, Some(&prepared), "dry_run", None));
+            return Ok(json_outcome(
+                &current,
+                &p,
+                Some(&prepared),
+                "dry_run",
+                None,
+                None,
+            ));
         }
         return Ok(dry_run(&current, &p, &prepared));
     }
@@ -89,19 +97,24 @@ pub(crate) async fn rollback(args: &RollbackArgs) -> anyhow::Result<String> {
         plan: &p,
         prepared: &prepared,
         what: format!("rollback to revision {}", args.to_revision),
+        rollback: true,
     };
-    match write_plan(&mut client, &cfg, change, &args.write).await? {
-        Some(rev) if json => Ok(json_outcome(
+    let w = write_plan(&mut client, &cfg, change, &args.write).await?;
+    if json {
+        let (outcome, rev, id) = w.json_parts();
+        return Ok(json_outcome(
             &current,
             &p,
             Some(&prepared),
-            "written",
-            Some(rev),
-        )),
-        Some(rev) => Ok(format!(
+            outcome,
+            rev,
+            id,
+        ));
+    }
+    Ok(w.text(|rev| {
+        format!(
             "rolled back to the state of revision {}: new revision {rev}",
             args.to_revision
-        )),
-        None => Ok(String::new()),
-    }
+        )
+    }))
 }

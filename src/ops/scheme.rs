@@ -222,7 +222,14 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
     let what = describe(args, s)?;
     let json = args.write.json;
     if args.dry_run && json {
-        return Ok(json_outcome(&current, &p, Some(&prepared), "dry_run", None));
+        return Ok(json_outcome(
+            &current,
+            &p,
+            Some(&prepared),
+            "dry_run",
+            None,
+            None,
+        ));
     }
     if args.dry_run {
         let mut out = format!("dry run: {what}\n");
@@ -247,6 +254,7 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
                 Some(&prepared),
                 "nothing_to_change",
                 None,
+                None,
             ));
         }
         return Ok(format!(
@@ -258,18 +266,21 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
         plan: &p,
         prepared: &prepared,
         what: what.clone(),
+        rollback: false,
     };
-    match write_plan(&mut client, &cfg, change, &args.write).await? {
-        Some(rev) if json => Ok(json_outcome(
+    let w = write_plan(&mut client, &cfg, change, &args.write).await?;
+    if json {
+        let (outcome, rev, id) = w.json_parts();
+        return Ok(json_outcome(
             &current,
             &p,
             Some(&prepared),
-            "written",
-            Some(rev),
-        )),
-        Some(rev) => Ok(format!("applied {what}: revision {rev}")),
-        None => Ok(String::new()),
+            outcome,
+            rev,
+            id,
+        ));
     }
+    Ok(w.text(|rev| format!("applied {what}: revision {rev}")))
 }
 
 /// `scheme apply` on the `--state` file: the file is rewritten by rename and

@@ -21,23 +21,68 @@ pub(crate) struct Change<'a> {
     pub(crate) prepared: &'a Prepared,
     /// What the change is, for `meta/change` (`apply state.yaml`).
     pub(crate) what: String,
+    /// A rollback (which `policy.rollback_without_approval` lets skip the
+    /// approvals).
+    pub(crate) rollback: bool,
 }
 
-/// Writes a change after showing it and asking; returns the new revision,
-/// or `None` when the operator said no.
+/// What came of a write.
+#[derive(Debug)]
+pub(crate) enum Written {
+    /// Committed at this revision.
+    Revision(i64),
+    /// Stored as a proposal waiting for approvals.
+    Proposed { id: String, needed: u32 },
+}
+
+impl Written {
+    /// The line a command prints: `ok` for a commit (e.g. `applied:
+    /// revision 7`, given the revision), or how to approve the proposal.
+    pub(crate) fn text(&self, ok: impl FnOnce(i64) -> String) -> String {
+        match self {
+            Written::Revision(rev) => ok(*rev),
+            Written::Proposed { id, needed } => format!(
+                "proposed {id}: nothing is written until {needed} other actor(s) approve it: vdh-edge approve {id} (or reject {id})"
+            ),
+        }
+    }
+
+    /// `(outcome, written revision, proposal id)` for `--json`.
+    pub(crate) fn json_parts(&self) -> (&'static str, Option<i64>, Option<&str>) {
+        match self {
+            Written::Revision(r) => ("written", Some(*r), None),
+            Written::Proposed { id, .. } => ("proposed", None, Some(id)),
+        }
+    }
+}
+
+/// The live state's write policy.
+pub(crate) fn live_policy(current: &PrefixState) -> RawPolicy {
+    current
+        .entries
+        .get(keyed::POLICY)
+        .and_then(|e| serde_json::from_str(&e.value).ok())
+        .unwrap_or_default()
+}
+
+/// Writes a change after showing it and asking: commits it, or with
+/// `policy.approvals` stores it as a proposal.
 pub(crate) async fn write_plan(
     client: &mut etcd_client::Client,
     cfg: &EtcdConfig,
     change: Change<'_>,
     write: &WriteArgs,
-) -> anyhow::Result<Option<i64>> {
+) -> anyhow::Result<Written> {
     let Change {
         current,
         plan,
         prepared,
         what,
+        rollback,
     } = change;
     let audit = audit(cfg, current, write)?;
+    let policy = live_policy(current);
+    let needs_approval = policy.approvals > 0 && !(rollback && policy.rollback_without_approval);
     let lines = plan.summary_lines(current);
     eprintln!(
         "{} at revision {}: {} key(s) change",
@@ -57,14 +102,33 @@ pub(crate) async fn write_plan(
     {
         return Err(anyhow!("refused: {r}"));
     }
+    let summary = format!("{what}: {}", lines.join(", "));
+    if needs_approval && !write.break_glass {
+        confirm(write, "propose this change?")?;
+        let id = super::approve::propose(
+            client,
+            cfg,
+            super::approve::Proposal::new(
+                &audit,
+                &summary,
+                &command_line(),
+                current.revision,
+                plan.clone(),
+                prepared.extra.clone(),
+                policy.approvals,
+                write.force,
+            ),
+        )
+        .await?;
+        return Ok(Written::Proposed {
+            id,
+            needed: policy.approvals,
+        });
+    }
     confirm(write, "write this change?")?;
     let keys = plan.ops.iter().map(|op| op.key().to_string()).collect();
-    let record = ChangeRecord::now(
-        &command_line(),
-        format!("{what}: {}", lines.join(", ")),
-        audit,
-        keys,
-    );
+    let mut record = ChangeRecord::now(&command_line(), summary, audit, keys);
+    record.break_glass = needs_approval && write.break_glass;
     match plan
         .commit(
             client,
@@ -75,7 +139,7 @@ pub(crate) async fn write_plan(
         )
         .await
     {
-        Ok(rev) => Ok(Some(rev)),
+        Ok(rev) => Ok(Written::Revision(rev)),
         Err(EtcdError::Conflict) => Err(anyhow!(
             "refused: etcd changed since revision {} (another writer, or a key read was changed or deleted); nothing was written. Run again to apply on top of the new state, or add --force",
             current.revision
@@ -92,6 +156,7 @@ pub(crate) fn json_outcome(
     prepared: Option<&Prepared>,
     outcome: &str,
     written: Option<i64>,
+    proposal: Option<&str>,
 ) -> String {
     let keys: Vec<serde_json::Value> = plan
         .ops
@@ -111,6 +176,7 @@ pub(crate) fn json_outcome(
         "outcome": outcome,
         "read_revision": current.revision,
         "written_revision": written,
+        "proposal": proposal,
         "keys": keys,
         "preview": prepared.map(|p| p.lines.clone()).unwrap_or_default(),
         "refusal": prepared.and_then(|p| p.refusal.clone()),
@@ -143,11 +209,7 @@ pub(crate) fn audit(
     current: &PrefixState,
     write: &WriteArgs,
 ) -> anyhow::Result<Audit> {
-    let policy: RawPolicy = current
-        .entries
-        .get(keyed::POLICY)
-        .and_then(|e| serde_json::from_str(&e.value).ok())
-        .unwrap_or_default();
+    let policy = live_policy(current);
     let reason = write
         .reason
         .as_deref()
@@ -158,11 +220,7 @@ pub(crate) fn audit(
             "refused: the state's policy requires a reason for every change (policy.reason_required): add --reason TEXT; nothing was written"
         ));
     }
-    let actor = write
-        .actor
-        .clone()
-        .or_else(|| cfg.user.as_ref().map(|(u, _)| u.clone()))
-        .unwrap_or_default();
+    let actor = actor_of(cfg, write.actor.as_deref());
     Ok(Audit {
         actor,
         reason: reason.map(str::to_string),
@@ -170,8 +228,15 @@ pub(crate) fn audit(
     })
 }
 
+/// `--actor`, else the etcd user, else the OS user.
+pub(crate) fn actor_of(cfg: &EtcdConfig, flag: Option<&str>) -> String {
+    flag.map(str::to_string)
+        .or_else(|| cfg.user.as_ref().map(|(u, _)| u.clone()))
+        .unwrap_or_else(crate::util::username)
+}
+
 /// This process's command line without secrets, for `meta/change`.
-fn command_line() -> String {
+pub(crate) fn command_line() -> String {
     redact(std::env::args().skip(1)).join(" ")
 }
 

@@ -233,3 +233,142 @@ fn history_follow_streams_each_write() {
     let _ = follower.kill();
     let _ = follower.wait();
 }
+
+#[test]
+fn approvals_need_another_actor_and_a_base_that_did_not_move() {
+    let etcd = Etcd::single();
+    let ep = etcd.endpoints();
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(repo().join("deploy/state.yaml")).unwrap();
+    let state = |name: &str, epoch: u32| {
+        state_file(
+            &dir,
+            name,
+            &format!(
+                "policy:\n  approvals: 1\n{}",
+                shipped.replace(
+                    "token_epoch: 1\nservices",
+                    &format!("token_epoch: {epoch}\nservices")
+                )
+            ),
+        )
+    };
+    // Setting the policy itself needs no approval (none is live yet).
+    let (ok, out, err) = run(&ep, &["apply", &state("s1.yaml", 1), "--yes"], &[]);
+    assert!(ok, "{out}{err}");
+    let rev = etcd.revision();
+    // Now a write is a proposal: nothing written.
+    let (ok, out, err) = run(
+        &ep,
+        &[
+            "apply",
+            &state("s2.yaml", 2),
+            "--yes",
+            "--actor",
+            "alice",
+            "--reason",
+            "epoch 2",
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("proposed p"), "{out}");
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    // The proposal lives beside the prefix: no vdh-edge change was written.
+    let newest = || -> i64 {
+        let (_, out, _) = run(&ep, &["history", "--json", "--limit", "1"], &[]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["revision"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(newest(), rev);
+    let (ok, out, _) = run(&ep, &["proposals", "--json"], &[]);
+    assert!(ok);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["proposer"], "alice");
+    // The proposer cannot approve; another actor commits it.
+    let (ok, _, err) = run(&ep, &["approve", &id, "--actor", "alice"], &[]);
+    assert!(!ok && err.contains("must come from another actor"), "{err}");
+    let (ok, out, err) = run(&ep, &["approve", &id, "--actor", "bob"], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("committed, revision"), "{out}");
+    let (_, out, _) = run(&ep, &["history", "--json", "--limit", "1"], &[]);
+    let h: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(h[0]["actor"], "alice");
+    assert_eq!(h[0]["approved_by"], serde_json::json!(["bob"]));
+    assert_eq!(h[0]["reason"], "epoch 2");
+    // A proposal whose base moved (a break-glass write meanwhile) is
+    // refused on approval.
+    let (_, out, _) = run(
+        &ep,
+        &["apply", &state("s3.yaml", 3), "--yes", "--actor", "alice"],
+        &[],
+    );
+    let stale = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    let (ok, out, err) = run(
+        &ep,
+        &[
+            "apply",
+            &state("s4.yaml", 4),
+            "--yes",
+            "--actor",
+            "carol",
+            "--break-glass",
+            "--reason",
+            "outage",
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("applied: revision"), "{out}");
+    let (_, out, _) = run(&ep, &["history", "--json", "--limit", "1"], &[]);
+    let h: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(h[0]["break_glass"], true);
+    let at = etcd.revision();
+    let (ok, _, err) = run(&ep, &["approve", &stale, "--actor", "bob"], &[]);
+    assert!(!ok && err.contains("changed since proposal"), "{err}");
+    assert_eq!(
+        etcd.revision(),
+        at + 1,
+        "only the proposal's deletion was written"
+    );
+    // Reject drops a proposal.
+    let (_, out, _) = run(
+        &ep,
+        &["apply", &state("s5.yaml", 5), "--yes", "--actor", "alice"],
+        &[],
+    );
+    let third = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    let (ok, out, err) = run(
+        &ep,
+        &["reject", &third, "--actor", "bob", "--reason", "not now"],
+        &[],
+    );
+    assert!(ok && out.contains("rejected"), "{out}{err}");
+    let (_, out, _) = run(&ep, &["proposals"], &[]);
+    assert!(out.contains("no proposals"), "{out}");
+    // A rollback needs no approval by default.
+    let (ok, out, err) = run(
+        &ep,
+        &["rollback", "--to-revision", &rev.to_string(), "--yes"],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("new revision"), "{out}");
+}

@@ -38,12 +38,42 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// How changes to the state must be made.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPolicy {
     /// Every write must say why (`--reason`); refused otherwise.
     #[serde(default, skip_serializing_if = "is_false")]
     pub(crate) reason_required: bool,
+    /// Approvals by other actors a write needs (`vdh-edge approve`); 0:
+    /// none. With N > 0 a write becomes a proposal.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) approvals: u32,
+    /// Whether `rollback` may skip the approvals (default true: undoing
+    /// must stay one command).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub(crate) rollback_without_approval: bool,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        RawPolicy {
+            reason_required: false,
+            approvals: 0,
+            rollback_without_approval: true,
+        }
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl RawPolicy {
