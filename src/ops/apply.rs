@@ -3,7 +3,7 @@
 use anyhow::{Context, anyhow};
 
 use super::preview::prepare;
-use super::write::{Change, dry_run, json_outcome, write_plan};
+use super::write::{Change, finish};
 use super::{UsageError, require_etcd};
 use crate::cli::ApplyArgs;
 use crate::config::keyed::{self, entries_from_raw};
@@ -90,37 +90,13 @@ pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
     impact.append(&mut prepared.lines);
     prepared.lines = impact;
     guard_scheme(&current, &raw, &mut prepared);
-    let json = args.write.json;
-    if p.ops.is_empty() {
-        if json {
-            return Ok(json_outcome(
-                &current,
-                &p,
-                Some(&prepared),
-                "nothing_to_change",
-                None,
-                None,
-            ));
-        }
-        return Ok(format!(
+    let nothing = p.ops.is_empty().then(|| {
+        format!(
             "nothing to change: {} already holds this state (revision {})",
             cfg.dir(),
             current.revision
-        ));
-    }
-    if args.dry_run {
-        if json {
-            return Ok(json_outcome(
-                &current,
-                &p,
-                Some(&prepared),
-                "dry_run",
-                None,
-                None,
-            ));
-        }
-        return Ok(dry_run(&current, &p, &prepared));
-    }
+        )
+    });
     let change = Change {
         current: &current,
         plan: &p,
@@ -128,19 +104,15 @@ pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
         what: format!("apply {}", args.file.display()),
         rollback: false,
     };
-    let w = write_plan(&mut client, &cfg, change, &args.write).await?;
-    if json {
-        let (outcome, rev, id) = w.json_parts();
-        return Ok(json_outcome(
-            &current,
-            &p,
-            Some(&prepared),
-            outcome,
-            rev,
-            id,
-        ));
-    }
-    Ok(w.text(|rev| format!("applied: revision {rev}")))
+    finish(
+        &mut client,
+        &cfg,
+        change,
+        (&args.write, args.dry_run),
+        nothing,
+        |rev| format!("applied: revision {rev}"),
+    )
+    .await
 }
 
 /// A plain `apply` while a scheme is recorded (`meta/scheme`) that does

@@ -7,7 +7,7 @@ use anyhow::anyhow;
 
 use super::preview::prepare;
 use super::require_etcd;
-use super::write::{Change, dry_run, json_outcome, write_plan};
+use super::write::{Change, finish};
 use crate::cli::RollbackArgs;
 use crate::config::keyed;
 use crate::etcd::EtcdError;
@@ -62,36 +62,12 @@ pub(crate) async fn rollback(args: &RollbackArgs) -> anyhow::Result<String> {
         .collect();
     let p = plan(&current, &desired, &owned);
     let prepared = prepare(&cfg, args.source.zones_dir().as_ref(), &current, &p)?;
-    let json = args.write.json;
-    if p.ops.is_empty() {
-        if json {
-            return Ok(json_outcome(
-                &current,
-                &p,
-                Some(&prepared),
-                "nothing_to_change",
-                None,
-                None,
-            ));
-        }
-        return Ok(format!(
+    let nothing = p.ops.is_empty().then(|| {
+        format!(
             "nothing to change: the live state already equals revision {}",
             args.to_revision
-        ));
-    }
-    if args.dry_run {
-        if json {
-            return Ok(json_outcome(
-                &current,
-                &p,
-                Some(&prepared),
-                "dry_run",
-                None,
-                None,
-            ));
-        }
-        return Ok(dry_run(&current, &p, &prepared));
-    }
+        )
+    });
     let change = Change {
         current: &current,
         plan: &p,
@@ -99,22 +75,18 @@ pub(crate) async fn rollback(args: &RollbackArgs) -> anyhow::Result<String> {
         what: format!("rollback to revision {}", args.to_revision),
         rollback: true,
     };
-    let w = write_plan(&mut client, &cfg, change, &args.write).await?;
-    if json {
-        let (outcome, rev, id) = w.json_parts();
-        return Ok(json_outcome(
-            &current,
-            &p,
-            Some(&prepared),
-            outcome,
-            rev,
-            id,
-        ));
-    }
-    Ok(w.text(|rev| {
-        format!(
-            "rolled back to the state of revision {}: new revision {rev}",
-            args.to_revision
-        )
-    }))
+    finish(
+        &mut client,
+        &cfg,
+        change,
+        (&args.write, args.dry_run),
+        nothing,
+        |rev| {
+            format!(
+                "rolled back to the state of revision {}: new revision {rev}",
+                args.to_revision
+            )
+        },
+    )
+    .await
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow};
 use super::UsageError;
 use super::confirm::confirm;
 use super::preview::{compile_entries, doc_preview, prepare};
-use super::write::{Change, json_outcome, write_plan};
+use super::write::{Change, finish};
 use crate::cli::{SchemeApplyArgs, SchemeListArgs, SchemeShowArgs};
 use crate::config::keyed::{self, KeyedState, entries_from_raw};
 use crate::config::snapshot::{self, SavedSerials, Snapshot};
@@ -220,47 +220,13 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
         ));
     }
     let what = describe(args, s)?;
-    let json = args.write.json;
-    if args.dry_run && json {
-        return Ok(json_outcome(
-            &current,
-            &p,
-            Some(&prepared),
-            "dry_run",
-            None,
-            None,
-        ));
-    }
-    if args.dry_run {
-        let mut out = format!("dry run: {what}\n");
-        for l in p.field_lines(&current).iter().chain(&prepared.lines) {
-            let _ = writeln!(out, "  {l}");
-        }
-        if let Some(r) = &prepared.refusal {
-            let _ = writeln!(out, "  would be refused: {r}");
-        }
-        return Ok(out);
-    }
     // Re-applying the phase the prefix is at changes nothing: no new
     // revision just for a new timestamp in meta/scheme.
     let same_phase = record.as_ref().is_some_and(|r| {
         r.scheme == s.name && Some(r.phase) == args.phase && r.percent == args.percent
     });
-    if p.ops.is_empty() && (prepared.extra.is_empty() || same_phase) {
-        if json {
-            return Ok(json_outcome(
-                &current,
-                &p,
-                Some(&prepared),
-                "nothing_to_change",
-                None,
-                None,
-            ));
-        }
-        return Ok(format!(
-            "nothing to change: the live state already is {what}"
-        ));
-    }
+    let nothing = (p.ops.is_empty() && (prepared.extra.is_empty() || same_phase))
+        .then(|| format!("nothing to change: the live state already is {what}"));
     let change = Change {
         current: &current,
         plan: &p,
@@ -268,19 +234,15 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
         what: what.clone(),
         rollback: false,
     };
-    let w = write_plan(&mut client, &cfg, change, &args.write).await?;
-    if json {
-        let (outcome, rev, id) = w.json_parts();
-        return Ok(json_outcome(
-            &current,
-            &p,
-            Some(&prepared),
-            outcome,
-            rev,
-            id,
-        ));
-    }
-    Ok(w.text(|rev| format!("applied {what}: revision {rev}")))
+    finish(
+        &mut client,
+        &cfg,
+        change,
+        (&args.write, args.dry_run),
+        nothing,
+        |rev| format!("applied {what}: revision {rev}"),
+    )
+    .await
 }
 
 /// `scheme apply` on the `--state` file: the file is rewritten by rename and

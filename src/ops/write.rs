@@ -148,6 +148,47 @@ pub(crate) async fn write_plan(
     }
 }
 
+/// The end of every write command (`apply`, `rollback`, `scheme apply`):
+/// `nothing` (the text to print when nothing would change), else the dry
+/// run, else the write; as text, or with `--json` as one object.
+pub(crate) async fn finish(
+    client: &mut etcd_client::Client,
+    cfg: &EtcdConfig,
+    change: Change<'_>,
+    (write, dry): (&WriteArgs, bool),
+    nothing: Option<String>,
+    ok: impl FnOnce(i64) -> String,
+) -> anyhow::Result<String> {
+    let (current, plan, prepared) = (change.current, change.plan, change.prepared);
+    let json = |outcome: &str, rev: Option<i64>, id: Option<&str>| {
+        json_outcome(current, plan, Some(prepared), outcome, rev, id)
+    };
+    if let Some(text) = nothing {
+        return Ok(if write.json {
+            json("nothing_to_change", None, None)
+        } else {
+            text
+        });
+    }
+    if dry {
+        return Ok(if write.json {
+            json("dry_run", None, None)
+        } else {
+            dry_run(current, plan, prepared).replacen(
+                "dry run: ",
+                &format!("dry run: {}: ", change.what),
+                1,
+            )
+        });
+    }
+    let w = write_plan(client, cfg, change, write).await?;
+    if write.json {
+        let (outcome, rev, id) = w.json_parts();
+        return Ok(json(outcome, rev, id));
+    }
+    Ok(w.text(ok))
+}
+
 /// What a write command reports with `--json`: the plan and what came of
 /// it. `outcome` is `dry_run`, `nothing_to_change` or `written`.
 pub(crate) fn json_outcome(

@@ -257,28 +257,20 @@ fn approvals_need_another_actor_and_a_base_that_did_not_move() {
     let (ok, out, err) = run(&ep, &["apply", &state("s1.yaml", 1), "--yes"], &[]);
     assert!(ok, "{out}{err}");
     let rev = etcd.revision();
-    // Now a write is a proposal: nothing written.
-    let (ok, out, err) = run(
-        &ep,
-        &[
-            "apply",
-            &state("s2.yaml", 2),
-            "--yes",
-            "--actor",
-            "alice",
-            "--reason",
-            "epoch 2",
-        ],
-        &[],
-    );
-    assert!(ok, "{err}");
-    assert!(out.starts_with("proposed p"), "{out}");
-    let id = out
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_string();
+    // Now a write by alice is a proposal: its id, nothing written.
+    let propose = |file: &str, extra: &[&str]| -> String {
+        let mut args = vec!["apply", file, "--yes", "--actor", "alice"];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = run(&ep, &args, &[]);
+        assert!(ok, "{err}");
+        assert!(out.starts_with("proposed p"), "{out}");
+        out.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(':')
+            .to_string()
+    };
+    let id = propose(&state("s2.yaml", 2), &["--reason", "epoch 2"]);
     // The proposal lives beside the prefix: no vdh-edge change was written.
     let newest = || -> i64 {
         let (_, out, _) = run(&ep, &["history", "--json", "--limit", "1"], &[]);
@@ -305,17 +297,7 @@ fn approvals_need_another_actor_and_a_base_that_did_not_move() {
     assert_eq!(h[0]["reason"], "epoch 2");
     // A proposal whose base moved (a break-glass write meanwhile) is
     // refused on approval.
-    let (_, out, _) = run(
-        &ep,
-        &["apply", &state("s3.yaml", 3), "--yes", "--actor", "alice"],
-        &[],
-    );
-    let stale = out
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_string();
+    let stale = propose(&state("s3.yaml", 3), &[]);
     let (ok, out, err) = run(
         &ep,
         &[
@@ -344,17 +326,7 @@ fn approvals_need_another_actor_and_a_base_that_did_not_move() {
         "only the proposal's deletion was written"
     );
     // Reject drops a proposal.
-    let (_, out, _) = run(
-        &ep,
-        &["apply", &state("s5.yaml", 5), "--yes", "--actor", "alice"],
-        &[],
-    );
-    let third = out
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_string();
+    let third = propose(&state("s5.yaml", 5), &[]);
     let (ok, out, err) = run(
         &ep,
         &["reject", &third, "--actor", "bob", "--reason", "not now"],
