@@ -442,22 +442,20 @@ fn history_and_rollback() {
     // etcd answers a future revision with the same gRPC code as a compacted
     // one; it is told apart by the latest revision, not by etcd's text.
     let future = (now + 1000).to_string();
-    let out = command()
-        .current_dir(repo())
-        .args([
-            "rollback",
-            "--to-revision",
-            &future,
-            "--yes",
-            "--etcd",
-            &ep,
-            "--prefix",
-            PREFIX,
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let rollback_to = |rev: &str| {
+        let out = command()
+            .current_dir(repo())
+            .args(["rollback", "--to-revision", rev, "--yes"])
+            .args(["--etcd", &ep, "--prefix", PREFIX])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = rollback_to(&future);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(&format!("revision {future} is in the future")) && !err.contains("etcdserver"),
         "{err}"
@@ -465,22 +463,8 @@ fn history_and_rollback() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     // Revision 0 is not a revision (it used to mean "the latest": nothing
     // to change, exit 0).
-    let out = command()
-        .current_dir(repo())
-        .args([
-            "rollback",
-            "--to-revision",
-            "0",
-            "--yes",
-            "--etcd",
-            &ep,
-            "--prefix",
-            PREFIX,
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = rollback_to("0");
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("revision 0 is not a revision"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

@@ -103,21 +103,12 @@ pub(crate) async fn run(
                 };
                 match tokio::time::timeout(limits.idle, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => serve_tcp(tls, client, &shared, limits, true).await,
-                    Ok(Err(error)) => {
-                        debug!(%error, %client, "TLS handshake failed");
-                        shared
-                            .metrics
-                            .tls_handshake_failed
-                            .get_or_create(&label)
-                            .inc();
-                        Ok(None)
-                    }
-                    Err(_) => {
-                        shared
-                            .metrics
-                            .tls_handshake_failed
-                            .get_or_create(&label)
-                            .inc();
+                    failed => {
+                        if let Ok(Err(error)) = failed {
+                            debug!(%error, %client, "TLS handshake failed");
+                        }
+                        let m = &shared.metrics;
+                        m.tls_handshake_failed.get_or_create(&label).inc();
                         Ok(None)
                     }
                 }

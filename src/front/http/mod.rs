@@ -277,21 +277,12 @@ impl Conn {
         };
         let tls = match tokio::time::timeout(self.header_timeout, acceptor.accept(io)).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, %client, "TLS handshake failed");
-                shared
-                    .metrics
-                    .tls_handshake_failed
-                    .get_or_create(&listener)
-                    .inc();
-                return;
-            }
-            Err(_) => {
-                shared
-                    .metrics
-                    .tls_handshake_failed
-                    .get_or_create(&listener)
-                    .inc();
+            failed => {
+                if let Ok(Err(error)) = failed {
+                    tracing::debug!(%error, %client, "TLS handshake failed");
+                }
+                let m = &shared.metrics;
+                m.tls_handshake_failed.get_or_create(&listener).inc();
                 return;
             }
         };
