@@ -141,6 +141,19 @@ pub(crate) struct ScopeLabels {
     pub(crate) scope: &'static str,
 }
 
+/// Labels of `vdh_edge_environment_up`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvLabels {
+    environment: String,
+}
+
+/// Labels of `vdh_edge_environment_votes`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VoteLabels {
+    environment: String,
+    vote: &'static str,
+}
+
 /// Labels of `vdh_edge_tls_reloads_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -195,6 +208,8 @@ pub(crate) struct Metrics {
     pub(crate) tls_handshake_failed: Family<ListenerLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
     dns_encrypted: Family<TransportLabels, Counter>,
+    environment_up: Family<EnvLabels, Gauge>,
+    environment_votes: Family<VoteLabels, Gauge>,
     /// 1 while the etcd watch is healthy, 0 when not (etcd mode only).
     pub(crate) etcd_up: Gauge,
     /// 1 while serving from the on-disk cache instead of etcd.
@@ -276,6 +291,8 @@ impl Metrics {
             tls_handshake_failed: Family::default(),
             tls_reloads: Family::default(),
             dns_encrypted: Family::default(),
+            environment_up: Family::default(),
+            environment_votes: Family::default(),
             rrl: [Counter::default(), Counter::default()],
             http_connections: Gauge::default(),
             http_limit_reached: Counter::default(),
@@ -407,7 +424,19 @@ impl Metrics {
         let tls_handshake_failed = self.tls_handshake_failed.clone();
         let tls_reloads = self.tls_reloads.clone();
         let dns_encrypted = self.dns_encrypted.clone();
+        let (environment_up, environment_votes) =
+            (self.environment_up.clone(), self.environment_votes.clone());
         let r = &mut self.registry;
+        r.register(
+            "environment_up",
+            "1 while the environment's health verdict (the majority of the edges' checks) is up, 0 while down",
+            environment_up,
+        );
+        r.register(
+            "environment_votes",
+            "Edges whose last health check of the environment says up or down",
+            environment_votes,
+        );
         r.register(
             "http_long_polls_refused",
             "Long-polls answered at once because the edge (scope=edge) or the client address (scope=address) held its limit",
@@ -433,6 +462,24 @@ impl Metrics {
             "DNS queries answered over TLS (dot) and HTTPS (doh)",
             dns_encrypted,
         );
+    }
+
+    /// Sets an environment's health verdict and votes.
+    pub(crate) fn set_environment(&self, env: &str, up: bool, votes: (u32, u32)) {
+        let environment = env.to_string();
+        self.environment_up
+            .get_or_create(&EnvLabels {
+                environment: environment.clone(),
+            })
+            .set(i64::from(up));
+        for (vote, n) in [("up", votes.0), ("down", votes.1)] {
+            self.environment_votes
+                .get_or_create(&VoteLabels {
+                    environment: environment.clone(),
+                    vote,
+                })
+                .set(i64::from(n));
+        }
     }
 
     /// Counts a certificate reload.

@@ -67,6 +67,11 @@ pub(crate) struct Shared {
     pub(crate) census: Census,
     /// Reuse whole UDP answers that do not depend on the client.
     pub(crate) answer_cache: bool,
+    /// Environment health: this edge's observations and the verdicts.
+    pub(crate) health: Mutex<HealthState>,
+    /// Woken when this edge's observations change (the registry then
+    /// publishes them at once).
+    pub(crate) health_changed: tokio::sync::Notify,
 }
 
 impl Default for Shared {
@@ -95,6 +100,8 @@ impl Shared {
             etcd: AtomicU8::new(EtcdState::NotConfigured as u8),
             metrics: Metrics::new(),
             last_rejection: Mutex::new(None),
+            health: Mutex::new(HealthState::default()),
+            health_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -148,5 +155,46 @@ impl Shared {
     pub(crate) fn reject(&self, r: Rejection) {
         self.metrics.rejected_changes.inc();
         *self.last_rejection.lock().expect("not poisoned") = Some(r);
+    }
+}
+
+/// Environment health as this edge knows it.
+#[derive(Debug, Default)]
+pub(crate) struct HealthState {
+    /// This edge's own view of each checked environment (true: up).
+    pub(crate) observed: std::collections::BTreeMap<String, bool>,
+    /// The verdict per environment: the majority of the live edges'
+    /// observations (of this edge's alone without etcd).
+    pub(crate) verdicts: std::collections::BTreeMap<String, Verdict>,
+}
+
+/// An environment's verdict and the votes behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Verdict {
+    pub(crate) up: bool,
+    pub(crate) up_votes: u32,
+    pub(crate) down_votes: u32,
+}
+
+impl Verdict {
+    /// Down when a strict majority of the observers say so; up otherwise
+    /// (no observer, or a tie, keeps it up).
+    pub(crate) fn from_votes(up_votes: u32, down_votes: u32) -> Verdict {
+        Verdict {
+            up: down_votes <= up_votes,
+            up_votes,
+            down_votes,
+        }
+    }
+}
+
+impl Shared {
+    /// Replaces the verdicts and their metrics.
+    pub(crate) fn set_verdicts(&self, verdicts: std::collections::BTreeMap<String, Verdict>) {
+        for (env, v) in &verdicts {
+            self.metrics
+                .set_environment(env, v.up, (v.up_votes, v.down_votes));
+        }
+        self.health.lock().expect("not poisoned").verdicts = verdicts;
     }
 }

@@ -70,6 +70,24 @@ pub(crate) struct Environment {
     pub(crate) maintenance: Option<Maintenance>,
     /// Bumped to make every SDK of this environment refresh its token.
     pub(crate) token_epoch: u64,
+    /// Its health check, if declared.
+    pub(crate) health: Option<Health>,
+}
+
+/// A validated health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Health {
+    /// `host:port` to connect to.
+    pub(crate) addr: String,
+    /// The request target (`/healthz`).
+    pub(crate) path: String,
+    /// The URL as written (for logs and `status`).
+    pub(crate) url: String,
+    pub(crate) interval: std::time::Duration,
+    pub(crate) timeout: std::time::Duration,
+    pub(crate) expect_status: u16,
+    pub(crate) healthy_after: u32,
+    pub(crate) unhealthy_after: u32,
 }
 
 /// Update policy fields after validation.
@@ -380,6 +398,10 @@ impl<'a> Validator<'a> {
                 format!("'{until}' is not an RFC 3339 time such as 2026-12-01T06:00:00Z"),
             );
         }
+        let health = e
+            .health
+            .as_ref()
+            .and_then(|h| self.health(&format!("{p}.health"), h));
         self.env_index.insert(ename, self.env_index.len());
         Environment {
             name: ename.to_string(),
@@ -392,7 +414,65 @@ impl<'a> Validator<'a> {
             api_base_url: e.api_base_url.clone(),
             maintenance,
             token_epoch: e.token_epoch,
+            health,
         }
+    }
+
+    /// Validates a health check: a plain `http://host:port/path` URL and
+    /// sane counts and times.
+    fn health(&mut self, p: &str, h: &crate::config::state::RawHealth) -> Option<Health> {
+        let mut ok = true;
+        let rest = h.url.strip_prefix("http://");
+        let (addr, path) = match rest {
+            Some(r) => match r.find('/') {
+                Some(i) => (r[..i].to_string(), r[i..].to_string()),
+                None => (r.to_string(), "/".to_string()),
+            },
+            None => (String::new(), String::new()),
+        };
+        let port_ok = addr.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|n| n > 0)
+        });
+        if !port_ok {
+            self.error(
+                format!("{p}.url"),
+                format!(
+                    "'{}' is not a plain http://host:port/path URL (probes do not speak TLS)",
+                    h.url
+                ),
+            );
+            ok = false;
+        }
+        if h.interval_s == 0 || h.interval_s > 3600 {
+            self.error(format!("{p}.interval_s"), "must be from 1 to 3600 seconds");
+            ok = false;
+        }
+        if h.timeout_ms < 10 || h.timeout_ms > h.interval_s.saturating_mul(1000) {
+            self.error(
+                format!("{p}.timeout_ms"),
+                "must be at least 10 ms and at most the interval",
+            );
+            ok = false;
+        }
+        for (field, n) in [
+            ("healthy_after", h.healthy_after),
+            ("unhealthy_after", h.unhealthy_after),
+        ] {
+            if n == 0 || n > 100 {
+                self.error(format!("{p}.{field}"), "must be from 1 to 100 probes");
+                ok = false;
+            }
+        }
+        ok.then(|| Health {
+            addr,
+            path,
+            url: h.url.clone(),
+            interval: std::time::Duration::from_secs(h.interval_s),
+            timeout: std::time::Duration::from_millis(h.timeout_ms),
+            expect_status: h.expect_status,
+            healthy_after: h.healthy_after,
+            unhealthy_after: h.unhealthy_after,
+        })
     }
 
     fn service(&mut self, sname: &str, s: &RawService) -> Service {

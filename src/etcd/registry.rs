@@ -28,6 +28,9 @@ pub(crate) struct EdgeRecord {
     pub(crate) serials: std::collections::BTreeMap<String, u32>,
     pub(crate) last_rejection: Option<RejectionRecord>,
     pub(crate) updated: String,
+    /// This edge's health observations by environment (true: up).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(crate) health: std::collections::BTreeMap<String, bool>,
 }
 
 /// The last change an edge refused, as registered.
@@ -125,6 +128,7 @@ pub(crate) async fn register(
                         errors: r.errors.clone(),
                     }),
                 updated: crate::util::rfc3339_now(),
+                health: shared.health.lock().expect("not poisoned").observed.clone(),
             };
             let value = serde_json::to_string(&record).expect("serializable");
             if let Err(error) = client
@@ -153,6 +157,7 @@ pub(crate) async fn register(
                     }
                 }
                 _ = changes.changed() => {}
+                () = shared.health_changed.notified() => {}
                 _ = shutdown.cancelled() => {
                     let _ = client.lease_revoke(lease).await;
                     return;

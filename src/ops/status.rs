@@ -45,6 +45,9 @@ pub(crate) struct Status {
     /// The length of each census window in seconds (`hour`, `day`), as the
     /// answering edges count them.
     pub(crate) census_windows: BTreeMap<String, u64>,
+    /// Each checked environment's verdict and votes, from the edges'
+    /// observations.
+    pub(crate) health: BTreeMap<String, crate::shared::Verdict>,
 }
 
 /// GETs a path from an edge's admin address (`host:port`, or
@@ -137,6 +140,7 @@ pub(crate) async fn read_status(
         .get(meta::SCHEME)
         .and_then(|e| serde_json::from_str(&e.value).ok());
     let edges = crate::etcd::registry::read_edges(client, cfg).await?;
+    let health = crate::serve::health::verdicts(edges.iter().map(|e| &e.health));
     let last_rejection = edges
         .iter()
         .filter_map(|e| e.last_rejection.clone().map(|r| (e.edge.clone(), r)))
@@ -178,6 +182,7 @@ pub(crate) async fn read_status(
         drain,
         drain_remaining_s,
         census,
+        health,
         census_edges: exports.len(),
         census_windows: exports
             .first()
@@ -211,6 +216,7 @@ impl Status {
             self.oldest_revision
         );
         self.render_drain(&mut out);
+        self.render_health(&mut out);
         self.render_census(&mut out);
         out
     }
@@ -306,6 +312,18 @@ impl Status {
                 d.names.join(", "),
                 d.changed_at,
                 d.until
+            );
+        }
+    }
+
+    fn render_health(&self, out: &mut String) {
+        for (env, v) in &self.health {
+            let _ = writeln!(
+                out,
+                "health: {env} {} ({} of {} edges see it down)",
+                if v.up { "up" } else { "DOWN" },
+                v.down_votes,
+                v.up_votes + v.down_votes
             );
         }
     }

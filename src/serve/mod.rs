@@ -8,6 +8,7 @@
 //! the edge, then wait for a signal and drain within a grace period.
 
 pub(crate) mod cache;
+pub(crate) mod health;
 pub(crate) mod reload;
 
 use std::net::SocketAddr;
@@ -106,6 +107,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http_addr = listeners.http.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
     spawn_chores(&shared, &shutdown, &mut tasks);
+    tasks.spawn(health::run(
+        shared.clone(),
+        started.etcd.as_ref().map(|(cfg, _)| cfg.clone()),
+        shutdown.clone(),
+    ));
     if let Some((cfg, client)) = started.etcd {
         let edge_id = args
             .edge_id

@@ -16,6 +16,7 @@ mod ecs;
 mod etcd;
 mod etcd_harness;
 mod explain;
+mod health;
 mod hot_swap;
 mod http_limits;
 mod invalid_change;

@@ -106,6 +106,49 @@ pub(crate) struct RawEnvironment {
     /// Bump to make every SDK of this environment refresh its token.
     #[serde(default)]
     pub(crate) token_epoch: u64,
+    /// A health check every edge runs against this environment; the
+    /// majority of the edges' observations is its verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) health: Option<RawHealth>,
+}
+
+/// An environment's health check: an HTTP GET (plain `http://`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealth {
+    /// What to GET, e.g. `http://10.0.0.5:8080/healthz`.
+    pub(crate) url: String,
+    /// Seconds between probes.
+    #[serde(default = "five")]
+    pub(crate) interval_s: u64,
+    /// Milliseconds a probe may take.
+    #[serde(default = "thousand")]
+    pub(crate) timeout_ms: u64,
+    /// The status a healthy answer has.
+    #[serde(default = "two_hundred")]
+    pub(crate) expect_status: u16,
+    /// Consecutive good probes before an edge sees it up again.
+    #[serde(default = "two")]
+    pub(crate) healthy_after: u32,
+    /// Consecutive bad probes before an edge sees it down.
+    #[serde(default = "three")]
+    pub(crate) unhealthy_after: u32,
+}
+
+fn five() -> u64 {
+    5
+}
+fn thousand() -> u64 {
+    1000
+}
+fn two_hundred() -> u16 {
+    200
+}
+fn two() -> u32 {
+    2
+}
+fn three() -> u32 {
+    3
 }
 
 /// Whether an environment serves or is in maintenance.

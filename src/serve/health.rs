@@ -1,0 +1,211 @@
+//! Environment health checks: every edge probes every environment that
+//! declares `health:` (an HTTP GET every `interval_s`), turns the results
+//! into an observation (down after `unhealthy_after` bad probes in a row,
+//! up again after `healthy_after` good ones), and publishes it in its
+//! registry record; the verdict is the majority of the live edges'
+//! observations (`verdicts`), so one flaky edge cannot fail an environment
+//! and a dead edge's vote leaves with its lease. Without etcd the edge's
+//! own observation is the verdict.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::routing::Health;
+use crate::etcd::EtcdConfig;
+use crate::shared::{Shared, Verdict};
+
+/// One probe: true when the answer's status is the expected one in time.
+async fn probe(h: &Health) -> bool {
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: vdh-edge-health\r\n\r\n",
+        h.path, h.addr
+    );
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(&h.addr).await.ok()?;
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut head = [0u8; 64];
+        let mut n = 0;
+        while n < 12 {
+            let m = s.read(&mut head[n..]).await.ok()?;
+            if m == 0 {
+                break;
+            }
+            n += m;
+        }
+        let line = std::str::from_utf8(&head[..n]).ok()?;
+        line.split_whitespace().nth(1)?.parse::<u16>().ok()
+    };
+    matches!(
+        tokio::time::timeout(h.timeout, attempt).await,
+        Ok(Some(status)) if status == h.expect_status
+    )
+}
+
+/// Probes one environment until `stop`, reporting each change of this
+/// edge's view to `shared`.
+async fn watch_env(env: String, h: Health, shared: Arc<Shared>, stop: CancellationToken) {
+    let (mut good, mut bad) = (0u32, 0u32);
+    let mut tick = tokio::time::interval(h.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let ok = probe(&h).await;
+        if ok {
+            good += 1;
+            bad = 0;
+        } else {
+            bad += 1;
+            good = 0;
+        }
+        let seen = shared
+            .health
+            .lock()
+            .expect("not poisoned")
+            .observed
+            .get(&env)
+            .copied();
+        let now = match seen {
+            // Until the first verdict of this edge: the first probe decides.
+            None => Some(ok),
+            Some(true) if bad >= h.unhealthy_after => Some(false),
+            Some(false) if good >= h.healthy_after => Some(true),
+            _ => None,
+        };
+        if let Some(up) = now
+            && seen != Some(up)
+        {
+            if up {
+                info!(environment = %env, url = %h.url, "health check: up");
+            } else {
+                warn!(environment = %env, url = %h.url, probes = bad, "health check: down");
+            }
+            shared
+                .health
+                .lock()
+                .expect("not poisoned")
+                .observed
+                .insert(env.clone(), up);
+            shared.health_changed.notify_waiters();
+        }
+    }
+}
+
+/// Keeps one prober per checked environment of the live snapshot (started,
+/// restarted on a changed check, stopped when gone), and, without etcd,
+/// makes this edge's observations the verdicts.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    etcd: Option<EtcdConfig>,
+    shutdown: CancellationToken,
+) {
+    let mut running: BTreeMap<String, (Health, CancellationToken)> = BTreeMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut client = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => break,
+        }
+        let snap = shared.snapshot();
+        let wanted: BTreeMap<String, Health> = snap
+            .routing
+            .environments
+            .iter()
+            .filter_map(|e| e.health.clone().map(|h| (e.name.clone(), h)))
+            .collect();
+        running.retain(|env, (h, stop)| {
+            let keep = wanted.get(env) == Some(h);
+            if !keep {
+                stop.cancel();
+                shared
+                    .health
+                    .lock()
+                    .expect("not poisoned")
+                    .observed
+                    .remove(env);
+            }
+            keep
+        });
+        for (env, h) in wanted {
+            if let std::collections::btree_map::Entry::Vacant(slot) = running.entry(env) {
+                let stop = shutdown.child_token();
+                let env = slot.key().clone();
+                tokio::spawn(watch_env(env, h.clone(), shared.clone(), stop.clone()));
+                slot.insert((h, stop));
+            }
+        }
+        let verdicts = match &etcd {
+            None => {
+                let observed = shared.health.lock().expect("not poisoned").observed.clone();
+                observed
+                    .into_iter()
+                    .map(|(env, up)| (env, Verdict::from_votes(u32::from(up), u32::from(!up))))
+                    .collect()
+            }
+            Some(cfg) => {
+                if client.is_none() {
+                    client = cfg.connect().await.ok();
+                }
+                let Some(c) = client.as_mut() else { continue };
+                match crate::etcd::registry::read_edges(c, cfg).await {
+                    Ok(edges) => verdicts(edges.iter().map(|e| &e.health)),
+                    Err(_) => continue,
+                }
+            }
+        };
+        shared.set_verdicts(verdicts);
+    }
+}
+
+/// The verdict per environment from the edges' observations.
+pub(crate) fn verdicts<'a>(
+    observations: impl Iterator<Item = &'a BTreeMap<String, bool>>,
+) -> BTreeMap<String, Verdict> {
+    let mut votes: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    for obs in observations {
+        for (env, up) in obs {
+            let v = votes.entry(env.clone()).or_default();
+            if *up {
+                v.0 += 1;
+            } else {
+                v.1 += 1;
+            }
+        }
+    }
+    votes
+        .into_iter()
+        .map(|(env, (u, d))| (env, Verdict::from_votes(u, d)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_majority_of_observers_decides() {
+        let obs = |pairs: &[(&str, bool)]| -> BTreeMap<String, bool> {
+            pairs.iter().map(|(e, u)| ((*e).to_string(), *u)).collect()
+        };
+        let edges = [
+            obs(&[("a", false), ("b", true)]),
+            obs(&[("a", false), ("b", false)]),
+            obs(&[("a", true), ("b", true)]),
+        ];
+        let v = verdicts(edges.iter());
+        assert!(!v["a"].up, "2 of 3 say down");
+        assert!(v["b"].up, "1 of 3 says down");
+        assert_eq!((v["a"].up_votes, v["a"].down_votes), (1, 2));
+        // A tie keeps it up (fail open).
+        let tie = [obs(&[("a", false)]), obs(&[("a", true)])];
+        assert!(verdicts(tie.iter())["a"].up);
+    }
+}
