@@ -141,14 +141,24 @@ impl TestServer {
         false
     }
 
-    /// Sends a signal (`HUP`, `TERM`, ...) with kill(1).
+    /// Sends a signal (`HUP`, `TERM`, `INT`) with kill(2), so the tests
+    /// need no kill(1) (procps is not on every minimal Debian).
     pub fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name} failed");
+        let sig = match name {
+            "HUP" => libc::SIGHUP,
+            "TERM" => libc::SIGTERM,
+            "INT" => libc::SIGINT,
+            other => panic!("no signal {other} in the harness"),
+        };
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid fits pid_t");
+        // SAFETY: kill(2) with our own child's pid and a valid signal.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(
+            rc,
+            0,
+            "kill -{name} failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
 
     /// The process id.
