@@ -92,7 +92,13 @@ impl Hll {
 
     /// Registers as hex (for `/census`).
     pub(crate) fn to_hex(&self) -> String {
-        self.regs.iter().map(|r| format!("{r:02x}")).collect()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(REGISTERS * 2);
+        for &r in self.regs.iter() {
+            s.push(char::from(HEX[usize::from(r >> 4)]));
+            s.push(char::from(HEX[usize::from(r & 15)]));
+        }
+        s
     }
 
     pub(crate) fn from_hex(s: &str) -> Option<Hll> {
@@ -132,7 +138,7 @@ impl Dimension {
 }
 
 /// One value's sketch and how many requests carried it (the eviction order).
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Tracked {
     hll: Hll,
     hits: u64,
@@ -173,6 +179,7 @@ fn count(values: &mut HashMap<String, Tracked>, value: &str, h: u64) {
     t.hits = hits;
 }
 
+#[derive(Clone)]
 struct Ring {
     slot_len: Duration,
     slots: Vec<Slot>,
@@ -343,10 +350,14 @@ fn unix_ms() -> u64 {
 impl Census {
     /// The census as it is now, for [`Census::restore`] after a restart.
     pub(crate) fn save(&self) -> SavedCensus {
-        let guard = self.inner.lock().expect("not poisoned");
-        let now = Instant::now();
-        let rings = [&guard.0, &guard.1]
-            .into_iter()
+        // Copy the rings under the lock (a memcpy per sketch); encode after
+        // releasing it, so config requests do not wait on the encoding.
+        let (rings, now) = {
+            let guard = self.inner.lock().expect("not poisoned");
+            ([guard.0.clone(), guard.1.clone()], Instant::now())
+        };
+        let rings = rings
+            .iter()
             .map(|r| SavedRing {
                 slot_ms: u64::try_from(r.slot_len.as_millis()).unwrap_or(u64::MAX),
                 current: r.current,

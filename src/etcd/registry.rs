@@ -74,6 +74,36 @@ pub(crate) struct Edge {
     pub(crate) admin: String,
 }
 
+/// What this edge registers now.
+fn record(edge: &Edge, shared: &Shared) -> EdgeRecord {
+    let snap = shared.snapshot();
+    EdgeRecord {
+        edge: edge.id.clone(),
+        http: edge.http.clone(),
+        dns: edge.dns.clone(),
+        admin: Some(edge.admin.clone()),
+        revision: snap.revision,
+        source: snap.kind.as_str().into(),
+        serials: snap
+            .serials()
+            .into_iter()
+            .map(|(k, (s, _))| (k, s))
+            .collect(),
+        last_rejection: shared
+            .last_rejection
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .map(|r| RejectionRecord {
+                at: crate::util::rfc3339(r.at),
+                revision: r.revision,
+                errors: r.errors.clone(),
+            }),
+        updated: crate::util::rfc3339_now(),
+        health: shared.health.lock().expect("not poisoned").observed.clone(),
+    }
+}
+
 /// Keeps this edge's registration under a lease and up to date with what
 /// it serves, until `shutdown` (then revokes the lease).
 pub(crate) async fn register(
@@ -104,32 +134,7 @@ pub(crate) async fn register(
         let mut tick = tokio::time::interval(Duration::from_secs(3));
         loop {
             // (Re)write the record when something changed, and on every tick.
-            let snap = shared.snapshot();
-            let record = EdgeRecord {
-                edge: edge.id.clone(),
-                http: edge.http.clone(),
-                dns: edge.dns.clone(),
-                admin: Some(edge.admin.clone()),
-                revision: snap.revision,
-                source: snap.kind.as_str().into(),
-                serials: snap
-                    .serials()
-                    .into_iter()
-                    .map(|(k, (s, _))| (k, s))
-                    .collect(),
-                last_rejection: shared
-                    .last_rejection
-                    .lock()
-                    .expect("not poisoned")
-                    .as_ref()
-                    .map(|r| RejectionRecord {
-                        at: crate::util::rfc3339(r.at),
-                        revision: r.revision,
-                        errors: r.errors.clone(),
-                    }),
-                updated: crate::util::rfc3339_now(),
-                health: shared.health.lock().expect("not poisoned").observed.clone(),
-            };
+            let record = record(&edge, &shared);
             let value = serde_json::to_string(&record).expect("serializable");
             if let Err(error) = client
                 .put(

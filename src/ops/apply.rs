@@ -22,23 +22,7 @@ pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
         Invalid(vec![format!("{}{at}: {}", args.file.display(), e.message)])
     })?;
     let mut client = cfg.connect_live().await?;
-    let current = read_with_retry(&mut client, &cfg, args.base_revision.unwrap_or(0)).await?;
-    if let Some(base) = args.base_revision {
-        // A plan against an old revision is only good if nothing changed
-        // since: never report "nothing to change" against stale content.
-        let live = read_with_retry(&mut client, &cfg, 0).await?;
-        let moved = live.entries.len() != current.entries.len()
-            || live.entries.iter().any(|(k, e)| {
-                current.entries.get(k).map(|c| c.mod_revision) != Some(e.mod_revision)
-            });
-        if moved {
-            return Err(anyhow!(
-                "refused: --base-revision {base} is stale: {} changed since (live is revision {}); nothing was written. Read it again (vdh-edge status) and retry",
-                cfg.dir(),
-                live.revision
-            ));
-        }
-    }
+    let current = read_base(&mut client, &cfg, args.base_revision).await?;
     let mut desired = entries_from_raw(&raw);
     let mut owned = vec![
         keyed::ENVIRONMENTS,
@@ -86,7 +70,7 @@ pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
         return Err(anyhow!("{e}"));
     }
     let mut prepared = prepared?;
-    let mut impact = impact_lines(&cfg, zdir.as_ref(), &current, &p);
+    let mut impact = impact_lines(&prepared);
     impact.append(&mut prepared.lines);
     prepared.lines = impact;
     guard_scheme(&current, &raw, &mut prepared);
@@ -113,6 +97,34 @@ pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
         |rev| format!("applied: revision {rev}"),
     )
     .await
+}
+
+/// The prefix as of `--base-revision` (or the latest), refused when it
+/// changed after that revision: a plan against stale content is never
+/// reported as "nothing to change".
+async fn read_base(
+    client: &mut etcd_client::Client,
+    cfg: &crate::etcd::EtcdConfig,
+    base: Option<i64>,
+) -> anyhow::Result<crate::etcd::PrefixState> {
+    let current = read_with_retry(client, cfg, base.unwrap_or(0)).await?;
+    let Some(base) = base else {
+        return Ok(current);
+    };
+    let live = read_with_retry(client, cfg, 0).await?;
+    let moved = live.entries.len() != current.entries.len()
+        || live
+            .entries
+            .iter()
+            .any(|(k, e)| current.entries.get(k).map(|c| c.mod_revision) != Some(e.mod_revision));
+    if moved {
+        return Err(anyhow!(
+            "refused: --base-revision {base} is stale: {} changed since (live is revision {}); nothing was written. Read it again (vdh-edge status) and retry",
+            cfg.dir(),
+            live.revision
+        ));
+    }
+    Ok(current)
 }
 
 /// A plain `apply` while a scheme is recorded (`meta/scheme`) that does
@@ -155,23 +167,17 @@ fn guard_scheme(
 }
 
 /// What OLD and NEW SDKs of each service see before and after (NEW: the
-/// service's latest version, when it names one).
-fn impact_lines(
-    cfg: &crate::etcd::EtcdConfig,
-    zdir: Option<&std::path::PathBuf>,
-    current: &crate::etcd::PrefixState,
-    p: &crate::etcd::plan::Plan,
-) -> Vec<String> {
-    use super::preview::{compile_entries, doc_preview};
-    let Ok(after) = compile_entries(cfg, zdir, p.after(current)) else {
+/// newest version either side names), from the states `prepare` compiled.
+fn impact_lines(prepared: &super::preview::Prepared) -> Vec<String> {
+    use super::preview::doc_preview;
+    let Some(after) = prepared.after.as_deref() else {
         return vec![];
     };
-    let before = compile_entries(cfg, zdir, current.entries.clone()).ok();
+    let before = prepared.before.as_deref();
     let mut out = Vec::new();
     for svc in &after.routing.services {
         // NEW: the newest version either side names.
         let was = before
-            .as_ref()
             .and_then(|b| b.routing.service(&svc.name))
             .and_then(|s| s.update.latest_version.clone());
         let new = [svc.update.latest_version.clone(), was]
@@ -179,7 +185,7 @@ fn impact_lines(
             .flatten()
             .max_by(crate::config::cohort::cmp_precedence)
             .map_or_else(|| svc.legacy_sdk_version.to_string(), |v| v.to_string());
-        for l in doc_preview(before.as_ref(), &after, &svc.name, &new) {
+        for l in doc_preview(before, after, &svc.name, &new) {
             out.push(format!("{}: {l}", svc.name));
         }
     }

@@ -166,6 +166,17 @@ pub(crate) async fn approve(args: &ProposalArgs) -> anyhow::Result<String> {
             p.id, p.needed
         ));
     }
+    commit(&mut client, &cfg, &p, &actor).await
+}
+
+/// Commits an approved proposal with the usual compares; a proposal whose
+/// base moved is refused and dropped. Either way it leaves the list.
+async fn commit(
+    client: &mut Client,
+    cfg: &EtcdConfig,
+    p: &Proposal,
+    actor: &str,
+) -> anyhow::Result<String> {
     let mut record = ChangeRecord::now(
         &p.command,
         p.summary.clone(),
@@ -179,17 +190,11 @@ pub(crate) async fn approve(args: &ProposalArgs) -> anyhow::Result<String> {
     record.approved_by = p.approvals.clone();
     let committed = p
         .plan
-        .commit(
-            &mut client,
-            &cfg,
-            &record,
-            &p.extra,
-            Guard::from_force(p.force),
-        )
+        .commit(client, cfg, &record, &p.extra, Guard::from_force(p.force))
         .await;
     match committed {
         Ok(rev) => {
-            drop_proposal(&mut client, &cfg, &p.id).await?;
+            drop_proposal(client, cfg, &p.id).await?;
             Ok(format!(
                 "approved {} by {actor}: committed, revision {rev} (approved by {})",
                 p.id,
@@ -197,7 +202,7 @@ pub(crate) async fn approve(args: &ProposalArgs) -> anyhow::Result<String> {
             ))
         }
         Err(EtcdError::Conflict) => {
-            drop_proposal(&mut client, &cfg, &p.id).await?;
+            drop_proposal(client, cfg, &p.id).await?;
             Err(anyhow!(
                 "refused: {} changed since proposal {} was made at revision {}; nothing was written and the proposal is dropped: propose it again",
                 cfg.dir(),

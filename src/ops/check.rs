@@ -1,7 +1,7 @@
 //! `vdh-edge check` and `vdh-edge explain`: compile the source once, with
 //! the server's own compiler, and report.
 
-use super::{block_on, read_inputs};
+use super::{block_on, read_inputs, read_inputs_and_edges};
 use crate::cli::{CheckArgs, ExplainArgs};
 use crate::config::snapshot;
 use crate::error::Invalid;
@@ -35,7 +35,7 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<String> {
 /// `vdh-edge explain`: runs the same code as the server on a snapshot
 /// compiled from the given source.
 pub(crate) fn explain(args: &ExplainArgs) -> anyhow::Result<String> {
-    let inputs = block_on(read_inputs(&args.source))?;
+    let (inputs, edges) = block_on(read_inputs_and_edges(&args.source, !args.json))?;
     let snap = snapshot::compile(&inputs, None, &snapshot::SavedSerials::default())
         .map_err(Invalid::from)?;
     let query = Query::from_args(args)?;
@@ -43,15 +43,11 @@ pub(crate) fn explain(args: &ExplainArgs) -> anyhow::Result<String> {
     if args.json {
         return Ok(serde_json::to_string_pretty(&e).expect("serializable"));
     }
-    let Some(cfg) = args.source.etcd_config() else {
+    let (Some(cfg), Some(edges)) = (args.source.etcd_config(), edges) else {
         return Ok(e.render(&args.source.state.display().to_string(), &args.sdk_version));
     };
-    let mut out = e.render(&cfg.dir(), &args.sdk_version);
     // What the edges serve, to set against the revision evaluated here.
-    let edges = block_on(async {
-        let mut client = cfg.connect_live().await?;
-        crate::etcd::registry::read_edges(&mut client, &cfg).await
-    })?;
+    let mut out = e.render(&cfg.dir(), &args.sdk_version);
     let line: Vec<String> = edges
         .iter()
         .map(|r| format!("{} at revision {}", r.edge, r.revision))

@@ -37,8 +37,17 @@ fn require_etcd(args: &SourceArgs, command: &str) -> Result<EtcdConfig, UsageErr
 
 /// Reads the configured source once (files, or etcd at its latest revision).
 pub(crate) async fn read_inputs(args: &SourceArgs) -> anyhow::Result<Inputs> {
+    Ok(read_inputs_and_edges(args, false).await?.0)
+}
+
+/// [`read_inputs`], and in etcd mode with `edges` also the live edges'
+/// records, over the same connection.
+pub(crate) async fn read_inputs_and_edges(
+    args: &SourceArgs,
+    edges: bool,
+) -> anyhow::Result<(Inputs, Option<Vec<crate::etcd::registry::EdgeRecord>>)> {
     let Some(cfg) = args.etcd_config() else {
-        return Ok(args.file_source()?.read(1).map_err(Invalid::from)?);
+        return Ok((args.file_source()?.read(1).map_err(Invalid::from)?, None));
     };
     let mut client = cfg.connect_live().await?;
     let p = PrefixState::read(&mut client, &cfg, 0)
@@ -50,10 +59,15 @@ pub(crate) async fn read_inputs(args: &SourceArgs) -> anyhow::Result<Inputs> {
                 cfg.endpoints.join(",")
             )
         })?;
-    Ok(
+    let inputs =
         crate::etcd::watch::inputs_from(&cfg, args.zones_dir().as_ref(), &p, SourceKind::Etcd)
-            .map_err(Invalid::from)?,
-    )
+            .map_err(Invalid::from)?;
+    let records = if edges {
+        Some(crate::etcd::registry::read_edges(&mut client, &cfg).await?)
+    } else {
+        None
+    };
+    Ok((inputs, records))
 }
 
 /// Runs a future on a small runtime (for the one-shot commands).

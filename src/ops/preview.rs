@@ -62,6 +62,10 @@ pub(crate) struct Prepared {
     pub(crate) extra: Vec<(String, String)>,
     /// Why the write needs `--force`, if it does.
     pub(crate) refusal: Option<String>,
+    /// The state compiled before (`None` when the live state is invalid)
+    /// and after the write, for previews that need more than the above.
+    pub(crate) before: Option<Box<Snapshot>>,
+    pub(crate) after: Option<Box<Snapshot>>,
 }
 
 /// Compiles the state before and after, and works out DNS changes, TTL
@@ -76,7 +80,10 @@ pub(crate) fn prepare(
     // The live state may itself be invalid (that is why one writes); then
     // there is nothing to compare with.
     let Ok(before) = compile_entries(cfg, zones_dir, current.entries.clone()) else {
-        return Ok(Prepared::default());
+        return Ok(Prepared {
+            after: Some(Box::new(after)),
+            ..Prepared::default()
+        });
     };
     let lowered: BTreeMap<String, TtlLowering> = current
         .entries
@@ -93,7 +100,11 @@ pub(crate) fn prepare(
     };
     w.services(&before, &after);
     w.environment_names(&before, &after);
-    Ok(w.finish())
+    Ok(Prepared {
+        before: Some(Box::new(before)),
+        after: Some(Box::new(after)),
+        ..w.finish()
+    })
 }
 
 /// The DNS side of a write, gathered service by service.
@@ -253,41 +264,10 @@ fn doc_facts(
     out
 }
 
-/// For whom an update is required. With one staged (percent) rule for
-/// this version the share is exact: the rule's buckets of 10,000 under its
-/// salt, and who is outside them is said; otherwise it is estimated from
-/// 2,000 client ids.
-fn required_share(snap: &Snapshot, service: &str, version: &semver::Version) -> String {
-    let asker = |id: String| Asker {
-        sdk_version: version.clone(),
-        client_id: Some(id),
-        platform: None,
-        app_id: None,
-        addr: None,
-    };
-    let doc = |id: Option<String>| {
-        Document::build(
-            snap,
-            service,
-            &Asker {
-                client_id: id,
-                ..asker(String::new())
-            },
-        )
-    };
-    let required = |id: String| doc(Some(id)).is_some_and(|d| d.update.required);
-    // Who the staged minimum leaves out, and what they get instead.
-    let rest = |id: Option<String>| {
-        doc(id).map_or(String::new(), |d| {
-            if d.update.required {
-                "required".into()
-            } else {
-                format!("recommended {}", d.update.recommended)
-            }
-        })
-    };
-    // The cohorts that can split these clients: staged rules (by their
-    // salt) and staged minimums (by the service's min_version salt).
+/// The cohorts (salt, basis points) that can split clients of `version`:
+/// staged rules, by their salt, and staged minimums, by the service's
+/// min_version salt.
+fn staged_cohorts(snap: &Snapshot, service: &str, version: &semver::Version) -> Vec<(String, u16)> {
     let mut staged: Vec<(String, u16)> = Vec::new();
     if let Some(s) = snap.routing.service(service) {
         for r in &s.rules {
@@ -309,6 +289,36 @@ fn required_share(snap: &Snapshot, service: &str, version: &semver::Version) -> 
     }
     staged.sort();
     staged.dedup();
+    staged
+}
+
+/// For whom an update is required. With one staged (percent) rule for
+/// this version the share is exact: the rule's buckets of 10,000 under its
+/// salt, and who is outside them is said; otherwise it is estimated from
+/// 2,000 client ids.
+fn required_share(snap: &Snapshot, service: &str, version: &semver::Version) -> String {
+    let doc = |client_id: Option<String>| {
+        let asker = Asker {
+            sdk_version: version.clone(),
+            client_id,
+            platform: None,
+            app_id: None,
+            addr: None,
+        };
+        Document::build(snap, service, &asker)
+    };
+    let required = |id: String| doc(Some(id)).is_some_and(|d| d.update.required);
+    // Who the staged minimum leaves out, and what they get instead.
+    let rest = |id: Option<String>| {
+        doc(id).map_or(String::new(), |d| {
+            if d.update.required {
+                "required".into()
+            } else {
+                format!("recommended {}", d.update.recommended)
+            }
+        })
+    };
+    let staged = staged_cohorts(snap, service, version);
     if let [(salt, bp)] = &staged[..] {
         let (salt, bp) = (salt.clone(), *bp);
         let id = |inside: bool| {

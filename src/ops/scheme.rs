@@ -8,7 +8,7 @@ use anyhow::{Context, anyhow};
 
 use super::UsageError;
 use super::confirm::confirm;
-use super::preview::{compile_entries, doc_preview, prepare};
+use super::preview::{doc_preview, prepare};
 use super::write::{Change, finish};
 use crate::cli::{SchemeApplyArgs, SchemeListArgs, SchemeShowArgs};
 use crate::config::keyed::{self, KeyedState, entries_from_raw};
@@ -202,10 +202,17 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
     );
     let zdir = args.source.zones_dir();
     let mut prepared = prepare(&cfg, zdir.as_ref(), &current, &p)?;
-    let before = compile_entries(&cfg, zdir.as_ref(), current.entries.clone()).ok();
-    let after = compile_entries(&cfg, zdir.as_ref(), p.after(&current))?;
     let service = params.get("service").cloned().unwrap_or_default();
-    let mut preview = doc_preview(before.as_ref(), &after, &service, new_version(&params));
+    let after = prepared
+        .after
+        .as_deref()
+        .expect("prepare compiles the state after");
+    let mut preview = doc_preview(
+        prepared.before.as_deref(),
+        after,
+        &service,
+        new_version(&params),
+    );
     preview.append(&mut prepared.lines);
     prepared.lines = preview;
     if let Some(n) = args.phase {

@@ -103,12 +103,11 @@ async fn watch_env(env: String, h: Health, shared: Arc<Shared>, stop: Cancellati
 /// makes this edge's observations the verdicts.
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    etcd: Option<EtcdConfig>,
+    mut etcd: Option<(EtcdConfig, etcd_client::Client)>,
     shutdown: CancellationToken,
 ) {
     let mut running: BTreeMap<String, (Health, CancellationToken)> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let mut client = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -142,7 +141,22 @@ pub(crate) async fn run(
                 slot.insert((h, stop));
             }
         }
-        let verdicts = match &etcd {
+        // Nothing checked here: no verdict to compute, no etcd read. (An
+        // environment is checked by every edge or by none: they all serve
+        // the same state.)
+        if running.is_empty() {
+            if !shared
+                .health
+                .lock()
+                .expect("not poisoned")
+                .verdicts
+                .is_empty()
+            {
+                shared.set_verdicts(BTreeMap::new());
+            }
+            continue;
+        }
+        let verdicts = match &mut etcd {
             None => {
                 let observed = shared.health.lock().expect("not poisoned").observed.clone();
                 observed
@@ -150,16 +164,10 @@ pub(crate) async fn run(
                     .map(|(env, up)| (env, Verdict::from_votes(u32::from(up), u32::from(!up))))
                     .collect()
             }
-            Some(cfg) => {
-                if client.is_none() {
-                    client = cfg.connect().await.ok();
-                }
-                let Some(c) = client.as_mut() else { continue };
-                match crate::etcd::registry::read_edges(c, cfg).await {
-                    Ok(edges) => verdicts(edges.iter().map(|e| &e.health)),
-                    Err(_) => continue,
-                }
-            }
+            Some((cfg, client)) => match crate::etcd::registry::read_edges(client, cfg).await {
+                Ok(edges) => verdicts(edges.iter().map(|e| &e.health)),
+                Err(_) => continue,
+            },
         };
         shared.set_verdicts(verdicts);
     }

@@ -109,7 +109,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     spawn_chores(&shared, &shutdown, &mut tasks);
     tasks.spawn(health::run(
         shared.clone(),
-        started.etcd.as_ref().map(|(cfg, _)| cfg.clone()),
+        started.etcd.clone(),
         shutdown.clone(),
     ));
     if let Some((cfg, client)) = started.etcd {

@@ -27,27 +27,32 @@ pub(crate) const MAX_DEPTH: usize = 32;
 /// A structural problem: (1-based line, path, message).
 pub(crate) type StructureError = (usize, String, String);
 
-/// Finds the first duplicate mapping key (naming both lines) or nesting
-/// deeper than [`MAX_DEPTH`]. Linear in the text; stops at the first
-/// problem or at the first YAML syntax error (serde reports those).
-pub(crate) fn structure_error(text: &str) -> Option<StructureError> {
-    // Per open collection: for a mapping, its keys with their lines and
-    // whether the next scalar is a key.
-    enum Open {
-        Map {
-            path: String,
-            keys: HashMap<String, usize>,
-            want_key: bool,
-        },
-        Seq {
-            path: String,
-            index: usize,
-        },
-    }
-    let mut stack: Vec<Open> = Vec::new();
-    // Where the next value goes (and, after it, that the map wants a key).
-    fn next_path(stack: &mut [Open]) -> String {
-        match stack.last_mut() {
+/// One open collection while checking: a mapping (its keys with their
+/// lines, and whether the next scalar is a key) or a sequence.
+enum Open {
+    Map {
+        path: String,
+        keys: HashMap<String, usize>,
+        want_key: bool,
+    },
+    Seq {
+        path: String,
+        index: usize,
+    },
+}
+
+/// The state of [`structure_error`]'s walk over the events.
+#[derive(Default)]
+struct Checker {
+    stack: Vec<Open>,
+    /// The path of the last key read (where its value goes).
+    last_key: String,
+}
+
+impl Checker {
+    /// Where the next value goes (and, after it, that the map wants a key).
+    fn next_path(&mut self) -> String {
+        match self.stack.last_mut() {
             None => String::new(),
             Some(Open::Map { path, want_key, .. }) => {
                 *want_key = true;
@@ -59,7 +64,63 @@ pub(crate) fn structure_error(text: &str) -> Option<StructureError> {
             }
         }
     }
-    let mut last_key = String::new();
+
+    /// A scalar: a key (checked for a repeat) or a value.
+    fn scalar(&mut self, v: &str, line: usize) -> Option<StructureError> {
+        match self.stack.last_mut() {
+            Some(Open::Map {
+                path,
+                keys,
+                want_key,
+            }) if *want_key => {
+                let at = child(path, v);
+                if let Some(first) = keys.insert(v.to_string(), line) {
+                    let msg = format!("duplicate key '{v}' (first at line {first})");
+                    return Some((line, at, msg));
+                }
+                *want_key = false;
+                self.last_key = at;
+            }
+            _ => {
+                self.next_path();
+            }
+        }
+        None
+    }
+
+    /// A mapping or sequence starts: refused past [`MAX_DEPTH`].
+    fn open(&mut self, map: bool, line: usize) -> Option<StructureError> {
+        let path = match self.stack.last() {
+            Some(Open::Map {
+                want_key: false, ..
+            }) => std::mem::take(&mut self.last_key),
+            _ => self.next_path(),
+        };
+        if let Some(Open::Map { want_key, .. }) = self.stack.last_mut() {
+            *want_key = true;
+        }
+        if self.stack.len() >= MAX_DEPTH {
+            let msg = format!("nested deeper than {MAX_DEPTH} levels");
+            return Some((line, path, msg));
+        }
+        self.stack.push(if map {
+            Open::Map {
+                path,
+                keys: HashMap::new(),
+                want_key: true,
+            }
+        } else {
+            Open::Seq { path, index: 0 }
+        });
+        None
+    }
+}
+
+/// Finds the first duplicate mapping key (naming both lines) or nesting
+/// deeper than [`MAX_DEPTH`]. Linear in the text; stops at the first
+/// problem or at the first YAML syntax error (serde reports those).
+pub(crate) fn structure_error(text: &str) -> Option<StructureError> {
+    let mut c = Checker::default();
     for item in Parser::new_from_str(text) {
         let (event, span) = match item {
             Ok(x) => x,
@@ -73,56 +134,22 @@ pub(crate) fn structure_error(text: &str) -> Option<StructureError> {
             Err(_) => return None,
         };
         let line = span.start.line();
-        match event {
-            Event::Scalar(v, ..) => match stack.last_mut() {
-                Some(Open::Map {
-                    path,
-                    keys,
-                    want_key,
-                }) if *want_key => {
-                    let at = child(path, &v);
-                    if let Some(first) = keys.insert(v.to_string(), line) {
-                        let msg = format!("duplicate key '{v}' (first at line {first})");
-                        return Some((line, at, msg));
-                    }
-                    *want_key = false;
-                    last_key = at;
-                }
-                _ => {
-                    next_path(&mut stack);
-                }
-            },
-            Event::MappingStart(..) | Event::SequenceStart(..) => {
-                let path = match stack.last() {
-                    Some(Open::Map {
-                        want_key: false, ..
-                    }) => std::mem::take(&mut last_key),
-                    _ => next_path(&mut stack),
-                };
-                if let Some(Open::Map { want_key, .. }) = stack.last_mut() {
-                    *want_key = true;
-                }
-                if stack.len() >= MAX_DEPTH {
-                    let msg = format!("nested deeper than {MAX_DEPTH} levels");
-                    return Some((line, path, msg));
-                }
-                stack.push(if matches!(event, Event::MappingStart(..)) {
-                    Open::Map {
-                        path,
-                        keys: HashMap::new(),
-                        want_key: true,
-                    }
-                } else {
-                    Open::Seq { path, index: 0 }
-                });
-            }
+        let found = match event {
+            Event::Scalar(v, ..) => c.scalar(&v, line),
+            Event::MappingStart(..) => c.open(true, line),
+            Event::SequenceStart(..) => c.open(false, line),
             Event::MappingEnd | Event::SequenceEnd => {
-                stack.pop();
+                c.stack.pop();
+                None
             }
             Event::Alias(..) => {
-                next_path(&mut stack);
+                c.next_path();
+                None
             }
-            _ => {}
+            _ => None,
+        };
+        if found.is_some() {
+            return found;
         }
     }
     None

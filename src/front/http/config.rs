@@ -202,7 +202,7 @@ pub(crate) async fn config(
     drop(headers);
     drop(query);
     // Subscribe before reading the snapshot so no publish is missed.
-    let mut changes = shared.subscribe();
+    let changes = shared.subscribe();
     let snap = shared.snapshot();
     let Some(doc) = Document::build(&snap, &service, &params.asker) else {
         return unknown_service(&service);
@@ -243,17 +243,31 @@ pub(crate) async fn config(
     drop((doc, body, snap));
     let _held = match long_polls.admit(client) {
         Ok(held) => held,
-        Err(scope) => {
-            let labels = crate::metrics::ScopeLabels { scope };
-            shared
-                .metrics
-                .long_polls_refused
-                .get_or_create(&labels)
-                .inc();
-            return too_many_long_polls(scope);
-        }
+        Err(scope) => return too_many_long_polls(&shared, scope),
     };
-    // Long-poll: answer as soon as this client's document changes.
+    hold(
+        &shared,
+        changes,
+        &service,
+        &params.asker,
+        (&inm, &etag),
+        wait,
+        count,
+    )
+    .await
+}
+
+/// Holds a long-poll: the document as soon as this client's changes, or
+/// 304 when `wait` seconds pass (or the server shuts down).
+async fn hold(
+    shared: &Shared,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    service: &str,
+    asker: &Asker,
+    (inm, etag): (&str, &str),
+    wait: u64,
+    count: impl Fn(&Document),
+) -> Response {
     shared.metrics.long_polls.inc();
     let _guard = scopeguard(|| {
         shared.metrics.long_polls.dec();
@@ -263,17 +277,17 @@ pub(crate) async fn config(
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => {
                 let snap = shared.snapshot();
-                let Some(doc) = Document::build(&snap, &service, &params.asker) else {
-                    return unknown_service(&service);
+                let Some(doc) = Document::build(&snap, service, asker) else {
+                    return unknown_service(service);
                 };
                 let (body, new_etag) = doc.encode();
-                if !etag_matches(&inm, &new_etag) {
+                if !etag_matches(inm, &new_etag) {
                     count(&doc);
                     return document_response(body, &new_etag);
                 }
             }
             // Shutdown (sender gone) or timeout: nothing changed for this client.
-            Ok(Err(_)) | Err(_) => return not_modified(&etag),
+            Ok(Err(_)) | Err(_) => return not_modified(etag),
         }
     }
 }
@@ -334,8 +348,15 @@ impl LongPolls {
     }
 }
 
-/// 429 for a long-poll over a limit: the SDK retries after a while.
-fn too_many_long_polls(scope: &str) -> Response {
+/// 429 for a long-poll over a limit (counted): the SDK retries after a
+/// while.
+fn too_many_long_polls(shared: &Shared, scope: &'static str) -> Response {
+    let labels = crate::metrics::ScopeLabels { scope };
+    shared
+        .metrics
+        .long_polls_refused
+        .get_or_create(&labels)
+        .inc();
     let mut r = error(
         StatusCode::TOO_MANY_REQUESTS,
         "too_many_long_polls",
