@@ -457,6 +457,10 @@ pub struct ServeArgs {
     /// UDP; default: the CPUs this process may run on.
     #[arg(long, value_name = "N")]
     pub udp_workers: Option<usize>,
+    /// Source address of environment health probes (on a host with several
+    /// interfaces: probe from the one clients' traffic leaves by).
+    #[arg(long, value_name = "IP")]
+    pub health_source: Option<std::net::IpAddr>,
     /// Answer every UDP query through the full lookup (no reuse of answers
     /// that do not depend on the client); for comparisons.
     #[arg(long)]

@@ -70,6 +70,13 @@ pub(crate) struct Explanation {
     pub(crate) document: Document,
     /// The DNS answer of each service hostname, asked from the client's address.
     pub(crate) dns: Vec<DnsExplanation>,
+    /// The environments' health verdicts (etcd mode: from the edges).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(crate) health: std::collections::BTreeMap<String, crate::shared::Verdict>,
+    /// Environments answered failed over: to the named one, or `None`
+    /// while failing open.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(crate) failed_over: std::collections::BTreeMap<String, Option<String>>,
 }
 
 /// The DNS answer for one service hostname.
@@ -133,7 +140,12 @@ pub(crate) fn explain(snap: &Snapshot, query: &Query) -> Result<Explanation, Exp
             }
         })
         .collect();
-    Ok(Explanation { document, dns })
+    Ok(Explanation {
+        document,
+        dns,
+        health: Default::default(),
+        failed_over: snap.failed_over.clone(),
+    })
 }
 
 /// Asks the real answering code for `name` A and AAAA, as a resolver at
@@ -200,6 +212,14 @@ impl Explanation {
                 x.ttl.map_or("-".into(), |t| t.to_string()),
                 x.ecs_scope
             );
+        }
+        for (env, v) in &self.health {
+            let failover = match self.failed_over.get(env) {
+                Some(Some(to)) => format!("; its clients are answered with {to}"),
+                Some(None) => "; every failover target is down too: failing open".into(),
+                None => String::new(),
+            };
+            let _ = writeln!(out, "health: {env} {}{failover}", v.describe());
         }
         let _ = writeln!(
             out,

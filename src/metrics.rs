@@ -147,6 +147,14 @@ struct EnvLabels {
     environment: String,
 }
 
+/// Labels of `vdh_edge_environment_failover`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailoverLabels {
+    environment: String,
+    /// `failed_over` or `failing_open`.
+    state: &'static str,
+}
+
 /// Labels of `vdh_edge_environment_votes`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VoteLabels {
@@ -210,6 +218,7 @@ pub(crate) struct Metrics {
     dns_encrypted: Family<TransportLabels, Counter>,
     environment_up: Family<EnvLabels, Gauge>,
     environment_votes: Family<VoteLabels, Gauge>,
+    environment_failover: Family<FailoverLabels, Gauge>,
     /// 1 while the etcd watch is healthy, 0 when not (etcd mode only).
     pub(crate) etcd_up: Gauge,
     /// 1 while serving from the on-disk cache instead of etcd.
@@ -293,6 +302,7 @@ impl Metrics {
             dns_encrypted: Family::default(),
             environment_up: Family::default(),
             environment_votes: Family::default(),
+            environment_failover: Family::default(),
             rrl: [Counter::default(), Counter::default()],
             http_connections: Gauge::default(),
             http_limit_reached: Counter::default(),
@@ -426,7 +436,13 @@ impl Metrics {
         let dns_encrypted = self.dns_encrypted.clone();
         let (environment_up, environment_votes) =
             (self.environment_up.clone(), self.environment_votes.clone());
+        let environment_failover = self.environment_failover.clone();
         let r = &mut self.registry;
+        r.register(
+            "environment_failover",
+            "1 while the environment's clients are answered by a failover target (state=failed_over), or while it and every failover target are down and it keeps its clients (state=failing_open)",
+            environment_failover,
+        );
         r.register(
             "environment_up",
             "1 while the environment's health verdict (the majority of the edges' checks) is up, 0 while down",
@@ -479,6 +495,29 @@ impl Metrics {
                     vote,
                 })
                 .set(i64::from(n));
+        }
+    }
+
+    /// Sets the failover gauges of every environment that names failover
+    /// targets, from the live snapshot's `failed_over`.
+    pub(crate) fn set_failover<'a>(
+        &self,
+        with_targets: impl Iterator<Item = &'a str>,
+        failed_over: &std::collections::BTreeMap<String, Option<String>>,
+    ) {
+        for env in with_targets {
+            let now = failed_over.get(env);
+            for (state, on) in [
+                ("failed_over", matches!(now, Some(Some(_)))),
+                ("failing_open", matches!(now, Some(None))),
+            ] {
+                self.environment_failover
+                    .get_or_create(&FailoverLabels {
+                        environment: env.to_string(),
+                        state,
+                    })
+                    .set(i64::from(on));
+            }
         }
     }
 

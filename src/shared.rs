@@ -186,6 +186,16 @@ impl Verdict {
             down_votes,
         }
     }
+
+    /// `up (1 of 3 edges see it down)` / `DOWN (2 of 3 edges see it down)`.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{} ({} of {} edges see it down)",
+            if self.up { "up" } else { "DOWN" },
+            self.down_votes,
+            self.up_votes + self.down_votes
+        )
+    }
 }
 
 impl Shared {

@@ -72,6 +72,9 @@ pub(crate) struct Environment {
     pub(crate) token_epoch: u64,
     /// Its health check, if declared.
     pub(crate) health: Option<Health>,
+    /// Indexes of the environments that take its clients while it is down,
+    /// in order of preference (same backend version, checked).
+    pub(crate) failover: Vec<usize>,
 }
 
 /// A validated health check.
@@ -415,6 +418,50 @@ impl<'a> Validator<'a> {
             maintenance,
             token_epoch: e.token_epoch,
             health,
+            failover: Vec::new(),
+        }
+    }
+
+    /// Resolves every environment's `failover:` list once all environments
+    /// are known: each target must exist, differ from the environment,
+    /// appear once, and serve the same backend version (a client sent to
+    /// another generation's backend breaks).
+    fn failovers(&mut self, raw: &RawState, environments: &mut [Environment]) {
+        for (ename, e) in &raw.environments {
+            let Some(&i) = self.env_index.get(ename.as_str()) else {
+                continue;
+            };
+            let mut targets = Vec::new();
+            for (k, t) in e.failover.iter().enumerate() {
+                let p = format!("environments.{ename}.failover[{k}]");
+                let Some(&j) = self.env_index.get(t.as_str()) else {
+                    let hint = super::did_you_mean(t, self.env_index.keys().copied());
+                    self.error(p, format!("no environment named '{t}'{hint}"));
+                    continue;
+                };
+                if j == i {
+                    self.error(p, "an environment cannot fail over to itself");
+                } else if targets.contains(&j) {
+                    self.error(p, format!("'{t}' is listed twice"));
+                } else if environments[j].backend_version != e.backend_version {
+                    self.error(
+                        p,
+                        format!(
+                            "'{t}' serves backend {}, '{ename}' serves {}: clients failed over there would break",
+                            environments[j].backend_version, e.backend_version
+                        ),
+                    );
+                } else {
+                    targets.push(j);
+                }
+            }
+            if !e.failover.is_empty() && e.health.is_none() {
+                self.error(
+                    format!("environments.{ename}.failover"),
+                    "failover needs a health check on this environment (health:)",
+                );
+            }
+            environments[i].failover = targets;
         }
     }
 
@@ -692,11 +739,12 @@ impl Routing {
             names_seen: HashMap::new(),
             errors: Vec::new(),
         };
-        let environments: Vec<Environment> = raw
+        let mut environments: Vec<Environment> = raw
             .environments
             .iter()
             .map(|(name, e)| v.environment(name, e))
             .collect();
+        v.failovers(raw, &mut environments);
         let services: Vec<Service> = raw
             .services
             .iter()
@@ -725,6 +773,43 @@ impl Routing {
             service_index,
             app_ids,
         })
+    }
+
+    /// Sends the clients of every environment in `down` that names a
+    /// failover to its first candidate not in `down` (its rules then
+    /// point there, so DNS and documents follow together). Returns what
+    /// happened per such environment: `Some(target)`, or `None` when every
+    /// candidate is down too and the environment keeps its clients (fail
+    /// open).
+    pub(crate) fn fail_over(
+        &mut self,
+        down: &BTreeSet<String>,
+    ) -> std::collections::BTreeMap<String, Option<String>> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut remap: Vec<usize> = (0..self.environments.len()).collect();
+        for (i, env) in self.environments.iter().enumerate() {
+            if env.failover.is_empty() || !down.contains(&env.name) {
+                continue;
+            }
+            let target = env
+                .failover
+                .iter()
+                .copied()
+                .find(|&j| !down.contains(&self.environments[j].name));
+            if let Some(j) = target {
+                remap[i] = j;
+            }
+            out.insert(
+                env.name.clone(),
+                target.map(|j| self.environments[j].name.clone()),
+            );
+        }
+        for svc in &mut self.services {
+            for rule in &mut svc.rules {
+                rule.environment = remap[rule.environment];
+            }
+        }
+        out
     }
 
     /// True when the state names `app_id` in a rule or an update override.

@@ -96,6 +96,9 @@ pub struct Snapshot {
     pub(crate) services_by_name: ServicesByName,
     /// When it was compiled (readiness reports its age).
     pub(crate) published: SystemTime,
+    /// Environments whose clients are failed over, by name: to the named
+    /// environment, or `None` when every candidate is down too (fail open).
+    pub(crate) failed_over: BTreeMap<String, Option<String>>,
 }
 
 impl Snapshot {
@@ -108,6 +111,7 @@ impl Snapshot {
             routing: Routing::default(),
             services_by_name: ServicesByName::default(),
             published: SystemTime::now(),
+            failed_over: BTreeMap::new(),
         }
     }
 
@@ -128,12 +132,28 @@ pub fn compile(
     prev: Option<&Snapshot>,
     saved: &SavedSerials,
 ) -> Result<Snapshot, Vec<ConfigError>> {
+    compile_with_down(inputs, prev, saved, &std::collections::BTreeSet::new())
+}
+
+/// [`compile`], with the environments whose health verdict is `down`
+/// failed over ([`Routing::fail_over`]) before the service hostnames'
+/// records are derived.
+pub(crate) fn compile_with_down(
+    inputs: &Inputs,
+    prev: Option<&Snapshot>,
+    saved: &SavedSerials,
+    down: &std::collections::BTreeSet<String>,
+) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let raw = read_state(inputs)?;
     let unique = unique_zones(&inputs.zones, &mut errors);
     let origins: Vec<Name> = unique.iter().map(|zt| zt.origin.to_lower()).collect();
+    let mut failed_over = BTreeMap::new();
     let routing = match Routing::compile(&raw, &origins) {
-        Ok(r) => Some(r),
+        Ok(mut r) => {
+            failed_over = r.fail_over(down);
+            Some(r)
+        }
         Err(es) => {
             errors.extend(locate_state_errors(inputs, es));
             None
@@ -177,6 +197,7 @@ pub fn compile(
         routing: routing.expect("no errors means routing compiled"),
         services_by_name,
         published: SystemTime::now(),
+        failed_over,
     })
 }
 

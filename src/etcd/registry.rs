@@ -31,6 +31,10 @@ pub(crate) struct EdgeRecord {
     /// This edge's health observations by environment (true: up).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub(crate) health: std::collections::BTreeMap<String, bool>,
+    /// Environments this edge answers failed over: to the named one, or
+    /// `null` while failing open (every candidate down).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(crate) failed_over: std::collections::BTreeMap<String, Option<String>>,
 }
 
 /// The last change an edge refused, as registered.
@@ -101,6 +105,7 @@ fn record(edge: &Edge, shared: &Shared) -> EdgeRecord {
             }),
         updated: crate::util::rfc3339_now(),
         health: shared.health.lock().expect("not poisoned").observed.clone(),
+        failed_over: snap.failed_over.clone(),
     }
 }
 

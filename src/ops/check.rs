@@ -35,11 +35,21 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<String> {
 /// `vdh-edge explain`: runs the same code as the server on a snapshot
 /// compiled from the given source.
 pub(crate) fn explain(args: &ExplainArgs) -> anyhow::Result<String> {
-    let (inputs, edges) = block_on(read_inputs_and_edges(&args.source, !args.json))?;
-    let snap = snapshot::compile(&inputs, None, &snapshot::SavedSerials::default())
-        .map_err(Invalid::from)?;
+    let (inputs, edges) = block_on(read_inputs_and_edges(&args.source, true))?;
+    // The edges' health verdicts, so the answer shown is the failed-over
+    // one the edges give while an environment is down.
+    let health = crate::serve::health::verdicts(edges.iter().flatten().map(|e| &e.health));
+    let down = health
+        .iter()
+        .filter(|(_, v)| !v.up)
+        .map(|(env, _)| env.clone())
+        .collect();
+    let snap =
+        snapshot::compile_with_down(&inputs, None, &snapshot::SavedSerials::default(), &down)
+            .map_err(Invalid::from)?;
     let query = Query::from_args(args)?;
-    let e = crate::explain::explain(&snap, &query)?;
+    let mut e = crate::explain::explain(&snap, &query)?;
+    e.health = health;
     if args.json {
         return Ok(serde_json::to_string_pretty(&e).expect("serializable"));
     }

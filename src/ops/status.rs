@@ -48,7 +48,14 @@ pub(crate) struct Status {
     /// Each checked environment's verdict and votes, from the edges'
     /// observations.
     pub(crate) health: BTreeMap<String, crate::shared::Verdict>,
+    /// Environments answered failed over, by name: where to (`null`: fail
+    /// open, every target down) → how many edges answer so.
+    pub(crate) failover: BTreeMap<String, BTreeMap<String, usize>>,
 }
+
+/// How `failover` names an environment that keeps its clients because
+/// every failover target is down too.
+const FAIL_OPEN: &str = "(fail open)";
 
 /// GETs a path from an edge's admin address (`host:port`, or
 /// `https://host:port` for an admin listener with TLS, verified against
@@ -141,6 +148,15 @@ pub(crate) async fn read_status(
         .and_then(|e| serde_json::from_str(&e.value).ok());
     let edges = crate::etcd::registry::read_edges(client, cfg).await?;
     let health = crate::serve::health::verdicts(edges.iter().map(|e| &e.health));
+    let mut failover: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for (env, to) in edges.iter().flat_map(|e| &e.failed_over) {
+        let to = to.clone().unwrap_or_else(|| FAIL_OPEN.to_string());
+        *failover
+            .entry(env.clone())
+            .or_default()
+            .entry(to)
+            .or_default() += 1;
+    }
     let last_rejection = edges
         .iter()
         .filter_map(|e| e.last_rejection.clone().map(|r| (e.edge.clone(), r)))
@@ -183,6 +199,7 @@ pub(crate) async fn read_status(
         drain_remaining_s,
         census,
         health,
+        failover,
         census_edges: exports.len(),
         census_windows: exports
             .first()
@@ -318,13 +335,24 @@ impl Status {
 
     fn render_health(&self, out: &mut String) {
         for (env, v) in &self.health {
-            let _ = writeln!(
-                out,
-                "health: {env} {} ({} of {} edges see it down)",
-                if v.up { "up" } else { "DOWN" },
-                v.down_votes,
-                v.up_votes + v.down_votes
-            );
+            let _ = writeln!(out, "health: {env} {}", v.describe());
+        }
+        for (env, targets) in &self.failover {
+            for (to, n) in targets {
+                let _ = if to == FAIL_OPEN {
+                    writeln!(
+                        out,
+                        "failover: {env} FAILING OPEN on {n} of {} edges: every failover target is down too, its clients stay on {env}",
+                        self.edges.len()
+                    )
+                } else {
+                    writeln!(
+                        out,
+                        "failover: {env} -> {to} on {n} of {} edges (its clients are answered with {to})",
+                        self.edges.len()
+                    )
+                };
+            }
         }
     }
 

@@ -7,7 +7,7 @@
 //! and a dead edge's vote leaves with its lease. Without etcd the edge's
 //! own observation is the verdict.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,15 +18,16 @@ use tracing::{info, warn};
 use crate::config::routing::Health;
 use crate::etcd::EtcdConfig;
 use crate::shared::{Shared, Verdict};
+use crate::source::StateEvent;
 
 /// One probe: true when the answer's status is the expected one in time.
-async fn probe(h: &Health) -> bool {
+async fn probe(h: &Health, source: Option<std::net::IpAddr>) -> bool {
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: vdh-edge-health\r\n\r\n",
         h.path, h.addr
     );
     let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(&h.addr).await.ok()?;
+        let mut s = connect(&h.addr, source).await?;
         s.write_all(req.as_bytes()).await.ok()?;
         let mut head = [0u8; 64];
         let mut n = 0;
@@ -46,9 +47,34 @@ async fn probe(h: &Health) -> bool {
     )
 }
 
+/// Connects to `addr` (`host:port`), from `source` when given.
+async fn connect(addr: &str, source: Option<std::net::IpAddr>) -> Option<tokio::net::TcpStream> {
+    let Some(source) = source else {
+        return tokio::net::TcpStream::connect(addr).await.ok();
+    };
+    let to = tokio::net::lookup_host(addr)
+        .await
+        .ok()?
+        .find(|a| a.is_ipv4() == source.is_ipv4())?;
+    let socket = if source.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .ok()?;
+    socket.bind(std::net::SocketAddr::new(source, 0)).ok()?;
+    socket.connect(to).await.ok()
+}
+
 /// Probes one environment until `stop`, reporting each change of this
 /// edge's view to `shared`.
-async fn watch_env(env: String, h: Health, shared: Arc<Shared>, stop: CancellationToken) {
+async fn watch_env(
+    env: String,
+    h: Health,
+    source: Option<std::net::IpAddr>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
     let (mut good, mut bad) = (0u32, 0u32);
     let mut tick = tokio::time::interval(h.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -57,7 +83,7 @@ async fn watch_env(env: String, h: Health, shared: Arc<Shared>, stop: Cancellati
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        let ok = probe(&h).await;
+        let ok = probe(&h, source).await;
         if ok {
             good += 1;
             bad = 0;
@@ -104,9 +130,13 @@ async fn watch_env(env: String, h: Health, shared: Arc<Shared>, stop: Cancellati
 pub(crate) async fn run(
     shared: Arc<Shared>,
     mut etcd: Option<(EtcdConfig, etcd_client::Client)>,
+    reload: tokio::sync::mpsc::Sender<StateEvent>,
+    source: Option<std::net::IpAddr>,
     shutdown: CancellationToken,
 ) {
     let mut running: BTreeMap<String, (Health, CancellationToken)> = BTreeMap::new();
+    // What the reload loop was last told is down.
+    let mut down_sent = BTreeSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -137,7 +167,13 @@ pub(crate) async fn run(
             if let std::collections::btree_map::Entry::Vacant(slot) = running.entry(env) {
                 let stop = shutdown.child_token();
                 let env = slot.key().clone();
-                tokio::spawn(watch_env(env, h.clone(), shared.clone(), stop.clone()));
+                tokio::spawn(watch_env(
+                    env,
+                    h.clone(),
+                    source,
+                    shared.clone(),
+                    stop.clone(),
+                ));
                 slot.insert((h, stop));
             }
         }
@@ -154,6 +190,7 @@ pub(crate) async fn run(
             {
                 shared.set_verdicts(BTreeMap::new());
             }
+            tell_reload(&reload, &mut down_sent, BTreeSet::new()).await;
             continue;
         }
         let verdicts = match &mut etcd {
@@ -169,7 +206,25 @@ pub(crate) async fn run(
                 Err(_) => continue,
             },
         };
+        let down = verdicts
+            .iter()
+            .filter(|(_, v)| !v.up)
+            .map(|(env, _)| env.clone())
+            .collect();
         shared.set_verdicts(verdicts);
+        tell_reload(&reload, &mut down_sent, down).await;
+    }
+}
+
+/// Tells the reload loop which environments are down when that changed
+/// (it then recompiles the live inputs with their clients failed over).
+async fn tell_reload(
+    reload: &tokio::sync::mpsc::Sender<StateEvent>,
+    sent: &mut BTreeSet<String>,
+    down: BTreeSet<String>,
+) {
+    if *sent != down && reload.send(StateEvent::Down(down.clone())).await.is_ok() {
+        *sent = down;
     }
 }
 

@@ -91,6 +91,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let (tx, rx) = mpsc::channel(16);
+    let health_tx = tx.clone();
     let started = start_source(&args.source, &shared, &cache, tx, &shutdown, &mut tasks).await?;
     tasks.spawn(keep_census(shared.clone(), cache.clone(), shutdown.clone()));
     tasks.spawn(reload::run(
@@ -110,6 +111,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tasks.spawn(health::run(
         shared.clone(),
         started.etcd.clone(),
+        health_tx,
+        args.health_source,
         shutdown.clone(),
     ));
     if let Some((cfg, client)) = started.etcd {
@@ -165,9 +168,9 @@ struct Started {
     etcd: Option<(EtcdConfig, etcd_client::Client)>,
     /// Asks the file watcher to re-read the inputs (file mode; SIGHUP).
     reread: Option<mpsc::UnboundedSender<()>>,
-    /// The file inputs already published (file mode), so the reload loop
-    /// does not publish them again when a watch event or SIGHUP re-reads
-    /// the same files.
+    /// The inputs already published, so the reload loop does not publish
+    /// them again when a watch event or SIGHUP re-reads the same files, and
+    /// can recompile them when a health verdict changes.
     published: Option<crate::config::snapshot::Inputs>,
 }
 
@@ -190,7 +193,7 @@ async fn start_source(
             .context("watching the zones folder and the state file")?;
         // The first snapshot must be valid: refuse to start on bad files.
         let inputs = src.read(1).map_err(Invalid::from)?;
-        reload::apply(shared, &inputs, cache).map_err(Invalid::from)?;
+        reload::apply(shared, &inputs, cache, &reload::Down::new()).map_err(Invalid::from)?;
         let reread = Some(watch.rereader());
         tasks.spawn(watch.run(tx, 1, shutdown.clone()));
         return Ok(Started {
@@ -205,25 +208,27 @@ async fn start_source(
         zones_dir: args.zones_dir(),
         client: client.clone(),
     };
-    let start = first_etcd_snapshot(&mut source, shared, cache).await;
+    let (start, published) = first_etcd_snapshot(&mut source, shared, cache).await;
     let (shared, shutdown) = (shared.clone(), shutdown.clone());
     tasks.spawn(async move { source.run(start, tx, shared, shutdown).await });
     Ok(Started {
         etcd: Some((cfg, client)),
         reread: None,
-        published: None,
+        published,
     })
 }
 
 /// Publishes the first snapshot in etcd mode: from etcd when it answers
 /// with a valid state, otherwise from the last-known-good cache, otherwise
 /// none (not ready until etcd gives a valid state). Never fails over bad or
-/// missing data. Returns the prefix to watch from when it was published.
+/// missing data. Returns the prefix to watch from when it was published,
+/// and the inputs published (from etcd or the cache), if any.
 async fn first_etcd_snapshot(
     source: &mut EtcdSource,
     shared: &Shared,
     cache: &CacheDir,
-) -> Option<PrefixState> {
+) -> (Option<PrefixState>, Option<crate::config::snapshot::Inputs>) {
+    let down = reload::Down::new();
     shared.set_etcd(EtcdState::Down);
     let first = match tokio::time::timeout(Duration::from_secs(3), source.read()).await {
         Ok(Ok(p)) => {
@@ -241,26 +246,29 @@ async fn first_etcd_snapshot(
     };
     if let Some(p) = &first
         && let Ok(inputs) = source.inputs(p, SourceKind::Etcd)
-        && reload::apply(shared, &inputs, cache).is_ok()
+        && reload::apply(shared, &inputs, cache, &down).is_ok()
     {
-        return first;
+        return (first, Some(inputs));
     }
     // An invalid etcd state is watched from scratch: the next valid
     // revision replaces whatever the cache gives now.
     match cache.load_prefix(&source.cfg.prefix) {
         Some(cached) => match source
             .inputs(&cached, SourceKind::Cache)
-            .and_then(|i| reload::apply(shared, &i, cache))
+            .and_then(|i| reload::apply(shared, &i, cache, &down).map(|s| (s, i)))
         {
-            Ok(s) => warn!(
-                revision = s.revision,
-                "serving the last-known-good state from the cache"
-            ),
+            Ok((s, inputs)) => {
+                warn!(
+                    revision = s.revision,
+                    "serving the last-known-good state from the cache"
+                );
+                return (None, Some(inputs));
+            }
             Err(errors) => warn!(errors = errors.len(), "the cached state is not usable"),
         },
         None => warn!("no usable state yet (etcd down or invalid, no cache); not ready, retrying"),
     }
-    None
+    (None, None)
 }
 
 /// Binds DNS (UDP and TCP) and HTTP, and logs each bound address (tests

@@ -18,6 +18,9 @@ use crate::config::snapshot::{self, Inputs, SavedSerials, Snapshot, SourceKind};
 use crate::shared::{Rejection, Shared};
 use crate::source::StateEvent;
 
+/// Environments whose health verdict is down (their clients fail over).
+pub(crate) type Down = std::collections::BTreeSet<String>;
+
 /// Compiles `inputs` against `prev` (the live snapshot, if any) and says
 /// whether to publish the result. A change that empties a non-empty
 /// configuration is refused unless the state sets `allow_empty`. File
@@ -26,8 +29,9 @@ pub(crate) fn decide(
     prev: Option<&Snapshot>,
     inputs: &Inputs,
     saved: &SavedSerials,
+    down: &Down,
 ) -> Result<Snapshot, Vec<ConfigError>> {
-    let mut snap = snapshot::compile(inputs, prev, saved)?;
+    let mut snap = snapshot::compile_with_down(inputs, prev, saved, down)?;
     if let Some(p) = prev
         && !snap.routing.allow_empty
     {
@@ -61,6 +65,7 @@ pub(crate) fn apply(
     shared: &Shared,
     inputs: &Inputs,
     cache: &CacheDir,
+    down: &Down,
 ) -> Result<Arc<Snapshot>, Vec<ConfigError>> {
     let prev = shared.is_ready().then(|| shared.snapshot());
     // The saved serials matter for the first snapshot after a start; after
@@ -70,7 +75,7 @@ pub(crate) fn apply(
     } else {
         SavedSerials::default()
     };
-    let snap = match decide(prev.as_deref(), inputs, &saved) {
+    let snap = match decide(prev.as_deref(), inputs, &saved, down) {
         Ok(s) => Arc::new(s),
         Err(errors) => {
             reject(shared, inputs.revision, &errors);
@@ -78,6 +83,14 @@ pub(crate) fn apply(
         }
     };
     shared.publish(snap.clone());
+    shared.metrics.set_failover(
+        snap.routing
+            .environments
+            .iter()
+            .filter(|e| !e.failover.is_empty())
+            .map(|e| e.name.as_str()),
+        &snap.failed_over,
+    );
     if let Err(error) = cache.save_serials(&snap.serials()) {
         warn!(%error, "could not save zone serials");
     }
@@ -130,6 +143,7 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
     mut last: Option<Inputs>,
 ) {
+    let mut down = Down::new();
     loop {
         let ev = tokio::select! {
             ev = rx.recv() => match ev { Some(e) => e, None => return },
@@ -142,10 +156,20 @@ pub(crate) async fn run(
             }
             StateEvent::Candidate(inputs) if unchanged(last.as_ref(), &inputs) => continue,
             StateEvent::Candidate(inputs) => inputs,
+            // A health verdict changed: the same inputs, failed over anew.
+            StateEvent::Down(now) if now == down => continue,
+            StateEvent::Down(now) => {
+                down = now;
+                let Some(inputs) = last.clone() else { continue };
+                info!(down = ?down, "health verdicts changed; recompiling for failover");
+                inputs
+            }
         };
-        let (shared2, cache2, inputs2) = (shared.clone(), cache.clone(), inputs.clone());
+        let (shared2, cache2, inputs2, down2) =
+            (shared.clone(), cache.clone(), inputs.clone(), down.clone());
         // Compiling a large zone takes a while: keep it off the async workers.
-        let res = tokio::task::spawn_blocking(move || apply(&shared2, &inputs2, &cache2)).await;
+        let res =
+            tokio::task::spawn_blocking(move || apply(&shared2, &inputs2, &cache2, &down2)).await;
         match res {
             Ok(Ok(snap)) => {
                 let serials: Vec<String> = snap
@@ -191,12 +215,19 @@ mod tests {
 
     #[test]
     fn publishes_a_valid_candidate_and_numbers_file_revisions() {
-        let first = decide(None, &inputs(Some(ZONE), STATE), &SavedSerials::default()).unwrap();
+        let first = decide(
+            None,
+            &inputs(Some(ZONE), STATE),
+            &SavedSerials::default(),
+            &Down::new(),
+        )
+        .unwrap();
         assert_eq!(first.revision, 1, "file snapshots count publishes");
         let second = decide(
             Some(&first),
             &inputs(Some(ZONE), STATE),
             &SavedSerials::default(),
+            &Down::new(),
         )
         .unwrap();
         assert_eq!(second.revision, 2);
@@ -209,6 +240,7 @@ mod tests {
             None,
             &inputs(Some("$TTL x\n"), &bad),
             &SavedSerials::default(),
+            &Down::new(),
         )
         .unwrap_err();
         assert!(
@@ -228,27 +260,49 @@ mod tests {
 
     #[test]
     fn refuses_to_empty_a_live_configuration() {
-        let live = decide(None, &inputs(Some(ZONE), STATE), &SavedSerials::default()).unwrap();
+        let live = decide(
+            None,
+            &inputs(Some(ZONE), STATE),
+            &SavedSerials::default(),
+            &Down::new(),
+        )
+        .unwrap();
         let errors = decide(
             Some(&live),
             &inputs(Some(ZONE), ""),
             &SavedSerials::default(),
+            &Down::new(),
         )
         .unwrap_err();
         assert!(
             errors[0].message.contains("removes every service"),
             "{errors:?}"
         );
-        let errors = decide(Some(&live), &inputs(None, ""), &SavedSerials::default()).unwrap_err();
+        let errors = decide(
+            Some(&live),
+            &inputs(None, ""),
+            &SavedSerials::default(),
+            &Down::new(),
+        )
+        .unwrap_err();
         assert_eq!(errors.len(), 2, "{errors:?}");
         let allowed = decide(
             Some(&live),
             &inputs(None, "allow_empty: true\n"),
             &SavedSerials::default(),
+            &Down::new(),
         );
         assert!(allowed.is_ok());
         // Nothing to compare with before the first publish.
-        assert!(decide(None, &inputs(None, ""), &SavedSerials::default()).is_ok());
+        assert!(
+            decide(
+                None,
+                &inputs(None, ""),
+                &SavedSerials::default(),
+                &Down::new()
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -15,6 +15,9 @@ use crate::config::snapshot::Inputs;
 pub(crate) enum StateEvent {
     /// New inputs to compile and, if valid, publish.
     Candidate(Inputs),
+    /// The environments whose health verdict is down changed: recompile the
+    /// last inputs with their clients failed over.
+    Down(std::collections::BTreeSet<String>),
     /// The source changed but could not be read.
     Unreadable {
         /// The source revision that could not be read.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::dnsclient::{Query, answer_addrs};
 use crate::etcd_harness::Etcd;
 use crate::harness::{TestServer, command, repo};
 
@@ -16,6 +17,12 @@ const PREFIX: &str = "/health";
 
 /// A backend answering `/healthz` 200 or 503 as `healthy` says.
 fn backend(healthy: Arc<AtomicBool>) -> u16 {
+    backend_by_peer(move |_| healthy.load(Ordering::Relaxed))
+}
+
+/// A backend answering `/healthz` 200 or 503 as `healthy(peer address)`
+/// says.
+fn backend_by_peer(healthy: impl Fn(std::net::IpAddr) -> bool + Send + 'static) -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -23,7 +30,8 @@ fn backend(healthy: Arc<AtomicBool>) -> u16 {
             let Ok(mut s) = s else { continue };
             let mut buf = [0u8; 1024];
             let _ = s.read(&mut buf);
-            let status = if healthy.load(Ordering::Relaxed) {
+            let peer = s.peer_addr().map(|a| a.ip());
+            let status = if peer.is_ok_and(&healthy) {
                 "200 OK"
             } else {
                 "503 Service Unavailable"
@@ -169,4 +177,256 @@ fn health_checks_are_validated() {
         err.contains("environments.prod-v1.health.interval_s: must be from 1 to 3600 seconds"),
         "{err}"
     );
+}
+
+/// The failover fixture: prod-v1 (checked, failing over to prod-v1b, both
+/// v1) and a service `vdh-api-new` whose DNS answer is prod-v1, so DNS and
+/// the NEW SDK's document both show where prod-v1's clients go.
+fn failover_state(primary: u16, secondary: u16) -> String {
+    let shipped = std::fs::read_to_string(repo().join("deploy/state.yaml")).unwrap();
+    let check = |port: u16| {
+        format!(
+            "    health: {{ url: \"http://127.0.0.1:{port}/healthz\", interval_s: 1, unhealthy_after: 2, healthy_after: 1 }}\n"
+        )
+    };
+    let state = shipped
+        .replace(
+            "    api_base_url: https://vdh-api-v1.yingzi.com\n",
+            &format!(
+                "    api_base_url: https://vdh-api-v1.yingzi.com\n{}    failover: [prod-v1b]\n",
+                check(primary)
+            ),
+        )
+        .replace(
+            "services:\n",
+            &format!(
+                "  prod-v1b:\n    backend_version: v1\n    names: [vdh-api-v1b.yingzi.com]\n    addresses: [203.0.113.50]\n    api_base_url: https://vdh-api-v1b.yingzi.com\n{}services:\n  vdh-api-new:\n    hostnames: [vdh-api-new.yingzi.com]\n    legacy_sdk_version: 1.0.0\n    rules:\n      - name: all\n        environment: prod-v1\n",
+                check(secondary)
+            ),
+        );
+    assert!(
+        state.contains("prod-v1b]") && state.contains("vdh-api-new:"),
+        "{state}"
+    );
+    state
+}
+
+const NEW_DOC: &str = "/v1/config/vdh-api?sdk_version=1.2.0&client_id=c-new&platform=ios";
+
+/// What one edge answers for prod-v1's clients: the DNS addresses of the
+/// service bound to prod-v1, and the NEW document's base URL and
+/// environment.
+fn answers(s: &TestServer) -> (Vec<String>, String, String) {
+    let resp = Query::new("vdh-api-new.yingzi.com.", 1)
+        .send(s.dns)
+        .unwrap();
+    let mut addrs = answer_addrs(&resp);
+    addrs.sort();
+    let (status, body) = s.http_get(NEW_DOC);
+    assert_eq!(status, 200, "{body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    (
+        addrs,
+        doc["api_base_url"].as_str().unwrap().to_string(),
+        doc["environment"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Waits until every edge answers `want`; returns how long it took.
+fn wait_answers(
+    edges: &[TestServer],
+    want: &(Vec<String>, String, String),
+    within: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got: Vec<_> = edges.iter().map(answers).collect();
+        if got.iter().all(|g| g == want) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "edges did not all answer {want:?} within {within:?}: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn etcd_edge(ep: &str, extra: &[&str]) -> TestServer {
+    let mut args: Vec<String> = [
+        "--zones",
+        repo().join("zones").to_str().unwrap(),
+        "--etcd",
+        ep,
+        "--prefix",
+        PREFIX_FAILOVER,
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    args.extend(extra.iter().map(ToString::to_string));
+    TestServer::start_with(&args, "first snapshot live")
+}
+
+const PREFIX_FAILOVER: &str = "/failover";
+
+fn run_at(ep: &str, prefix: &str, args: &[&str]) -> (bool, String, String) {
+    let out = command()
+        .current_dir(repo())
+        .args(args)
+        .args(["--etcd", ep, "--prefix", prefix])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_down_environment_fails_over_on_every_edge_and_fails_open_when_all_are_down() {
+    let primary_up = Arc::new(AtomicBool::new(true));
+    let secondary_up = Arc::new(AtomicBool::new(true));
+    // The primary's check always fails from 127.0.0.2: the one edge that
+    // probes from there sees it down alone.
+    let p = primary_up.clone();
+    let primary = backend_by_peer(move |peer| {
+        p.load(Ordering::Relaxed) && peer != std::net::IpAddr::from([127, 0, 0, 2])
+    });
+    let secondary = backend(secondary_up.clone());
+    let etcd = Etcd::single();
+    let ep = etcd.endpoints();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("s.yaml");
+    std::fs::write(&f, failover_state(primary, secondary)).unwrap();
+    let (ok, out, err) = run_at(
+        &ep,
+        PREFIX_FAILOVER,
+        &["apply", f.to_str().unwrap(), "--yes"],
+    );
+    assert!(ok, "{out}{err}");
+    let edges = [
+        etcd_edge(&ep, &["--health-source", "127.0.0.2"]),
+        etcd_edge(&ep, &[]),
+        etcd_edge(&ep, &[]),
+    ];
+    let primary_answer = (
+        vec!["203.0.113.10".to_string(), "203.0.113.11".to_string()],
+        "https://vdh-api-v1.yingzi.com".to_string(),
+        "prod-v1".to_string(),
+    );
+    let failed_over = (
+        vec!["203.0.113.50".to_string()],
+        "https://vdh-api-v1b.yingzi.com".to_string(),
+        "prod-v1b".to_string(),
+    );
+    wait_answers(&edges, &primary_answer, Duration::from_secs(10));
+    // One edge alone sees prod-v1 down: its vote is outvoted, nothing
+    // fails over (give it several probe rounds).
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        for s in &edges {
+            assert_eq!(answers(s), primary_answer, "one edge's view failed it over");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, out, _) = run_at(&ep, PREFIX_FAILOVER, &["status"]);
+    assert!(
+        out.contains("health: prod-v1 up (1 of 3 edges see it down)"),
+        "{out}"
+    );
+    // prod-v1 fails for everyone: within interval x unhealthy_after + 2 s
+    // every edge answers prod-v1b, in DNS and in the document.
+    primary_up.store(false, Ordering::Relaxed);
+    let took = wait_answers(&edges, &failed_over, Duration::from_secs(4));
+    eprintln!("failed over on every edge after {took:?}");
+    let (_, out, _) = run_at(&ep, PREFIX_FAILOVER, &["status"]);
+    assert!(
+        out.contains("failover: prod-v1 -> prod-v1b on 3 of 3 edges"),
+        "{out}"
+    );
+    let (_, m) = edges[1].admin_get("/metrics");
+    assert!(
+        m.contains(
+            "vdh_edge_environment_failover{environment=\"prod-v1\",state=\"failed_over\"} 1"
+        ),
+        "{m}"
+    );
+    // explain shows the verdict and the failed-over answer the edges give.
+    let (ok, out, err) = run_at(
+        &ep,
+        PREFIX_FAILOVER,
+        &[
+            "explain",
+            "--zones",
+            "zones",
+            "--service",
+            "vdh-api",
+            "--sdk-version",
+            "1.2.0",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("health: prod-v1 DOWN (3 of 3 edges see it down); its clients are answered with prod-v1b"),
+        "{out}"
+    );
+    assert!(out.contains("-> environment prod-v1b (v1)"), "{out}");
+    // The OLD SDK's document is not touched (its rule sends it to prod).
+    let (_, old) = edges[2].http_get("/v1/config/vdh-api?sdk_version=0.9.0&client_id=c-old");
+    assert!(old.contains("\"environment\":\"prod\""), "{old}");
+    // Every candidate down too: fail open, the primary is answered, and
+    // status and the metric say so.
+    secondary_up.store(false, Ordering::Relaxed);
+    let took = wait_answers(&edges, &primary_answer, Duration::from_secs(4));
+    eprintln!("failing open on every edge after {took:?}");
+    let (_, out, _) = run_at(&ep, PREFIX_FAILOVER, &["status"]);
+    assert!(
+        out.contains("failover: prod-v1 FAILING OPEN on 3 of 3 edges"),
+        "{out}"
+    );
+    let (_, m) = edges[0].admin_get("/metrics");
+    assert!(
+        m.contains(
+            "vdh_edge_environment_failover{environment=\"prod-v1\",state=\"failing_open\"} 1"
+        ),
+        "{m}"
+    );
+    // prod-v1b back: failed over again; then prod-v1 back: home within
+    // interval x healthy_after + 2 s.
+    secondary_up.store(true, Ordering::Relaxed);
+    wait_answers(&edges, &failed_over, Duration::from_secs(3));
+    primary_up.store(true, Ordering::Relaxed);
+    let took = wait_answers(&edges, &primary_answer, Duration::from_secs(3));
+    eprintln!("back on the primary after {took:?}");
+    let (_, out, _) = run_at(&ep, PREFIX_FAILOVER, &["status"]);
+    assert!(!out.contains("failover:"), "{out}");
+}
+
+#[test]
+fn a_failover_to_another_backend_version_is_refused() {
+    let state = failover_state(1, 2).replace("failover: [prod-v1b]", "failover: [prod]");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("s.yaml");
+    std::fs::write(&f, &state).unwrap();
+    let want = "environments.prod-v1.failover[0]: 'prod' serves backend v0, 'prod-v1' serves v1: clients failed over there would break";
+    let out = command()
+        .current_dir(repo())
+        .args(["check", "--zones", "zones", "--state", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(want), "{err}");
+    let etcd = Etcd::single();
+    let (ok, out, err) = run_at(
+        &etcd.endpoints(),
+        "/refused",
+        &["apply", f.to_str().unwrap(), "--yes"],
+    );
+    assert!(!ok, "{out}");
+    assert!(err.contains(want), "{err}");
+    let keys = etcd.ctl(&["get", "--prefix", "--keys-only", "/refused"]);
+    assert!(keys.trim().is_empty(), "nothing was written: {keys}");
 }

@@ -110,6 +110,10 @@ pub(crate) struct RawEnvironment {
     /// majority of the edges' observations is its verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) health: Option<RawHealth>,
+    /// Environments (same `backend_version`) that take this one's clients,
+    /// first healthy one first, while its health verdict is down.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) failover: Vec<String>,
 }
 
 /// An environment's health check: an HTTP GET (plain `http://`).
