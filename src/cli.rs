@@ -52,9 +52,62 @@ pub enum Command {
     Reject(ProposalArgs),
     /// The proposed changes waiting for approval.
     Proposals(ProposalsArgs),
-    /// The four cutover schemes as phases: list, show, apply.
+    /// The four cutover schemes as phases: list, show, apply, abort.
     #[command(subcommand)]
     Scheme(SchemeCommand),
+    /// Writes scheduled with `--at` and ramps: list, cancel.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// The executor of schedules and ramps: pause, resume, status.
+    #[command(subcommand)]
+    Autopilot(AutopilotCommand),
+}
+
+/// The `schedule` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Scheduled writes and ramps, with their state.
+    List(ProposalsArgs),
+    /// Cancel a scheduled write or a ramp (its remaining steps).
+    Cancel(ProposalArgs),
+}
+
+/// The `autopilot` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AutopilotCommand {
+    /// Stop executing schedules and ramps until `resume`.
+    Pause(AutopilotArgs),
+    /// Execute again; a ramp paused by a failing gate continues.
+    Resume(AutopilotArgs),
+    /// The executing edge, the pause, and every job with its next step.
+    Status(ProposalsArgs),
+}
+
+/// `autopilot pause|resume`.
+#[derive(Debug, Clone, Args)]
+pub struct AutopilotArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Who pauses or resumes (default: the etcd user, else the OS user).
+    #[arg(long, value_name = "NAME", env = "VDH_EDGE_ACTOR")]
+    pub actor: Option<String>,
+    /// Why (shown by `autopilot status`).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+/// `scheme abort NAME`.
+#[derive(Debug, Clone, Args)]
+pub struct SchemeAbortArgs {
+    /// The scheme in progress.
+    pub name: String,
+    /// Show what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub write: WriteArgs,
 }
 
 /// The `scheme` subcommands.
@@ -67,6 +120,9 @@ pub enum SchemeCommand {
     Show(SchemeShowArgs),
     /// Apply one phase to the live state (etcd, or the --state file).
     Apply(SchemeApplyArgs),
+    /// Return the state to what it was before the scheme's phase 1 (a
+    /// rollback with the usual plan), and cancel its ramps.
+    Abort(SchemeAbortArgs),
 }
 
 /// `check`.
@@ -128,6 +184,18 @@ pub struct SchemeApplyArgs {
     /// Override a parameter, e.g. --set new=prod-v2 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Ramp a staged phase through these percents (e.g. 10,25,50,100), one
+    /// step per --every, executed by the edges' autopilot.
+    #[arg(long, value_name = "P,P,...", value_delimiter = ',')]
+    pub ramp: Vec<String>,
+    /// Time between ramp steps (e.g. 30m, 2h, 10s); a step also waits for
+    /// the DNS drain of the previous one.
+    #[arg(long, value_name = "DURATION")]
+    pub every: Option<String>,
+    /// Must pass before each ramp step: `health:ENV` (its verdict is up) or
+    /// `http:URL` (a GET answers 2xx within 2 s). Repeatable.
+    #[arg(long, value_name = "GATE")]
+    pub gate: Vec<String>,
     #[command(flatten)]
     pub source: SourceArgs,
     #[command(flatten)]
@@ -162,6 +230,10 @@ pub struct WriteArgs {
     /// change is recorded as break-glass.
     #[arg(long)]
     pub break_glass: bool,
+    /// Do not write now: store the plan and let the edges' autopilot commit
+    /// it at this RFC 3339 time (refused then if the keys it read moved).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
 }
 
 /// `approve ID`, `reject ID`.
@@ -457,6 +529,14 @@ pub struct ServeArgs {
     /// UDP; default: the CPUs this process may run on.
     #[arg(long, value_name = "N")]
     pub udp_workers: Option<usize>,
+    /// Do not take part in the autopilot election (this edge never executes
+    /// schedules or ramps).
+    #[arg(long)]
+    pub no_autopilot: bool,
+    /// Seconds the autopilot leader's lease lives without this edge: the
+    /// time another edge takes over after it dies.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub autopilot_lease: i64,
     /// Source address of environment health probes (on a host with several
     /// interfaces: probe from the one clients' traffic leaves by).
     #[arg(long, value_name = "IP")]

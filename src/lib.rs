@@ -45,7 +45,7 @@ pub use proto::types::{class_from_str, type_from_str};
 pub use source::FileSource;
 pub use util::{parse_rfc3339, raise_nofile_limit};
 
-use cli::{Command, SchemeCommand};
+use cli::{AutopilotCommand, Command, ScheduleCommand, SchemeCommand};
 use ops::block_on;
 
 /// Runs one command; what it prints goes to standard output.
@@ -55,7 +55,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            return rt.block_on(serve::serve(args));
+            return rt.block_on(serve::serve(args, ops::autopilot::executor::spawn));
         }
         Command::Check(args) => {
             println!("{}", ops::check::check(&args)?);
@@ -79,6 +79,18 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Scheme(SchemeCommand::List(a)) => ops::scheme::scheme_list(&a)?,
         Command::Scheme(SchemeCommand::Show(a)) => ops::scheme::scheme_show(&a)?,
         Command::Scheme(SchemeCommand::Apply(a)) => block_on(ops::scheme::scheme_apply(&a))?,
+        Command::Scheme(SchemeCommand::Abort(a)) => block_on(ops::scheme::scheme_abort(&a))?,
+        Command::Schedule(ScheduleCommand::List(a)) => block_on(ops::autopilot::status(&a, false))?,
+        Command::Schedule(ScheduleCommand::Cancel(a)) => block_on(ops::autopilot::cancel(&a))?,
+        Command::Autopilot(AutopilotCommand::Pause(a)) => {
+            block_on(ops::autopilot::pause(&a, true))?
+        }
+        Command::Autopilot(AutopilotCommand::Resume(a)) => {
+            block_on(ops::autopilot::pause(&a, false))?
+        }
+        Command::Autopilot(AutopilotCommand::Status(a)) => {
+            block_on(ops::autopilot::status(&a, true))?
+        }
     };
     if !text.is_empty() {
         println!("{}", text.trim_end());

@@ -225,9 +225,26 @@ impl Plan {
         extra: &[(String, String)],
         guard: Guard,
     ) -> Result<i64, EtcdError> {
+        self.commit_with(client, cfg, change, extra, guard, None)
+            .await
+    }
+
+    /// [`Plan::commit`], also comparing and rewriting `companion` (a key
+    /// outside the prefix, e.g. the autopilot job this commit advances) in
+    /// the same transaction: the commit happens only if the companion is
+    /// still at its `mod_revision`.
+    pub(crate) async fn commit_with(
+        &self,
+        client: &mut Client,
+        cfg: &EtcdConfig,
+        change: &ChangeRecord,
+        extra: &[(String, String)],
+        guard: Guard,
+        companion: Option<&Companion>,
+    ) -> Result<i64, EtcdError> {
         let change_json = serde_json::to_string(change).expect("serializable");
         self.check_limits(cfg.dir().len(), &change_json, extra, guard)?;
-        let txn = self.txn(cfg, &change_json, extra, guard);
+        let txn = self.txn(cfg, &change_json, extra, guard, companion);
         let mut retry = Retry::new();
         loop {
             match send(client, txn.clone()).await {
@@ -252,6 +269,7 @@ impl Plan {
         change_json: &str,
         extra: &[(String, String)],
         guard: Guard,
+        companion: Option<&Companion>,
     ) -> Txn {
         let mut ops: Vec<TxnOp> = self
             .ops
@@ -265,7 +283,7 @@ impl Plan {
             ops.push(TxnOp::put(cfg.key(k), v.as_str(), None));
         }
         ops.push(TxnOp::put(cfg.key(meta::CHANGE), change_json, None));
-        let compares: Vec<Compare> = match guard {
+        let mut compares: Vec<Compare> = match guard {
             Guard::Force => Vec::new(),
             Guard::CompareReads => self
                 .compares
@@ -273,8 +291,27 @@ impl Plan {
                 .map(|(k, rev)| Compare::mod_revision(cfg.key(k), CompareOp::Equal, *rev))
                 .collect(),
         };
+        if let Some(c) = companion {
+            compares.push(Compare::mod_revision(
+                c.key.as_str(),
+                CompareOp::Equal,
+                c.mod_revision,
+            ));
+            ops.push(TxnOp::put(c.key.as_str(), c.value.as_str(), None));
+        }
         Txn::new().when(compares).and_then(ops)
     }
+}
+
+/// A key written with a commit, only if unchanged since it was read.
+#[derive(Debug, Clone)]
+pub(crate) struct Companion {
+    /// The full etcd key.
+    pub(crate) key: String,
+    /// Its `mod_revision` when read.
+    pub(crate) mod_revision: i64,
+    /// What to write there with the commit.
+    pub(crate) value: String,
 }
 
 /// Sends one transaction; a failed compare is a [`EtcdError::Conflict`].

@@ -127,8 +127,11 @@ async fn drop_proposal(client: &mut Client, cfg: &EtcdConfig, id: &str) -> anyho
 pub(crate) async fn approve(args: &ProposalArgs) -> anyhow::Result<String> {
     let cfg = require_etcd(&args.source, "approve")?;
     let mut client = cfg.connect_live().await?;
-    let (mut p, at) = read(&mut client, &cfg, &args.id).await?;
     let actor = actor_of(&cfg, args.actor.as_deref());
+    if super::autopilot::is_job_id(&args.id) {
+        return super::autopilot::approve(&mut client, &cfg, &args.id, &actor).await;
+    }
+    let (mut p, at) = read(&mut client, &cfg, &args.id).await?;
     if actor == p.proposer {
         return Err(anyhow!(
             "refused: {actor} proposed {}; an approval must come from another actor",

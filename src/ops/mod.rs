@@ -9,6 +9,7 @@
 
 pub(crate) mod apply;
 pub(crate) mod approve;
+pub(crate) mod autopilot;
 pub(crate) mod check;
 pub(crate) mod confirm;
 pub(crate) mod history;

@@ -60,6 +60,13 @@ pub(crate) fn scheme_show(args: &SchemeShowArgs) -> anyhow::Result<String> {
 
 /// Refuses what the command line gets wrong before anything is read.
 fn check_args(args: &SchemeApplyArgs, s: &Scheme) -> anyhow::Result<()> {
+    if !args.ramp.is_empty() {
+        super::autopilot::ramp::check_args(args, s)?;
+        return Ok(());
+    }
+    if args.every.is_some() || !args.gate.is_empty() {
+        return Err(UsageError("--every and --gate go with --ramp".into()).into());
+    }
     if args.phase.is_none() && args.lower_ttl.is_none() && args.bump_auth_epoch.is_empty() {
         return Err(UsageError(
             "give --phase N (or --lower-ttl SECONDS / --bump-auth-epoch ENV)".into(),
@@ -162,17 +169,27 @@ fn new_version(params: &BTreeMap<String, String>) -> &str {
     params.get("new_version").map_or("1.0.0", String::as_str)
 }
 
-/// `vdh-edge scheme apply NAME --phase N`.
-pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<String> {
-    let all = scheme::load(args.schemes.as_deref())?;
-    let s = scheme::find(&all, &args.name)?;
-    check_args(args, s)?;
-    let params = s.params(&args.set, args.percent.as_deref())?;
-    let Some(cfg) = args.source.etcd_config() else {
-        return scheme_apply_file(args, s, &params);
-    };
-    let mut client = cfg.connect_live().await?;
-    let current = read_with_retry(&mut client, &cfg, 0).await?;
+/// What applying a phase to the live prefix would do.
+pub(crate) struct PhaseChange {
+    pub(crate) current: crate::etcd::PrefixState,
+    pub(crate) plan: crate::etcd::plan::Plan,
+    pub(crate) prepared: super::preview::Prepared,
+    /// `scheme new-env phase 2 (10%): ...`.
+    pub(crate) what: String,
+    /// Set when nothing would change (the text to print).
+    pub(crate) nothing: Option<String>,
+}
+
+/// Reads the live prefix and plans `args`' phase on it, with the preview
+/// (the same for a person and for the autopilot).
+pub(crate) async fn phase_change(
+    client: &mut etcd_client::Client,
+    cfg: &crate::etcd::EtcdConfig,
+    args: &SchemeApplyArgs,
+    s: &Scheme,
+    params: &BTreeMap<String, String>,
+) -> anyhow::Result<PhaseChange> {
+    let current = read_with_retry(client, cfg, 0).await?;
     let live = KeyedState {
         prefix: cfg.prefix.clone(),
         entries: current.entries.clone(),
@@ -189,7 +206,7 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
         .get(meta::SCHEME)
         .and_then(|e| serde_json::from_str(&e.value).ok());
     check_progress(args, s, record.as_ref())?;
-    let new_raw = transform(args, s, &params, &raw)?;
+    let new_raw = transform(args, s, params, &raw)?;
     let p = plan(
         &current,
         &entries_from_raw(&new_raw),
@@ -201,7 +218,7 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
         ],
     );
     let zdir = args.source.zones_dir();
-    let mut prepared = prepare(&cfg, zdir.as_ref(), &current, &p)?;
+    let mut prepared = prepare(cfg, zdir.as_ref(), &current, &p)?;
     let service = params.get("service").cloned().unwrap_or_default();
     let after = prepared
         .after
@@ -211,7 +228,7 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
         prepared.before.as_deref(),
         after,
         &service,
-        new_version(&params),
+        new_version(params),
     );
     preview.append(&mut prepared.lines);
     prepared.lines = preview;
@@ -234,22 +251,97 @@ pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<Strin
     });
     let nothing = (p.ops.is_empty() && (prepared.extra.is_empty() || same_phase))
         .then(|| format!("nothing to change: the live state already is {what}"));
+    Ok(PhaseChange {
+        current,
+        plan: p,
+        prepared,
+        what,
+        nothing,
+    })
+}
+
+/// `vdh-edge scheme apply NAME --phase N`.
+pub(crate) async fn scheme_apply(args: &SchemeApplyArgs) -> anyhow::Result<String> {
+    let all = scheme::load(args.schemes.as_deref())?;
+    let s = scheme::find(&all, &args.name)?;
+    check_args(args, s)?;
+    if !args.ramp.is_empty() {
+        return super::autopilot::ramp::create(args, s).await;
+    }
+    let params = s.params(&args.set, args.percent.as_deref())?;
+    let Some(cfg) = args.source.etcd_config() else {
+        return scheme_apply_file(args, s, &params);
+    };
+    let mut client = cfg.connect_live().await?;
+    let c = phase_change(&mut client, &cfg, args, s, &params).await?;
     let change = Change {
-        current: &current,
-        plan: &p,
-        prepared: &prepared,
-        what: what.clone(),
+        current: &c.current,
+        plan: &c.plan,
+        prepared: &c.prepared,
+        what: c.what.clone(),
         rollback: false,
     };
+    let what = c.what.clone();
     finish(
         &mut client,
         &cfg,
         change,
         (&args.write, args.dry_run),
-        nothing,
+        c.nothing,
         |rev| format!("applied {what}: revision {rev}"),
     )
     .await
+}
+
+/// `vdh-edge scheme abort NAME`: cancels the scheme's ramps, then rolls
+/// the prefix back to the revision before its phase 1 (the usual plan,
+/// preview and confirmation of `rollback`).
+pub(crate) async fn scheme_abort(args: &crate::cli::SchemeAbortArgs) -> anyhow::Result<String> {
+    let cfg = super::require_etcd(&args.source, "scheme abort")?;
+    let mut client = cfg.connect_live().await?;
+    let current = read_with_retry(&mut client, &cfg, 0).await?;
+    let record: SchemeRecord = current
+        .entries
+        .get(meta::SCHEME)
+        .and_then(|e| serde_json::from_str(&e.value).ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "no scheme in progress under {}: nothing to abort",
+                cfg.dir()
+            )
+        })?;
+    if record.scheme != args.name {
+        return Err(anyhow!(
+            "the scheme in progress under {} is {}, not {}",
+            cfg.dir(),
+            record.scheme,
+            args.name
+        ));
+    }
+    let mut out = String::new();
+    if !args.dry_run {
+        let actor = super::write::actor_of(&cfg, args.write.actor.as_deref());
+        let ramps = super::autopilot::cancel_ramps(&mut client, &cfg, &args.name, &actor).await?;
+        if !ramps.is_empty() {
+            let _ = writeln!(out, "cancelled ramp(s) {}", ramps.join(", "));
+        }
+    }
+    let done = super::rollback::rollback(&crate::cli::RollbackArgs {
+        source: args.source.clone(),
+        write: args.write.clone(),
+        to_revision: record.before_revision,
+        dry_run: args.dry_run,
+    })
+    .await?;
+    out.push_str(&done.replacen(
+        "rolled back",
+        &format!(
+            "aborted scheme {} (phase {}): rolled back",
+            args.name, record.phase
+        ),
+        1,
+    ));
+    Ok(out)
 }
 
 /// `scheme apply` on the `--state` file: the file is rewritten by rename and

@@ -51,6 +51,12 @@ pub(crate) struct Status {
     /// Environments answered failed over, by name: where to (`null`: fail
     /// open, every target down) → how many edges answer so.
     pub(crate) failover: BTreeMap<String, BTreeMap<String, usize>>,
+    /// The edge executing schedules and ramps.
+    pub(crate) autopilot_executor: Option<String>,
+    /// Set while `autopilot pause` holds.
+    pub(crate) autopilot_paused: Option<crate::ops::autopilot::Pause>,
+    /// Scheduled writes and ramps not finished yet.
+    pub(crate) autopilot_jobs: Vec<crate::ops::autopilot::Job>,
 }
 
 /// How `failover` names an environment that keeps its clients because
@@ -147,6 +153,14 @@ pub(crate) async fn read_status(
         .get(meta::SCHEME)
         .and_then(|e| serde_json::from_str(&e.value).ok());
     let edges = crate::etcd::registry::read_edges(client, cfg).await?;
+    let autopilot_executor = crate::ops::autopilot::executor::leader(client, cfg).await;
+    let autopilot_paused = crate::ops::autopilot::paused(client, cfg).await?;
+    let autopilot_jobs = crate::ops::autopilot::jobs(client, cfg)
+        .await?
+        .into_iter()
+        .map(|(j, _)| j)
+        .filter(|j| j.state.is_open())
+        .collect();
     let health = crate::serve::health::verdicts(edges.iter().map(|e| &e.health));
     let mut failover: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for (env, to) in edges.iter().flat_map(|e| &e.failed_over) {
@@ -200,6 +214,9 @@ pub(crate) async fn read_status(
         census,
         health,
         failover,
+        autopilot_executor,
+        autopilot_paused,
+        autopilot_jobs,
         census_edges: exports.len(),
         census_windows: exports
             .first()
@@ -234,6 +251,7 @@ impl Status {
         );
         self.render_drain(&mut out);
         self.render_health(&mut out);
+        self.render_autopilot(&mut out);
         self.render_census(&mut out);
         out
     }
@@ -353,6 +371,26 @@ impl Status {
                     )
                 };
             }
+        }
+    }
+
+    fn render_autopilot(&self, out: &mut String) {
+        if self.autopilot_jobs.is_empty() && self.autopilot_paused.is_none() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "autopilot: executor {}{}",
+            self.autopilot_executor.as_deref().unwrap_or("none"),
+            self.autopilot_paused
+                .as_ref()
+                .map_or(String::new(), |p| format!(
+                    "; PAUSED by {} at {}",
+                    p.by, p.at
+                ))
+        );
+        for j in &self.autopilot_jobs {
+            let _ = writeln!(out, "  {}", crate::ops::autopilot::one_line(j));
         }
     }
 

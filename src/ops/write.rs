@@ -2,6 +2,7 @@
 
 use anyhow::anyhow;
 
+use super::autopilot::{Job, JobKind, ScheduledWrite};
 use super::confirm::confirm;
 use super::preview::Prepared;
 use crate::cli::WriteArgs;
@@ -33,6 +34,8 @@ pub(crate) enum Written {
     Revision(i64),
     /// Stored as a proposal waiting for approvals.
     Proposed { id: String, needed: u32 },
+    /// Stored for the autopilot to commit at `at`.
+    Scheduled { id: String, at: String, needed: u32 },
 }
 
 impl Written {
@@ -44,6 +47,14 @@ impl Written {
             Written::Proposed { id, needed } => format!(
                 "proposed {id}: nothing is written until {needed} other actor(s) approve it: vdh-edge approve {id} (or reject {id})"
             ),
+            Written::Scheduled { id, at, needed } => format!(
+                "scheduled {id}: the autopilot commits it at {at} if the keys it read are unchanged then{} (vdh-edge schedule list; vdh-edge schedule cancel {id})",
+                if *needed > 0 {
+                    format!(", once {needed} other actor(s) approve it: vdh-edge approve {id}")
+                } else {
+                    String::new()
+                }
+            ),
         }
     }
 
@@ -52,6 +63,7 @@ impl Written {
         match self {
             Written::Revision(r) => ("written", Some(*r), None),
             Written::Proposed { id, .. } => ("proposed", None, Some(id)),
+            Written::Scheduled { id, .. } => ("scheduled", None, Some(id)),
         }
     }
 }
@@ -103,6 +115,34 @@ pub(crate) async fn write_plan(
         return Err(anyhow!("refused: {r}"));
     }
     let summary = format!("{what}: {}", lines.join(", "));
+    if let Some(at) = &write.at {
+        let when = parse_at(at)?;
+        let at = crate::util::rfc3339(when);
+        confirm(write, &format!("schedule this change for {at}?"))?;
+        let needed = if needs_approval && !write.break_glass {
+            policy.approvals
+        } else {
+            0
+        };
+        let job = Job::new(
+            &audit,
+            summary,
+            needed,
+            JobKind::Write(ScheduledWrite {
+                at: at.clone(),
+                base_revision: current.revision,
+                plan: plan.clone(),
+                extra: prepared.extra.clone(),
+                force: write.force,
+            }),
+        );
+        super::autopilot::store(client, cfg, &job).await?;
+        return Ok(Written::Scheduled {
+            id: job.id,
+            at,
+            needed,
+        });
+    }
     if needs_approval && !write.break_glass {
         confirm(write, "propose this change?")?;
         let id = super::approve::propose(
@@ -267,6 +307,19 @@ pub(crate) fn audit(
         reason: reason.map(str::to_string),
         ticket: write.ticket.clone(),
     })
+}
+
+/// `--at`: an RFC 3339 time, not in the past.
+pub(crate) fn parse_at(at: &str) -> anyhow::Result<std::time::SystemTime> {
+    let when = crate::util::parse_rfc3339(at).ok_or_else(|| {
+        super::UsageError(format!(
+            "--at '{at}' is not an RFC 3339 time such as 2026-12-01T06:00:00Z"
+        ))
+    })?;
+    if when + std::time::Duration::from_secs(5) < std::time::SystemTime::now() {
+        return Err(super::UsageError(format!("--at {at} is in the past")).into());
+    }
+    Ok(when)
 }
 
 /// `--actor`, else the etcd user, else the OS user.

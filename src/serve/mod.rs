@@ -68,8 +68,26 @@ struct Listeners {
     doh: Option<TcpListener>,
 }
 
-/// `vdh-edge serve`: runs until SIGINT or SIGTERM.
-pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// What an edge hands the autopilot executor (which lives with the
+/// commands, above this module: the edge is given it as a function).
+pub(crate) struct AutopilotCtx {
+    pub(crate) cfg: EtcdConfig,
+    pub(crate) client: etcd_client::Client,
+    /// This edge's id (`autopilot@<id>` in the audit trail).
+    pub(crate) edge_id: String,
+    /// The edge's source settings (zones folder, for the previews).
+    pub(crate) source: SourceArgs,
+    /// Seconds the leader's lease lives.
+    pub(crate) lease_ttl: i64,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Starts the autopilot executor of one edge.
+pub(crate) type Executor = fn(AutopilotCtx) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// `vdh-edge serve`: runs until SIGINT or SIGTERM; in etcd mode `executor`
+/// takes part in the autopilot election (unless `--no-autopilot`).
+pub(crate) async fn serve(args: ServeArgs, executor: Executor) -> anyhow::Result<()> {
     let nofile = match crate::util::raise_nofile_limit() {
         Ok(n) => {
             info!(limit = n, "open-file limit");
@@ -120,6 +138,16 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .edge_id
             .clone()
             .unwrap_or_else(|| format!("{}:{}", crate::util::hostname(), http_addr.port()));
+        if !args.no_autopilot {
+            tasks.spawn(executor(AutopilotCtx {
+                cfg: cfg.clone(),
+                client: client.clone(),
+                edge_id: edge_id.clone(),
+                source: args.source.clone(),
+                lease_ttl: args.autopilot_lease,
+                shutdown: shutdown.clone(),
+            }));
+        }
         tasks.spawn(crate::etcd::registry::register(
             cfg,
             client,

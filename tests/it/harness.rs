@@ -300,3 +300,33 @@ pub fn shipped_copy() -> tempfile::TempDir {
     .unwrap();
     dir
 }
+
+/// A backend (health check or gate) answering any GET 200 or 503 as `healthy` says.
+pub fn backend(healthy: Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    backend_by_peer(move |_| healthy.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// A backend (health check or gate) answering any GET 200 or 503 as `healthy(peer address)`
+/// says.
+pub fn backend_by_peer(healthy: impl Fn(std::net::IpAddr) -> bool + Send + 'static) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let peer = s.peer_addr().map(|a| a.ip());
+            let status = if peer.is_ok_and(&healthy) {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            let _ = std::io::Write::write_fmt(
+                &mut s,
+                format_args!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            );
+        }
+    });
+    port
+}

@@ -4,46 +4,15 @@
 //! The backend is a small HTTP server on loopback that the test turns
 //! healthy and unhealthy.
 
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::dnsclient::{Query, answer_addrs};
 use crate::etcd_harness::Etcd;
-use crate::harness::{TestServer, command, repo};
+use crate::harness::{TestServer, backend, backend_by_peer, command, repo};
 
 const PREFIX: &str = "/health";
-
-/// A backend answering `/healthz` 200 or 503 as `healthy` says.
-fn backend(healthy: Arc<AtomicBool>) -> u16 {
-    backend_by_peer(move |_| healthy.load(Ordering::Relaxed))
-}
-
-/// A backend answering `/healthz` 200 or 503 as `healthy(peer address)`
-/// says.
-fn backend_by_peer(healthy: impl Fn(std::net::IpAddr) -> bool + Send + 'static) -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            let peer = s.peer_addr().map(|a| a.ip());
-            let status = if peer.is_ok_and(&healthy) {
-                "200 OK"
-            } else {
-                "503 Service Unavailable"
-            };
-            let _ = write!(
-                s,
-                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-        }
-    });
-    port
-}
 
 fn run(ep: &str, args: &[&str]) -> (bool, String, String) {
     let out = command()

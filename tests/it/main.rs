@@ -7,6 +7,7 @@ mod harness;
 mod knot;
 
 mod audit;
+mod autopilot;
 mod bad_input;
 mod cli;
 mod cluster;
