@@ -221,6 +221,8 @@ pub(crate) struct Metrics {
     environment_failover: Family<FailoverLabels, Gauge>,
     /// 1 while the etcd watch is healthy, 0 when not (etcd mode only).
     pub(crate) etcd_up: Gauge,
+    /// 1 while this edge holds the autopilot election.
+    pub(crate) autopilot_executor: Gauge,
     /// 1 while serving from the on-disk cache instead of etcd.
     pub(crate) serving_from_cache: Gauge,
     /// Distinct clients estimated by the census (set at scrape time).
@@ -308,6 +310,7 @@ impl Metrics {
             http_limit_reached: Counter::default(),
             http_per_address_refused: Counter::default(),
             etcd_up: Gauge::default(),
+            autopilot_executor: Gauge::default(),
             serving_from_cache: Gauge::default(),
             census_clients: Family::default(),
             published_unix: AtomicU64::new(0),
@@ -406,6 +409,11 @@ impl Metrics {
             "etcd_up",
             "1 while the etcd watch is healthy (etcd mode)",
             m.etcd_up.clone(),
+        );
+        r.register(
+            "autopilot_executor",
+            "1 while this edge holds the autopilot election and executes scheduled writes and ramps",
+            m.autopilot_executor.clone(),
         );
         r.register(
             "census_clients",

@@ -79,6 +79,8 @@ pub(crate) struct AutopilotCtx {
     pub(crate) source: SourceArgs,
     /// Seconds the leader's lease lives.
     pub(crate) lease_ttl: i64,
+    /// For the `autopilot_executor` gauge.
+    pub(crate) shared: Arc<Shared>,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -145,6 +147,7 @@ pub(crate) async fn serve(args: ServeArgs, executor: Executor) -> anyhow::Result
                 edge_id: edge_id.clone(),
                 source: args.source.clone(),
                 lease_ttl: args.autopilot_lease,
+                shared: shared.clone(),
                 shutdown: shutdown.clone(),
             }));
         }

@@ -291,6 +291,11 @@ fn a_down_environment_fails_over_on_every_edge_and_fails_open_when_all_are_down(
         "prod-v1b".to_string(),
     );
     wait_answers(&edges, &primary_answer, Duration::from_secs(10));
+    // Load on every edge all along: no failed query, one document per
+    // revision.
+    let edges: Vec<Option<TestServer>> = edges.into_iter().map(Some).collect();
+    let load = crate::load::Load::start(&edges);
+    let edges: Vec<TestServer> = edges.into_iter().flatten().collect();
     // One edge alone sees prod-v1 down: its vote is outvoted, nothing
     // fails over (give it several probe rounds).
     let start = Instant::now();
@@ -371,6 +376,7 @@ fn a_down_environment_fails_over_on_every_edge_and_fails_open_when_all_are_down(
     eprintln!("back on the primary after {took:?}");
     let (_, out, _) = run_at(&ep, PREFIX_FAILOVER, &["status"]);
     assert!(!out.contains("failover:"), "{out}");
+    load.finish();
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod certs;
 mod dnsclient;
 mod harness;
 mod knot;
+mod load;
 
 mod audit;
 mod autopilot;

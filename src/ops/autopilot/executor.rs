@@ -84,6 +84,7 @@ async fn run(mut ctx: Ctx) {
             continue;
         }
         info!(executor = %me, "autopilot: this edge executes schedules and ramps");
+        ctx.shared.metrics.autopilot_executor.set(1);
         let mut rounds = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
@@ -94,6 +95,7 @@ async fn run(mut ctx: Ctx) {
                 }
                 _ = beats.tick() => if !keep(&mut keeper, &mut acks).await {
                     warn!("autopilot: lost the leader lease; campaigning again");
+                    ctx.shared.metrics.autopilot_executor.set(0);
                     break;
                 },
                 () = ctx.shutdown.cancelled() => {
