@@ -22,12 +22,23 @@ use crate::source::StateEvent;
 
 /// One probe: true when the answer's status is the expected one in time.
 async fn probe(h: &Health, source: Option<std::net::IpAddr>) -> bool {
+    http_status(&h.addr, &h.path, source, h.timeout).await == Some(h.expect_status)
+}
+
+/// The status line's code of a plain-HTTP `GET path` at `addr`
+/// (`host:port`), from `source` if given, within `timeout`; `None` when
+/// there is no answer in time.
+pub(crate) async fn http_status(
+    addr: &str,
+    path: &str,
+    source: Option<std::net::IpAddr>,
+    timeout: Duration,
+) -> Option<u16> {
     let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: vdh-edge-health\r\n\r\n",
-        h.path, h.addr
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: vdh-edge\r\n\r\n"
     );
     let attempt = async {
-        let mut s = connect(&h.addr, source).await?;
+        let mut s = connect(addr, source).await?;
         s.write_all(req.as_bytes()).await.ok()?;
         let mut head = [0u8; 64];
         let mut n = 0;
@@ -41,10 +52,7 @@ async fn probe(h: &Health, source: Option<std::net::IpAddr>) -> bool {
         let line = std::str::from_utf8(&head[..n]).ok()?;
         line.split_whitespace().nth(1)?.parse::<u16>().ok()
     };
-    matches!(
-        tokio::time::timeout(h.timeout, attempt).await,
-        Ok(Some(status)) if status == h.expect_status
-    )
+    tokio::time::timeout(timeout, attempt).await.ok().flatten()
 }
 
 /// Connects to `addr` (`host:port`), from `source` when given.

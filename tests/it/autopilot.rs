@@ -10,28 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::etcd_harness::Etcd;
-use crate::harness::{TestServer, backend, command, http_get, repo};
+use crate::harness::{TestServer, backend, etcd_must as must, etcd_run as run, http_get, repo};
 use crate::load::Load;
-
-fn run(ep: &str, prefix: &str, args: &[&str]) -> (bool, String, String) {
-    let out = command()
-        .current_dir(repo())
-        .args(args)
-        .args(["--etcd", ep, "--prefix", prefix])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn must(ep: &str, prefix: &str, args: &[&str]) -> String {
-    let (ok, out, err) = run(ep, prefix, args);
-    assert!(ok, "{args:?} failed: {out}{err}");
-    out
-}
 
 fn edge(ep: &str, prefix: &str, id: &str) -> TestServer {
     let args: Vec<String> = [

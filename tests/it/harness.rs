@@ -330,3 +330,25 @@ pub fn backend_by_peer(healthy: impl Fn(std::net::IpAddr) -> bool + Send + 'stat
     });
     port
 }
+
+/// Runs a vdh-edge command against etcd under `prefix`; returns (ok, stdout, stderr).
+pub fn etcd_run(ep: &str, prefix: &str, args: &[&str]) -> (bool, String, String) {
+    let out = command()
+        .current_dir(repo())
+        .args(args)
+        .args(["--etcd", ep, "--prefix", prefix])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`etcd_run`], failing the test when the command fails; returns stdout.
+pub fn etcd_must(ep: &str, prefix: &str, args: &[&str]) -> String {
+    let (ok, out, err) = etcd_run(ep, prefix, args);
+    assert!(ok, "{args:?} failed: {out}{err}");
+    out
+}

@@ -10,22 +10,12 @@ use std::time::{Duration, Instant};
 
 use crate::dnsclient::{Query, answer_addrs};
 use crate::etcd_harness::Etcd;
-use crate::harness::{TestServer, backend, backend_by_peer, command, repo};
+use crate::harness::{TestServer, backend, backend_by_peer, command, etcd_run, repo};
 
 const PREFIX: &str = "/health";
 
 fn run(ep: &str, args: &[&str]) -> (bool, String, String) {
-    let out = command()
-        .current_dir(repo())
-        .args(args)
-        .args(["--etcd", ep, "--prefix", PREFIX])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    etcd_run(ep, PREFIX, args)
 }
 
 /// `environment_up{environment="prod-v1"}` on one edge, if exported.
@@ -239,20 +229,6 @@ fn etcd_edge(ep: &str, extra: &[&str]) -> TestServer {
 
 const PREFIX_FAILOVER: &str = "/failover";
 
-fn run_at(ep: &str, prefix: &str, args: &[&str]) -> (bool, String, String) {
-    let out = command()
-        .current_dir(repo())
-        .args(args)
-        .args(["--etcd", ep, "--prefix", prefix])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn a_down_environment_fails_over_on_every_edge_and_fails_open_when_all_are_down() {
     let primary_up = Arc::new(AtomicBool::new(true));
@@ -269,7 +245,7 @@ fn a_down_environment_fails_over_on_every_edge_and_fails_open_when_all_are_down(
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("s.yaml");
     std::fs::write(&f, failover_state(primary, secondary)).unwrap();
-    let (ok, out, err) = run_at(
+    let (ok, out, err) = etcd_run(
         &ep,
         PREFIX_FAILOVER,
         &["apply", f.to_str().unwrap(), "--yes"],
@@ -305,7 +281,7 @@ fn a_down_environment_fails_over_on_every_edge_and_fails_open_when_all_are_down(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (_, out, _) = run_at(&ep, PREFIX_FAILOVER, &["status"]);
+    let (_, out, _) = etcd_run(&ep, PREFIX_FAILOVER, &["status"]);
     assert!(
         out.contains("health: prod-v1 up (1 of 3 edges see it down)"),
         "{out}"
@@ -315,7 +291,7 @@ fn a_down_environment_fails_over_on_every_edge_and_fails_open_when_all_are_down(
     primary_up.store(false, Ordering::Relaxed);
     let took = wait_answers(&edges, &failed_over, Duration::from_secs(4));
     eprintln!("failed over on every edge after {took:?}");
-    let (_, out, _) = run_at(&ep, PREFIX_FAILOVER, &["status"]);
+    let (_, out, _) = etcd_run(&ep, PREFIX_FAILOVER, &["status"]);
     assert!(
         out.contains("failover: prod-v1 -> prod-v1b on 3 of 3 edges"),
         "{out}"
@@ -328,7 +304,7 @@ fn a_down_environment_fails_over_on_every_edge_and_fails_open_when_all_are_down(
         "{m}"
     );
     // explain shows the verdict and the failed-over answer the edges give.
-    let (ok, out, err) = run_at(
+    let (ok, out, err) = etcd_run(
         &ep,
         PREFIX_FAILOVER,
         &[
@@ -355,7 +331,7 @@ fn a_down_environment_fails_over_on_every_edge_and_fails_open_when_all_are_down(
     secondary_up.store(false, Ordering::Relaxed);
     let took = wait_answers(&edges, &primary_answer, Duration::from_secs(4));
     eprintln!("failing open on every edge after {took:?}");
-    let (_, out, _) = run_at(&ep, PREFIX_FAILOVER, &["status"]);
+    let (_, out, _) = etcd_run(&ep, PREFIX_FAILOVER, &["status"]);
     assert!(
         out.contains("failover: prod-v1 FAILING OPEN on 3 of 3 edges"),
         "{out}"
@@ -374,7 +350,7 @@ fn a_down_environment_fails_over_on_every_edge_and_fails_open_when_all_are_down(
     primary_up.store(true, Ordering::Relaxed);
     let took = wait_answers(&edges, &primary_answer, Duration::from_secs(3));
     eprintln!("back on the primary after {took:?}");
-    let (_, out, _) = run_at(&ep, PREFIX_FAILOVER, &["status"]);
+    let (_, out, _) = etcd_run(&ep, PREFIX_FAILOVER, &["status"]);
     assert!(!out.contains("failover:"), "{out}");
     load.finish();
 }
@@ -395,7 +371,7 @@ fn a_failover_to_another_backend_version_is_refused() {
     assert!(!out.status.success());
     assert!(err.contains(want), "{err}");
     let etcd = Etcd::single();
-    let (ok, out, err) = run_at(
+    let (ok, out, err) = etcd_run(
         &etcd.endpoints(),
         "/refused",
         &["apply", f.to_str().unwrap(), "--yes"],

@@ -7,31 +7,10 @@ use std::time::{Duration, Instant};
 
 use crate::dnsclient::{Query, answer_addrs};
 use crate::etcd_harness::Etcd;
-use crate::harness::{TestServer, command, http_request, repo};
+use crate::harness::{TestServer, etcd_must as must, etcd_run as run, http_request, repo};
 
 fn baseline() -> String {
     std::fs::read_to_string(repo().join("tests/fixtures/states/baseline.yaml")).unwrap()
-}
-
-/// Runs a vdh-edge command against etcd under `prefix`; returns (ok, stdout, stderr).
-fn run(ep: &str, prefix: &str, args: &[&str]) -> (bool, String, String) {
-    let out = command()
-        .current_dir(repo())
-        .args(args)
-        .args(["--etcd", ep, "--prefix", prefix])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn must(ep: &str, prefix: &str, args: &[&str]) -> String {
-    let (ok, out, err) = run(ep, prefix, args);
-    assert!(ok, "{args:?} failed: {out}{err}");
-    out
 }
 
 fn apply_text(ep: &str, prefix: &str, text: &str, extra: &[&str]) -> (bool, String, String) {

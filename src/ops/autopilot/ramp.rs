@@ -108,7 +108,9 @@ impl Gate {
                 _ => None,
             },
             Gate::Http { url, addr, path } => {
-                let status = http_status(addr, path).await;
+                let status =
+                    crate::serve::health::http_status(addr, path, None, Duration::from_secs(2))
+                        .await;
                 match status {
                     Some(s) if (200..300).contains(&s) => None,
                     Some(s) => Some(format!("gate http:{url} answered {s}")),
@@ -117,37 +119,6 @@ impl Gate {
             }
         }
     }
-}
-
-/// The status of `GET path` at `addr`, within 2 s.
-async fn http_status(addr: &str, path: &str) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: vdh-edge-autopilot\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut head = [0u8; 64];
-        let mut n = 0;
-        while n < 12 {
-            let m = s.read(&mut head[n..]).await.ok()?;
-            if m == 0 {
-                break;
-            }
-            n += m;
-        }
-        std::str::from_utf8(&head[..n])
-            .ok()?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
-        .await
-        .ok()
-        .flatten()
 }
 
 /// Checks `--ramp`, `--every` and `--gate` before anything is read.
