@@ -55,12 +55,22 @@ pub enum Command {
     /// The four cutover schemes as phases: list, show, apply, abort.
     #[command(subcommand)]
     Scheme(SchemeCommand),
+    /// Write a new Ed25519 signing key (PKCS#8 PEM) for --signing-key.
+    Keygen(KeygenArgs),
     /// Writes scheduled with `--at` and ramps: list, cancel.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
     /// The executor of schedules and ramps: pause, resume, status.
     #[command(subcommand)]
     Autopilot(AutopilotCommand),
+}
+
+/// `keygen FILE`.
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Where to write the key (refused if it exists).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 /// The `schedule` subcommands.
@@ -529,6 +539,15 @@ pub struct ServeArgs {
     /// UDP; default: the CPUs this process may run on.
     #[arg(long, value_name = "N")]
     pub udp_workers: Option<usize>,
+    /// Sign documents with the Ed25519 keys in this PEM file (PKCS#8; a file
+    /// may hold several keys). Every key is published at /v1/keys; the
+    /// first key of the first file signs. Repeatable; reloaded on change.
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Vec<PathBuf>,
+    /// How long a signed document stays valid after it is issued (e.g. 7d,
+    /// 12h).
+    #[arg(long, value_name = "DURATION", default_value = "7d")]
+    pub document_validity: String,
     /// Do not take part in the autopilot election (this edge never executes
     /// schedules or ramps).
     #[arg(long)]

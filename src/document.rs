@@ -79,6 +79,16 @@ pub(crate) struct Document {
     pub(crate) auth: Auth,
     pub(crate) refresh_after_s: u32,
     pub(crate) rule: String,
+    /// Signed documents only: the client it was issued for, when the
+    /// request named one (a document swapped between clients is refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) client_id: Option<String>,
+    /// Signed documents only: when it was issued and until when a client
+    /// may use it (an old document cannot be replayed forever).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) issued_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) expires_at: Option<String>,
 }
 
 /// Salt of the cohort that a staged minimum version applies to.
@@ -210,7 +220,18 @@ impl Document {
             },
             refresh_after_s: refresh_after(svc, asker.client_id.as_deref()),
             rule: rule.name.clone(),
+            client_id: None,
+            issued_at: None,
+            expires_at: None,
         })
+    }
+
+    /// Adds what a signed document carries: the client id it is for and
+    /// its validity window (`(issued_at, expires_at)`).
+    pub(crate) fn stamp(&mut self, client_id: Option<&str>, window: (String, String)) {
+        self.client_id = client_id.map(str::to_string);
+        self.issued_at = Some(window.0);
+        self.expires_at = Some(window.1);
     }
 
     /// The JSON body and the ETag, serializing once. The ETag is a hash of
@@ -218,26 +239,33 @@ impl Document {
     /// change this client's document keeps its ETag.
     pub(crate) fn encode(&self) -> (Vec<u8>, String) {
         let body = serde_json::to_vec(self).expect("document serializes");
-        let marker = b"\"revision\":";
-        let at = body
-            .windows(marker.len())
-            .position(|w| w == marker)
-            .expect("revision field")
-            + marker.len();
-        let end = at + body[at..].iter().take_while(|c| c.is_ascii_digit()).count();
-        let mut h = Sha256::new();
-        h.update(&body[..at]);
-        h.update(&body[end..]);
-        let d = h.finalize();
-        let mut etag = String::with_capacity(26);
-        etag.push('"');
-        for b in &d[..12] {
-            etag.push(char::from_digit((b >> 4) as u32, 16).expect("hex"));
-            etag.push(char::from_digit((b & 15) as u32, 16).expect("hex"));
-        }
-        etag.push('"');
+        let etag = etag_of(&body);
         (body, etag)
     }
+}
+
+/// The ETag of a JSON body with a `"revision":N` field: a hash of the body
+/// with the revision left out.
+pub(crate) fn etag_of(body: &[u8]) -> String {
+    let marker = b"\"revision\":";
+    let at = body
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("revision field")
+        + marker.len();
+    let end = at + body[at..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut h = Sha256::new();
+    h.update(&body[..at]);
+    h.update(&body[end..]);
+    let d = h.finalize();
+    let mut etag = String::with_capacity(26);
+    etag.push('"');
+    for b in &d[..12] {
+        etag.push(char::from_digit((b >> 4) as u32, 16).expect("hex"));
+        etag.push(char::from_digit((b & 15) as u32, 16).expect("hex"));
+    }
+    etag.push('"');
+    etag
 }
 
 #[cfg(test)]

@@ -11,11 +11,8 @@ use serde::Serialize;
 use crate::config::routing::Platform;
 use crate::config::snapshot::Snapshot;
 use crate::document::{Asker, Document};
+use crate::front::dns::Network;
 use crate::front::dns::answer::decide_for_network;
-use crate::front::dns::{Network, Transport, respond};
-use crate::proto::name::Name;
-use crate::proto::types;
-use crate::proto::wire::{answer_records, rdata_to_ip};
 
 /// What keeps a client from being explained.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +124,8 @@ pub(crate) fn explain(snap: &Snapshot, query: &Query) -> Result<Explanation, Exp
         .hostnames
         .iter()
         .map(|h| {
-            let (a, aaaa, ttl) = ask(snap, h, src);
+            let l = crate::front::dns::lookup(snap, h, src);
+            let (a, aaaa, ttl) = (l.a, l.aaaa, l.ttl);
             DnsExplanation {
                 name: h.to_string(),
                 network: String::from_utf8_lossy(net.key()).into_owned(),
@@ -146,31 +144,6 @@ pub(crate) fn explain(snap: &Snapshot, query: &Query) -> Result<Explanation, Exp
         health: Default::default(),
         failed_over: snap.failed_over.clone(),
     })
-}
-
-/// Asks the real answering code for `name` A and AAAA, as a resolver at
-/// `src` would.
-fn ask(snap: &Snapshot, name: &Name, src: IpAddr) -> (Vec<String>, Vec<String>, Option<u32>) {
-    let mut addrs = [Vec::new(), Vec::new()];
-    let mut ttl = None;
-    for (k, qtype) in [types::A, types::AAAA].into_iter().enumerate() {
-        let mut q = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-        q.extend_from_slice(name.wire());
-        q.extend_from_slice(&qtype.to_be_bytes());
-        q.extend_from_slice(&1u16.to_be_bytes());
-        let mut out = Vec::new();
-        respond(snap, &q, src, Transport::Udp, &mut out);
-        for (rtype, t, rdata) in answer_records(&out).unwrap_or_default() {
-            ttl = Some(t);
-            if matches!(rtype, types::A | types::AAAA)
-                && let Some(ip) = rdata_to_ip(&rdata)
-            {
-                addrs[k].push(ip.to_string());
-            }
-        }
-    }
-    let [a, aaaa] = addrs;
-    (a, aaaa, ttl)
 }
 
 impl Explanation {

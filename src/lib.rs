@@ -32,6 +32,7 @@ pub(crate) mod proto;
 pub(crate) mod scheme;
 pub(crate) mod serve;
 pub(crate) mod shared;
+pub(crate) mod signing;
 pub(crate) mod source;
 pub(crate) mod util;
 
@@ -69,6 +70,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", config::state::json_schema());
             return Ok(());
         }
+        Command::Keygen(args) => ops::check::keygen(&args)?,
         Command::Apply(args) => block_on(ops::apply::apply(&args))?,
         Command::Status(args) => block_on(ops::status::status(&args))?,
         Command::History(args) => block_on(ops::history::history(&args))?,
@@ -155,8 +157,9 @@ mod layering {
     #[test]
     fn modules_follow_the_dependency_order() {
         let order = [
-            "proto", "util", "backoff", "config", "error", "document", "census", "metrics",
-            "shared", "source", "etcd", "cli", "front", "serve", "scheme", "explain", "ops",
+            "proto", "util", "backoff", "config", "error", "document", "signing", "census",
+            "metrics", "shared", "source", "etcd", "cli", "front", "serve", "scheme", "explain",
+            "ops",
         ];
         for (i, m) in order.iter().enumerate() {
             let path = if Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     /// Woken when this edge's observations change (the registry then
     /// publishes them at once).
     pub(crate) health_changed: tokio::sync::Notify,
+    /// Signs documents (`--signing-key`); swapped whole on a key reload.
+    pub(crate) signer: arc_swap::ArcSwapOption<crate::signing::Signer>,
 }
 
 impl Default for Shared {
@@ -102,6 +104,7 @@ impl Shared {
             last_rejection: Mutex::new(None),
             health: Mutex::new(HealthState::default()),
             health_changed: tokio::sync::Notify::new(),
+            signer: arc_swap::ArcSwapOption::empty(),
         }
     }
 

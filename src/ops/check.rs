@@ -72,3 +72,24 @@ pub(crate) fn explain(args: &ExplainArgs) -> anyhow::Result<String> {
     ));
     Ok(out)
 }
+
+/// `vdh-edge keygen FILE`: a new Ed25519 signing key, mode 0600, never
+/// over an existing file.
+pub(crate) fn keygen(args: &crate::cli::KeygenArgs) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let (pem, kid) = crate::signing::generate().map_err(anyhow::Error::msg)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&args.file)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    f.write_all(pem.as_bytes())?;
+    f.sync_all()?;
+    Ok(format!(
+        "wrote {} (Ed25519, kid {kid}); serve with --signing-key {}",
+        args.file.display(),
+        args.file.display()
+    ))
+}

@@ -122,6 +122,7 @@ pub(crate) async fn serve(args: ServeArgs, executor: Executor) -> anyhow::Result
         started.published,
     ));
     let certs = open_certs(&args, &shared, &shutdown, &mut tasks)?;
+    open_signing_keys(&args, &shared, &shutdown, &mut tasks)?;
     tasks.spawn(on_sighup(started.reread, certs.clone(), shutdown.clone()));
     let listeners = bind(&args).await?;
     let dns_addr = listeners.udp[0].local_addr()?;
@@ -361,6 +362,73 @@ fn open_certs(
     info!(cert = %cert.display(), key = %key.display(), "TLS certificate loaded");
     tasks.spawn(store.clone().watch(shutdown.clone()));
     Ok(Some(store))
+}
+
+/// `--signing-key`: loads the keys (a bad file stops the start, naming
+/// it) and keeps following the files: a changed file is read again every
+/// second; a bad one is logged and the keys in use stay.
+fn open_signing_keys(
+    args: &ServeArgs,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    if args.signing_key.is_empty() {
+        return Ok(());
+    }
+    let validity = crate::util::parse_duration(&args.document_validity)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            Invalid(vec![format!(
+                "--document-validity '{}': use e.g. 7d, 12h",
+                args.document_validity
+            )])
+        })?;
+    let files = args.signing_key.clone();
+    let read = move || -> Result<Vec<(String, Vec<u8>)>, String> {
+        files
+            .iter()
+            .map(|f| {
+                std::fs::read(f)
+                    .map(|b| (f.display().to_string(), b))
+                    .map_err(|e| format!("{}: {e}", f.display()))
+            })
+            .collect()
+    };
+    let load = move |pems: &[(String, Vec<u8>)]| crate::signing::Signer::from_pems(pems, validity);
+    let mut last = read().map_err(|e| Invalid(vec![e]))?;
+    let signer = load(&last).map_err(|e| Invalid(vec![e]))?;
+    info!(kid = signer.kid(), "signing documents");
+    shared.signer.store(Some(Arc::new(signer)));
+    let (shared, shutdown) = (shared.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let now = match read() {
+                Ok(p) if p != last => p,
+                Ok(_) => continue,
+                Err(error) => {
+                    warn!(%error, "signing key unreadable; still signing with the keys loaded");
+                    continue;
+                }
+            };
+            match load(&now) {
+                Ok(s) => {
+                    info!(kid = s.kid(), "signing keys reloaded");
+                    shared.signer.store(Some(Arc::new(s)));
+                }
+                Err(error) => {
+                    warn!(%error, "signing key refused; still signing with the keys loaded");
+                }
+            }
+            last = now;
+        }
+    });
+    Ok(())
 }
 
 /// `--rrl-*`: the UDP rate limiter, if on.

@@ -262,3 +262,45 @@ fn chaos(req: &Request, w: &mut Writer) -> u8 {
     );
     RCODE_NOERROR
 }
+
+/// What [`lookup`] found.
+#[derive(Debug, Default)]
+pub(crate) struct Lookup {
+    /// The A addresses, as text.
+    pub(crate) a: Vec<String>,
+    /// The AAAA addresses, as text.
+    pub(crate) aaaa: Vec<String>,
+    /// The TTL of the last address record seen.
+    pub(crate) ttl: Option<u32>,
+    /// The response code of the A query.
+    pub(crate) rcode: u8,
+    /// The AA bit of the A answer (false: not a name this edge serves).
+    pub(crate) authoritative: bool,
+}
+
+/// Asks the real answering code for `name` A and AAAA, as a resolver at
+/// `src` would (over TCP: no truncation); `explain` and `/v1/resolve` use it.
+pub(crate) fn lookup(snap: &Snapshot, name: &crate::proto::name::Name, src: IpAddr) -> Lookup {
+    let mut l = Lookup::default();
+    for (k, qtype) in [A, AAAA].into_iter().enumerate() {
+        let mut q = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(name.wire());
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&1u16.to_be_bytes());
+        let mut out = Vec::new();
+        respond(snap, &q, src, Transport::Tcp, &mut out);
+        if k == 0 && out.len() >= 4 {
+            l.rcode = out[3] & 0x0f;
+            l.authoritative = out[2] & 0x04 != 0;
+        }
+        for (rtype, t, rdata) in wire::answer_records(&out).unwrap_or_default() {
+            if matches!(rtype, A | AAAA)
+                && let Some(ip) = wire::rdata_to_ip(&rdata)
+            {
+                l.ttl = Some(t);
+                if k == 0 { &mut l.a } else { &mut l.aaaa }.push(ip.to_string());
+            }
+        }
+    }
+    l
+}

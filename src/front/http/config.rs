@@ -19,16 +19,19 @@ use crate::metrics::ConfigLabels;
 use crate::shared::Shared;
 
 /// The parsed query parameters of a config request.
-struct ConfigParams {
-    asker: Asker,
-    wait: Option<u64>,
+pub(crate) struct ConfigParams {
+    pub(crate) asker: Asker,
+    pub(crate) wait: Option<u64>,
 }
 
 /// Parses and validates the query string. Unknown parameters are ignored;
 /// for a repeated parameter the first wins. The error is the 400 to send
 /// (a cold path: its size does not matter).
 #[allow(clippy::result_large_err)]
-fn parse_params(raw: Option<&str>, addr: Option<IpAddr>) -> Result<ConfigParams, Response> {
+pub(crate) fn parse_params(
+    raw: Option<&str>,
+    addr: Option<IpAddr>,
+) -> Result<ConfigParams, Response> {
     let bad = |p: &str, m: String| error(StatusCode::BAD_REQUEST, "invalid_parameter", Some(p), m);
     let (mut sdk, mut client_id, mut platform, mut app_id, mut wait) =
         (None, None, None, None, None);
@@ -129,15 +132,43 @@ fn truncate(s: &str) -> String {
 }
 
 /// True when an If-None-Match header value matches `etag`.
-fn etag_matches(inm: &str, etag: &str) -> bool {
+pub(crate) fn etag_matches(inm: &str, etag: &str) -> bool {
     inm.split(',')
         .map(str::trim)
         .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
 }
 
-fn document_response(body: Vec<u8>, etag: &str) -> Response {
+/// The document `asker` gets, stamped for signing when a key is loaded.
+pub(crate) fn build(
+    shared: &Shared,
+    snap: &crate::config::snapshot::Snapshot,
+    service: &str,
+    asker: &Asker,
+) -> Option<Document> {
+    let mut doc = Document::build(snap, service, asker)?;
+    if let Some(s) = shared.signer.load().as_ref() {
+        doc.stamp(
+            asker.client_id.as_deref(),
+            s.window(std::time::SystemTime::now()),
+        );
+    }
+    Some(doc)
+}
+
+/// The detached JWS of `body` as a header value, when a key is loaded.
+pub(crate) fn signature(shared: &Shared, body: &[u8]) -> Option<HeaderValue> {
+    let s = shared.signer.load();
+    let jws = s.as_ref()?.sign(body);
+    Some(HeaderValue::from_str(&jws).expect("base64url"))
+}
+
+fn document_response(shared: &Shared, body: Vec<u8>, etag: &str) -> Response {
+    let sig = signature(shared, &body);
     let mut resp = Response::new(axum::body::Body::from(body));
     let h = resp.headers_mut();
+    if let Some(sig) = sig {
+        h.insert(crate::signing::SIGNATURE_HEADER, sig);
+    }
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -150,7 +181,7 @@ fn document_response(body: Vec<u8>, etag: &str) -> Response {
     resp
 }
 
-fn not_modified(etag: &str) -> Response {
+pub(crate) fn not_modified(etag: &str) -> Response {
     let mut resp = StatusCode::NOT_MODIFIED.into_response();
     resp.headers_mut()
         .insert(header::ETAG, HeaderValue::from_str(etag).expect("hex etag"));
@@ -204,7 +235,7 @@ pub(crate) async fn config(
     // Subscribe before reading the snapshot so no publish is missed.
     let changes = shared.subscribe();
     let snap = shared.snapshot();
-    let Some(doc) = Document::build(&snap, &service, &params.asker) else {
+    let Some(doc) = build(&shared, &snap, &service, &params.asker) else {
         return unknown_service(&service);
     };
     let (body, etag) = doc.encode();
@@ -235,7 +266,7 @@ pub(crate) async fn config(
     };
     let Some(inm) = inm.filter(|i| etag_matches(i, &etag)) else {
         count(&doc);
-        return document_response(body, &etag);
+        return document_response(&shared, body, &etag);
     };
     let Some(wait) = params.wait.filter(|w| *w > 0) else {
         return not_modified(&etag);
@@ -277,13 +308,13 @@ async fn hold(
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => {
                 let snap = shared.snapshot();
-                let Some(doc) = Document::build(&snap, service, asker) else {
+                let Some(doc) = build(shared, &snap, service, asker) else {
                     return unknown_service(service);
                 };
                 let (body, new_etag) = doc.encode();
                 if !etag_matches(inm, &new_etag) {
                     count(&doc);
-                    return document_response(body, &new_etag);
+                    return document_response(shared, body, &new_etag);
                 }
             }
             // Shutdown (sender gone) or timeout: nothing changed for this client.

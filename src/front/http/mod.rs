@@ -11,6 +11,7 @@ pub(crate) mod config;
 pub(crate) mod cors;
 pub(crate) mod doh;
 pub(crate) mod health;
+pub(crate) mod resolve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -98,6 +99,8 @@ pub(crate) fn router(shared: Arc<Shared>, role: Role, settings: &HttpSettings) -
     let routes = match role {
         Role::Public => Router::new()
             .route("/v1/config/{service}", get(config::config))
+            .route("/v1/resolve", get(resolve::resolve))
+            .route("/v1/keys", get(resolve::keys))
             .route("/healthz", get(health::healthz)),
         Role::Admin => Router::new()
             .route("/healthz", get(health::healthz))
@@ -351,6 +354,8 @@ pub(crate) fn error(
 fn route_label(path: &str) -> &'static str {
     match path {
         p if p.starts_with("/v1/config/") => "/v1/config",
+        "/v1/resolve" => "/v1/resolve",
+        "/v1/keys" => "/v1/keys",
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",

@@ -13,7 +13,7 @@ pub(crate) mod executor;
 pub(crate) mod ramp;
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::anyhow;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
@@ -542,27 +542,11 @@ pub(crate) fn one_line(j: &Job) -> String {
     )
 }
 
-/// Parses `30s`, `10m`, `2h`, `1d` or plain seconds.
-pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    Some(Duration::from_secs(n.checked_mul(mult)?))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
+
+    use crate::util::parse_duration;
 
     #[test]
     fn durations() {

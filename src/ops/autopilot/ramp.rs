@@ -157,7 +157,7 @@ pub(crate) fn check_args(args: &SchemeApplyArgs, s: &Scheme) -> Result<Duration,
         .every
         .as_deref()
         .ok_or_else(|| UsageError("--ramp needs --every DURATION (e.g. 30m)".into()))?;
-    super::parse_duration(every)
+    crate::util::parse_duration(every)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| UsageError(format!("--every '{every}': use e.g. 30s, 10m, 2h")))
 }
