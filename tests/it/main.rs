@@ -30,6 +30,7 @@ mod reload_signal;
 mod rrl;
 mod schemes;
 mod serial;
+mod signing;
 mod tcp_limits;
 mod tls;
 mod transient_read;
