@@ -53,3 +53,36 @@ need_rust_components() {
     echo "installing: ${missing[*]} (rustup)" >&2
     rustup component add "${missing[@]}" || { echo "error: could not install ${missing[*]}" >&2; return 1; }
 }
+
+# need_openapi_validator — a Python with openapi-spec-validator and
+# openapi-schema-validator (the OpenAPI 3.1 checks of the test suite).
+# Uses python3 when it has them; otherwise makes a venv in
+# target/openapi-venv and installs them from PyPI. Exports
+# VDH_TEST_PYTHON for the tests.
+need_openapi_validator() {
+    local probe='import openapi_spec_validator, openapi_schema_validator, referencing'
+    if python3 -c "$probe" 2>/dev/null; then
+        export VDH_TEST_PYTHON=python3
+        return 0
+    fi
+    local venv="target/openapi-venv"
+    if [ ! -x "$venv/bin/python3" ] || ! "$venv/bin/python3" -c "$probe" 2>/dev/null; then
+        python3 -m venv "$venv" 2>/dev/null || { need_pkgs python3:python3 && need_pkgs_pkg python3-venv && python3 -m venv "$venv"; } \
+            || { echo "error: could not make a Python venv" >&2; return 1; }
+        echo "installing: openapi-spec-validator (PyPI, into $venv)" >&2
+        "$venv/bin/pip" install -q "openapi-spec-validator>=0.7" "openapi-schema-validator>=0.6" \
+            || { echo "error: could not install openapi-spec-validator" >&2; return 1; }
+    fi
+    VDH_TEST_PYTHON="$(pwd)/$venv/bin/python3"
+    export VDH_TEST_PYTHON
+}
+
+# need_pkgs_pkg PKG — installs a Debian package that has no command to probe.
+need_pkgs_pkg() {
+    dpkg -s "$1" >/dev/null 2>&1 && return 0
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    echo "installing: $1" >&2
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$1" >/dev/null \
+        || { echo "error: could not install $1" >&2; return 1; }
+}

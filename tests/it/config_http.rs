@@ -685,7 +685,10 @@ fn cors_for_allowed_origins_only() {
         get.header("access-control-allow-origin"),
         Some("https://app.example")
     );
-    assert_eq!(get.header("access-control-expose-headers"), Some("ETag"));
+    assert_eq!(
+        get.header("access-control-expose-headers"),
+        Some("ETag, X-JWS-Signature")
+    );
     assert!(get.header("etag").is_some());
     let other = http_request(s.http, "GET", path, &[("Origin", "https://evil.example")]);
     assert_eq!(other.status, 200);

@@ -97,7 +97,7 @@ pub(crate) async fn layer(
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         h.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("ETag"),
+            HeaderValue::from_static("ETag, X-JWS-Signature"),
         );
     }
     resp
