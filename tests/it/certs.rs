@@ -45,6 +45,21 @@ impl TestCa {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// A leaf for the given DNS names: (chain PEM, key PEM).
+    pub fn leaf_for(&self, names: &[&str]) -> (String, String) {
+        let params =
+            CertificateParams::new(names.iter().map(ToString::to_string).collect::<Vec<_>>())
+                .unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// The CA certificate (PEM).
+    pub fn pem(&self) -> Vec<u8> {
+        std::fs::read(&self.ca_file).unwrap()
+    }
+
     /// Writes a leaf named `cn` to `cert` and `key`, each by rename.
     pub fn install(&self, cn: &str, cert: &Path, key: &Path) {
         let (c, k) = self.leaf(cn);

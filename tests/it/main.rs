@@ -29,6 +29,7 @@ mod proxy;
 mod reload_signal;
 mod rrl;
 mod schemes;
+mod sdk_client;
 mod serial;
 mod signing;
 mod tcp_limits;

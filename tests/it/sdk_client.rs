@@ -1,0 +1,291 @@
+//! The reference Rust client (`clients/rust`) against real edges (issue 13):
+//! it verifies every document and keeps its last good one when a proxy
+//! tampers (one flipped byte, another client's document, an expired
+//! replay), follows key rotation when it pins both keys, restarts from its
+//! store with the edge away, and, for scheme 4 as the operators wrote it,
+//! reaches the backend of its cohort at `vdh-api.yingzi.com` through
+//! `/v1/resolve` while plain DNS answers as an OLD client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc::UnboundedReceiver;
+use vdh_client::{Client, Config, Event, Keys, Rejected};
+
+use crate::certs::TestCa;
+use crate::harness::{TestServer, command, http_request, repo, write_by_rename};
+
+/// A TLS acceptor for a PEM chain and key.
+fn acceptor(cert: &str, key: &str) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+}
+
+/// Reads an HTTP request head.
+async fn read_head<S: AsyncReadExt + Unpin>(s: &mut S) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).await.ok()? == 0 {
+            return None;
+        }
+        buf.push(b[0]);
+    }
+    String::from_utf8(buf).ok()
+}
+
+/// A raw HTTP/1.1 exchange with the edge (connection closed after).
+async fn ask_edge(edge: SocketAddr, head: &str) -> (String, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(edge).await.unwrap();
+    let head = head.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await.unwrap();
+    let at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    (
+        String::from_utf8_lossy(&all[..at]).into_owned(),
+        all[at..].to_vec(),
+    )
+}
+
+const PASS: u8 = 0;
+const FLIP: u8 = 1;
+const SWAP: u8 = 2;
+const REPLAY: u8 = 3;
+
+/// An HTTPS proxy in front of an edge that passes answers, or tampers with
+/// the 200s of `/v1/config` as `mode` says.
+async fn proxy(
+    tls: tokio_rustls::TlsAcceptor,
+    edge: SocketAddr,
+    mode: Arc<AtomicU8>,
+    replay: (Vec<u8>, String),
+) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = l.accept().await.unwrap();
+            let (tls, mode, replay) = (tls.clone(), mode.clone(), replay.clone());
+            tokio::spawn(async move {
+                let Ok(mut s) = tls.accept(tcp).await else {
+                    return;
+                };
+                let Some(head) = read_head(&mut s).await else {
+                    return;
+                };
+                let (mut rhead, mut body) = ask_edge(edge, &head).await;
+                let is_doc =
+                    head.starts_with("GET /v1/config/") && rhead.starts_with("HTTP/1.1 200");
+                let mut sig = header(&rhead, "x-jws-signature");
+                match mode.load(Ordering::Relaxed) {
+                    FLIP if is_doc => body[20] ^= 1,
+                    SWAP if is_doc => {
+                        let path = head
+                            .split(' ')
+                            .nth(1)
+                            .unwrap()
+                            .replace("client_id=c-me", "client_id=c-other");
+                        let (h, b) =
+                            ask_edge(edge, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"))
+                                .await;
+                        sig = header(&h, "x-jws-signature");
+                        body = b;
+                    }
+                    REPLAY if is_doc => {
+                        body = replay.0.clone();
+                        sig = Some(replay.1.clone());
+                    }
+                    _ => {}
+                }
+                // The edge's head, with the (new) signature and length.
+                rhead = rhead
+                    .lines()
+                    .filter(|l| {
+                        let l = l.to_ascii_lowercase();
+                        !l.starts_with("content-length")
+                            && !l.starts_with("x-jws-signature")
+                            && !l.is_empty()
+                    })
+                    .map(|l| format!("{l}\r\n"))
+                    .collect();
+                if let Some(sig) = sig.filter(|_| is_doc) {
+                    rhead.push_str(&format!("x-jws-signature: {sig}\r\n"));
+                }
+                rhead.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+                let _ = s.write_all(rhead.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// Waits for an event matching `want`, returning the events skipped.
+async fn expect(
+    rx: &mut UnboundedReceiver<Event>,
+    what: &str,
+    want: impl Fn(&Event) -> bool,
+) -> Vec<Event> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(e)) if want(&e) => return seen,
+            Ok(Some(e)) => seen.push(e),
+            _ => panic!("no {what} event; saw {seen:?}"),
+        }
+    }
+}
+
+fn state_with_epoch(n: u64) -> String {
+    let shipped = std::fs::read_to_string(repo().join("deploy/state.yaml")).unwrap();
+    let from = "    api_base_url: https://vdh-api-v1.yingzi.com\n    status: serving\n    token_epoch: 1\n";
+    assert!(shipped.contains(from));
+    shipped.replace(from, &format!("    api_base_url: https://vdh-api-v1.yingzi.com\n    status: serving\n    token_epoch: {n}\n"))
+}
+
+fn keygen(path: &std::path::Path) -> String {
+    assert!(
+        command()
+            .arg("keygen")
+            .arg(path)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn the_client_keeps_its_last_good_document_when_a_proxy_tampers_and_follows_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = keygen(&dir.path().join("a.pem"));
+    let b = keygen(&dir.path().join("b.pem"));
+    let keys = dir.path().join("keys.pem");
+    std::fs::write(&keys, &a).unwrap();
+    let state = dir.path().join("state.yaml");
+    std::fs::write(&state, state_with_epoch(1)).unwrap();
+    let zones = repo().join("zones");
+    let edge = TestServer::start(&zones, &state, &["--signing-key", keys.to_str().unwrap()]);
+    // A second edge with the same key whose documents are born expired.
+    let stale = TestServer::start(
+        &zones,
+        &state,
+        &[
+            "--signing-key",
+            keys.to_str().unwrap(),
+            "--document-validity",
+            "1s",
+        ],
+    );
+    let old = http_request(
+        stale.http,
+        "GET",
+        "/v1/config/vdh-api?sdk_version=1.0.0&client_id=c-me",
+        &[],
+    );
+    let replay = (
+        old.body.clone().into_bytes(),
+        old.header("x-jws-signature").unwrap().to_string(),
+    );
+    let jwks_a = Keys::from_jwks(&http_request(edge.http, "GET", "/v1/keys", &[]).body).unwrap();
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf_for(&["localhost"]);
+    let store = dir.path().join("doc.json");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mode = Arc::new(AtomicU8::new(PASS));
+        let p = proxy(acceptor(&cert, &key), edge.http, mode.clone(), replay).await;
+        let config = |keys: Keys, store: &std::path::Path| {
+            let mut c = Config::new(&format!("https://localhost:{}", p.port()), "vdh-api", "1.0.0", keys);
+            c.edge_addr = Some(p);
+            c.client_id = Some("c-me".into());
+            c.ca_pem = ca.pem();
+            c.store = Some(store.to_path_buf());
+            c.long_poll = Some(Duration::from_secs(5));
+            c.backoff = (Duration::from_millis(100), Duration::from_millis(400));
+            c
+        };
+        let (client, mut rx) = Client::start(config(jwks_a.clone(), &store)).unwrap();
+        expect(&mut rx, "first document", |e| matches!(e, Event::Accepted { .. })).await;
+        assert_eq!(client.document().unwrap().auth.epoch, 1);
+        // Tampering: each refused, the last good document kept.
+        for (m, what, want) in [
+            (FLIP, "bad signature", Box::new(|r: &Rejected| *r == Rejected::BadSignature) as Box<dyn Fn(&Rejected) -> bool>),
+            (SWAP, "wrong client", Box::new(|r: &Rejected| matches!(r, Rejected::WrongClient { got: Some(g), .. } if g == "c-other"))),
+            (REPLAY, "expired", Box::new(|r: &Rejected| matches!(r, Rejected::Expired(_)))),
+        ] {
+            mode.store(m, Ordering::Relaxed);
+            if m == FLIP {
+                write_by_rename(&state, &state_with_epoch(2));
+            }
+            let skipped = expect(&mut rx, what, |e| matches!(e, Event::Rejected { reason } if want(reason))).await;
+            assert!(!skipped.iter().any(|e| matches!(e, Event::Accepted { .. })), "{skipped:?}");
+            assert_eq!(client.document().unwrap().auth.epoch, 1, "{what}: the last good document stays");
+        }
+        // Honest answers again: the new epoch, and exactly one token event.
+        mode.store(PASS, Ordering::Relaxed);
+        let skipped = expect(&mut rx, "token invalidated", |e| {
+            matches!(e, Event::TokenInvalidated { realm, epoch: 2 } if realm == "prod-v1/v1")
+        })
+        .await;
+        assert!(skipped.iter().all(|e| !matches!(e, Event::TokenInvalidated { .. })), "{skipped:?}");
+        assert_eq!(client.document().unwrap().auth.epoch, 2);
+        // Rotation: publish B (A still signs); a client pinning both.
+        write_by_rename(&keys, &format!("{a}{b}"));
+        let mut both = jwks_a.clone();
+        for _ in 0..60 {
+            both = Keys::from_jwks(&http_request(edge.http, "GET", "/v1/keys", &[]).body).unwrap();
+            if both.kids().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(both.kids().len(), 2);
+        let store2 = dir.path().join("doc2.json");
+        let (pinned_both, mut rx2) = Client::start(config(both.clone(), &store2)).unwrap();
+        expect(&mut rx2, "first document", |e| matches!(e, Event::Accepted { .. })).await;
+        // Switch: B signs; the next change reaches the client pinning both;
+        // the one pinning A alone refuses it.
+        write_by_rename(&keys, &format!("{b}{a}"));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        write_by_rename(&state, &state_with_epoch(3));
+        expect(&mut rx2, "epoch 3", |e| matches!(e, Event::TokenInvalidated { epoch: 3, .. })).await;
+        expect(&mut rx, "unknown key", |e| matches!(e, Event::Rejected { reason: Rejected::UnknownKey(_) })).await;
+        assert_eq!(client.document().unwrap().auth.epoch, 2);
+        drop(pinned_both);
+        // A restart with the edge away: the stored document serves at once.
+        let mut offline = config(both, &store2);
+        offline.edge_addr = Some("127.0.0.1:9".parse().unwrap());
+        let (restarted, mut rx3) = Client::start(offline).unwrap();
+        assert_eq!(restarted.document().unwrap().auth.epoch, 3);
+        expect(&mut rx3, "unreachable", |e| matches!(e, Event::Unreachable { .. })).await;
+        assert_eq!(restarted.document().unwrap().auth.epoch, 3);
+    });
+}
