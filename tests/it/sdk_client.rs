@@ -289,3 +289,164 @@ fn the_client_keeps_its_last_good_document_when_a_proxy_tampers_and_follows_rota
         assert_eq!(restarted.document().unwrap().auth.epoch, 3);
     });
 }
+
+/// An HTTPS backend on `ip:port` answering who it is, the Host it was
+/// asked for and the SNI name.
+async fn backend(
+    ip: [u8; 4],
+    port: u16,
+    who: &'static str,
+    tls: tokio_rustls::TlsAcceptor,
+) -> std::io::Result<()> {
+    let l = tokio::net::TcpListener::bind((std::net::Ipv4Addr::from(ip), port)).await?;
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = l.accept().await.unwrap();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = tls.accept(tcp).await else {
+                    return;
+                };
+                let sni = s.get_ref().1.server_name().unwrap_or("").to_string();
+                let Some(head) = read_head(&mut s).await else {
+                    return;
+                };
+                let host = header(&head, "host").unwrap_or_default();
+                let body = format!(r#"{{"backend":"{who}","host":"{host}","sni":"{sni}"}}"#);
+                let _ = s
+                    .write_all(format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).as_bytes())
+                    .await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    Ok(())
+}
+
+#[test]
+fn scheme_4_as_written_new_and_old_sdks_reach_their_backend_at_one_hostname() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let (api_cert, api_key) = ca.leaf_for(&["vdh-api.yingzi.com"]);
+    let (edge_cert, edge_key) = ca.leaf_for(&["localhost"]);
+    let (cert_file, key_file) = (dir.path().join("edge.pem"), dir.path().join("edge.key"));
+    std::fs::write(&cert_file, edge_cert).unwrap();
+    std::fs::write(&key_file, edge_key).unwrap();
+    let key = dir.path().join("k.pem");
+    keygen(&key);
+    // prod (v0) at 127.0.0.2, prod-v1 (v1) at 127.0.0.3; new-env phase 1.
+    let shipped = std::fs::read_to_string(repo().join("deploy/state.yaml")).unwrap();
+    let state = shipped
+        .replace(
+            "addresses: [192.0.2.10, 192.0.2.11]",
+            "addresses: [127.0.0.2]",
+        )
+        .replace(
+            "addresses: [203.0.113.10, 203.0.113.11]",
+            "addresses: [127.0.0.3]",
+        );
+    assert_ne!(state, shipped);
+    let f = dir.path().join("state.yaml");
+    std::fs::write(&f, state).unwrap();
+    let edge = TestServer::start(
+        &repo().join("zones"),
+        &f,
+        &[
+            "--signing-key",
+            key.to_str().unwrap(),
+            "--tls-cert",
+            cert_file.to_str().unwrap(),
+            "--tls-key",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // The same port on both backend addresses.
+        let tls = acceptor(&api_cert, &api_key);
+        let mut port = 0;
+        for _ in 0..20 {
+            let probe = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+            port = probe.local_addr().unwrap().port();
+            drop(probe);
+            if backend([127, 0, 0, 2], port, "v0", tls.clone())
+                .await
+                .is_ok()
+                && backend([127, 0, 0, 3], port, "v1", tls.clone())
+                    .await
+                    .is_ok()
+            {
+                break;
+            }
+        }
+        let keys = vdh_client::get(
+            &vdh_client::Endpoint::parse(&format!("https://localhost:{}", edge.http.port()))
+                .unwrap(),
+            Some(edge.http),
+            "/v1/keys",
+            &[],
+            &vdh_client::tls_trusting(&ca.pem()).unwrap(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let keys = Keys::from_jwks(std::str::from_utf8(&keys.body).unwrap()).unwrap();
+        for (version, want, env) in [("1.0.0", "v1", "prod-v1"), ("0.9.0", "v0", "prod")] {
+            let mut c = Config::new(
+                &format!("https://localhost:{}", edge.http.port()),
+                "vdh-api",
+                version,
+                keys.clone(),
+            );
+            c.edge_addr = Some(edge.http);
+            c.client_id = Some(format!("sdk-{version}"));
+            c.ca_pem = ca.pem();
+            c.system_fallback = false;
+            let (client, mut rx) = Client::start(c).unwrap();
+            expect(&mut rx, "document", |e| matches!(e, Event::Accepted { .. })).await;
+            assert_eq!(client.document().unwrap().environment, env);
+            // The SDK's own host, resolved for this client.
+            let r = client.resolve("vdh-api.yingzi.com").await;
+            assert_eq!(
+                r.source,
+                vdh_client::Source::Edge {
+                    environment: Some(env.to_string())
+                },
+                "{version}"
+            );
+            assert_eq!(r.ttl, Duration::from_secs(60));
+            let addr = SocketAddr::new(r.addresses[0], port);
+            let api =
+                vdh_client::Endpoint::parse(&format!("https://vdh-api.yingzi.com:{port}")).unwrap();
+            let a = vdh_client::get(
+                &api,
+                Some(addr),
+                "/who",
+                &[],
+                &vdh_client::tls_trusting(&ca.pem()).unwrap(),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            let who: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+            assert_eq!(who["backend"], want, "{version} reached {who}");
+            assert_eq!(who["sni"], "vdh-api.yingzi.com");
+            assert_eq!(who["host"], format!("vdh-api.yingzi.com:{port}"));
+        }
+    });
+    // An SDK that knows only DNS gets the OLD (v0) addresses.
+    let out = std::process::Command::new("dig")
+        .args([
+            "+short",
+            "+tries=1",
+            "+time=2",
+            "-p",
+            &edge.dns.port().to_string(),
+            "@127.0.0.1",
+            "vdh-api.yingzi.com",
+            "A",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "127.0.0.2");
+}

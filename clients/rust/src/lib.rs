@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use http::{Answer, Endpoint, get, tls_trusting};
-pub use resolve::Resolved;
+pub use resolve::{Resolved, Source};
 pub use verify::{Keys, Rejected};
 
 /// What can go wrong talking to an edge.
@@ -139,6 +139,8 @@ pub struct Config {
     pub long_poll: Option<Duration>,
     /// First backoff step and cap (full jitter).
     pub backoff: (Duration, Duration),
+    /// Ask the system resolver when `/v1/resolve` cannot answer.
+    pub system_fallback: bool,
 }
 
 impl Config {
@@ -158,6 +160,7 @@ impl Config {
             ca_pem: Vec::new(),
             long_poll: Some(Duration::from_secs(30)),
             backoff: (Duration::from_secs(1), Duration::from_secs(60)),
+            system_fallback: true,
         }
     }
 

@@ -215,3 +215,104 @@ pub(crate) async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Auth, Maintenance, Update};
+
+    fn doc(realm: &str, epoch: u64, url: &str, required: bool) -> Document {
+        Document {
+            schema_version: 1,
+            service: "s".into(),
+            revision: 1,
+            environment: "e".into(),
+            backend_version: "v1".into(),
+            api_base_url: url.into(),
+            update: Update {
+                required,
+                recommended: false,
+                min_version: None,
+                latest_version: None,
+                url: None,
+                message: None,
+            },
+            maintenance: Maintenance {
+                active: false,
+                until: None,
+                message: None,
+            },
+            auth: Auth {
+                realm: realm.into(),
+                epoch,
+            },
+            refresh_after_s: 300,
+            rule: "r".into(),
+            client_id: None,
+            issued_at: None,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn events_fire_on_changes_only() {
+        let a = doc("p/v0", 1, "https://a", false);
+        let first = events(None, &a);
+        assert_eq!(
+            first.len(),
+            1,
+            "a first document raises no token event: {first:?}"
+        );
+        let same_realm = events(Some(&a), &doc("p/v0", 1, "https://b", false));
+        assert!(same_realm.contains(&Event::BaseUrlChanged {
+            from: "https://a".into(),
+            to: "https://b".into()
+        }));
+        assert!(
+            !same_realm
+                .iter()
+                .any(|e| matches!(e, Event::TokenInvalidated { .. }))
+        );
+        let new_realm = events(Some(&a), &doc("p1/v1", 1, "https://a", true));
+        assert!(new_realm.contains(&Event::TokenInvalidated {
+            realm: "p1/v1".into(),
+            epoch: 1
+        }));
+        assert!(
+            new_realm
+                .iter()
+                .any(|e| matches!(e, Event::UpdateRequired { .. }))
+        );
+        let again = events(
+            Some(&doc("p1/v1", 1, "https://a", true)),
+            &doc("p1/v1", 2, "https://a", true),
+        );
+        assert!(
+            !again
+                .iter()
+                .any(|e| matches!(e, Event::UpdateRequired { .. })),
+            "required already"
+        );
+        assert!(again.contains(&Event::TokenInvalidated {
+            realm: "p1/v1".into(),
+            epoch: 2
+        }));
+    }
+
+    #[test]
+    fn times_and_endpoints_parse() {
+        let t = crate::verify::parse_time("2026-12-01T10:42:13Z").unwrap();
+        assert_eq!(
+            t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            1_796_121_733
+        );
+        assert!(crate::verify::parse_time("2026-12-01 10:42:13").is_none());
+        let e = Endpoint::parse("https://edge.example.com:8443/x").unwrap();
+        assert_eq!(
+            (e.tls, e.host.as_str(), e.port),
+            (true, "edge.example.com", 8443)
+        );
+        assert_eq!(Endpoint::parse("http://h").unwrap().port, 80);
+        assert!(Endpoint::parse("ftp://h").is_err());
+    }
+}

@@ -53,6 +53,11 @@ impl Cache {
                     .insert(host.to_string(), (r.clone(), Instant::now() + r.ttl));
                 r
             }
+            None if !cfg.system_fallback => Resolved {
+                addresses: Vec::new(),
+                ttl: Duration::ZERO,
+                source: Source::System,
+            },
             None => {
                 let addresses = tokio::net::lookup_host((host, 443))
                     .await
