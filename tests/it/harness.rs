@@ -57,16 +57,18 @@ impl TestServer {
         Self::start_with(&args, "first snapshot live")
     }
 
-    /// Starts `serve` with these arguments (plus loopback port 0 for DNS and
-    /// HTTP) and waits until the log shows `ready_line`.
+    /// Starts `serve` with these arguments (plus loopback port 0 for DNS,
+    /// HTTP and admin unless given) and waits until the log shows
+    /// `ready_line`.
     pub fn start_with(args: &[String], ready_line: &str) -> TestServer {
         let mut cmd = command();
-        cmd.arg("serve")
-            .args(args)
-            .args(["--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .args(["--admin", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.arg("serve").args(args);
+        for flag in ["--dns", "--http", "--admin"] {
+            if !args.iter().any(|a| a == flag) {
+                cmd.args([flag, "127.0.0.1:0"]);
+            }
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start vdh-edge");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));

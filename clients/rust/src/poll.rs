@@ -162,11 +162,11 @@ pub(crate) async fn run(
     }
     let (base, cap) = cfg.backoff;
     let mut step = base;
+    // Polling: the first wait is a random part of the period, so clients
+    // started together (an app release, an outage's end) spread out.
+    let mut first = true;
     loop {
-        let (etag, refresh) = {
-            let h = held.lock().expect("not poisoned");
-            (h.etag.clone(), h.doc.as_ref().map(|d| d.refresh_after_s))
-        };
+        let etag = held.lock().expect("not poisoned").etag.clone();
         let mut path = format!("/v1/config/{}?{}", cfg.service, cfg.query());
         let wait = cfg.long_poll.filter(|_| etag.is_some());
         if let Some(w) = wait {
@@ -183,10 +183,24 @@ pub(crate) async fn run(
                 let ok = a.status == 304 || accept(&cfg, &held, &a, &tx).is_ok();
                 if ok {
                     step = base;
+                    // The period of the document held now (this answer's).
+                    let refresh = held
+                        .lock()
+                        .expect("not poisoned")
+                        .doc
+                        .as_ref()
+                        .map(|d| d.refresh_after_s);
                     match (cfg.long_poll, refresh) {
                         // Long-polls: ask again at once (the edge holds it).
                         (Some(_), _) => Duration::ZERO,
-                        (None, r) => Duration::from_secs(u64::from(r.unwrap_or(300))),
+                        (None, r) => {
+                            let period = Duration::from_secs(u64::from(r.unwrap_or(300)));
+                            if std::mem::take(&mut first) {
+                                jitter(period)
+                            } else {
+                                period
+                            }
+                        }
                     }
                 } else {
                     step = (step * 2).min(cap);
