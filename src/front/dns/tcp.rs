@@ -152,6 +152,7 @@ async fn serve_tcp<S: AsyncRead + AsyncWrite + Unpin>(
             Err(_) => return Ok(Some(TcpClose::ReadTimeout)),
             Ok(r) => r?,
         };
+        let arrived = std::time::Instant::now();
         let snap = shared.snapshot();
         let Some(o) = respond(&snap, &buf[..len], peer.ip(), Transport::Tcp, &mut out) else {
             shared.metrics.dns_dropped.inc();
@@ -178,6 +179,9 @@ async fn serve_tcp<S: AsyncRead + AsyncWrite + Unpin>(
             Err(_) => return Ok(Some(TcpClose::WriteTimeout)),
             Ok(r) => r?,
         }
+        shared
+            .metrics
+            .dns_answered_in(if encrypted { "dot" } else { "tcp" }, arrived.elapsed());
         if o.close {
             return Ok(None);
         }

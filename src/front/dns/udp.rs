@@ -240,6 +240,9 @@ fn worker(sock: &UdpSocket, shared: &Shared, rrl: Option<&Rrl>, stop: &AtomicBoo
         }
         let n = n as usize;
         used = n;
+        // One clock read per batch on each side: every answer of the batch
+        // is counted with the batch's time (receive to send).
+        let arrived = std::time::Instant::now();
         let snap = cache.load();
         let mut m = 0;
         for i in 0..n {
@@ -306,6 +309,10 @@ fn worker(sock: &UdpSocket, shared: &Shared, rrl: Option<&Rrl>, stop: &AtomicBoo
                 break;
             }
             sent += r as usize;
+        }
+        if m > 0 {
+            let ns = u64::try_from(arrived.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            tally.latency.observe_n(ns, m as u64);
         }
         shared.metrics.flush(&mut tally);
     }

@@ -77,6 +77,7 @@ pub(crate) async fn post(
 }
 
 fn answer(shared: &Shared, packet: &[u8], client: SocketAddr) -> Response {
+    let arrived = std::time::Instant::now();
     let mut out = Vec::with_capacity(512);
     let snap = shared.snapshot();
     let Some(outcome) = respond(&snap, packet, client.ip(), Transport::Tcp, &mut out) else {
@@ -93,6 +94,7 @@ fn answer(shared: &Shared, packet: &[u8], client: SocketAddr) -> Response {
         .metrics
         .dns_query(Transport::Tcp, outcome.qtype, outcome.rcode);
     shared.metrics.dns_encrypted("doh");
+    shared.metrics.dns_answered_in("doh", arrived.elapsed());
     if wire::has_padding(packet) {
         wire::pad(&mut out, wire::PADDING_BLOCK);
     }

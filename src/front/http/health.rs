@@ -40,16 +40,26 @@ pub(crate) async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-/// `GET /metrics`: Prometheus text.
-pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+/// `GET /metrics`: OpenMetrics when the `Accept` header asks for it, the
+/// classic Prometheus text format otherwise.
+pub(crate) async fn metrics(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    use crate::metrics::format;
     shared.metrics.set_census(&shared.census.estimates());
+    let om = format::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     (
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            if om {
+                format::OPENMETRICS
+            } else {
+                format::CLASSIC
+            },
         )],
-        shared.metrics.render(),
+        shared.metrics.render(om),
     )
 }
 

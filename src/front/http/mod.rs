@@ -371,7 +371,17 @@ async fn limits_and_metrics(
     req: Request,
     next: Next,
 ) -> Response {
+    let arrived = std::time::Instant::now();
     let path = route_label(req.uri().path());
+    // A long-poll is held on purpose: timed apart from the other requests.
+    let timed = if path == "/v1/config"
+        && req.headers().contains_key(header::IF_NONE_MATCH)
+        && req.uri().query().is_some_and(|q| q.contains("wait="))
+    {
+        "/v1/config (long-poll)"
+    } else {
+        path
+    };
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     let header_bytes: usize = req
         .headers()
@@ -413,6 +423,11 @@ async fn limits_and_metrics(
             status: resp.status().as_u16(),
         })
         .inc();
+    shared
+        .metrics
+        .http_latency
+        .get_or_create(&crate::metrics::RouteLabels { path: timed })
+        .observe(arrived.elapsed());
     resp
 }
 

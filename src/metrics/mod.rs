@@ -11,6 +11,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+pub(crate) mod format;
+mod latency;
+mod process;
+
+pub(crate) use latency::{Latency, LocalLatency};
+
 use crate::proto::types::*;
 use crate::proto::wire::Transport;
 
@@ -52,6 +58,19 @@ pub(crate) struct CensusLabels {
     pub(crate) value: String,
 }
 
+/// Labels of `vdh_edge_http_request_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RouteLabels {
+    pub(crate) path: &'static str,
+}
+
+/// Labels of `vdh_edge_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+}
+
 /// Labels of `vdh_edge_http_responses_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct HttpLabels {
@@ -62,6 +81,8 @@ pub(crate) struct HttpLabels {
 /// Per-thread DNS counts, flushed to the shared counters once per batch so
 /// busy threads do not fight over counter cache lines.
 pub(crate) struct DnsTally {
+    /// Answer times of this thread's UDP answers.
+    pub(crate) latency: LocalLatency,
     counts: Vec<u64>,
     /// Slots counted since the last flush (so a flush touches only those).
     touched: Vec<usize>,
@@ -71,6 +92,7 @@ pub(crate) struct DnsTally {
 impl Default for DnsTally {
     fn default() -> Self {
         DnsTally {
+            latency: LocalLatency::default(),
             counts: vec![0; 2 * (QTYPES.len() + 1) * (RCODES.len() + 1)],
             touched: Vec::with_capacity(64),
             dropped: 0,
@@ -223,6 +245,15 @@ pub(crate) struct Metrics {
     pub(crate) etcd_up: Gauge,
     /// 1 while this edge holds the autopilot election.
     pub(crate) autopilot_executor: Gauge,
+    /// Time from a DNS query's arrival to its answer handed to the kernel,
+    /// by transport.
+    dns_latency: Family<TransportLabels, Latency>,
+    /// The `udp` member of `dns_latency` (the UDP threads merge into it).
+    dns_latency_udp: Latency,
+    /// Time from an HTTP request's arrival to its response, by route.
+    pub(crate) http_latency: Family<RouteLabels, Latency>,
+    /// `process_*`.
+    process: process::Process,
     /// 1 while serving from the on-disk cache instead of etcd.
     pub(crate) serving_from_cache: Gauge,
     /// Distinct clients estimated by the census (set at scrape time).
@@ -311,6 +342,10 @@ impl Metrics {
             http_per_address_refused: Counter::default(),
             etcd_up: Gauge::default(),
             autopilot_executor: Gauge::default(),
+            dns_latency: Family::default(),
+            dns_latency_udp: Latency::default(),
+            http_latency: Family::default(),
+            process: process::Process::new(),
             serving_from_cache: Gauge::default(),
             census_clients: Family::default(),
             published_unix: AtomicU64::new(0),
@@ -425,7 +460,43 @@ impl Metrics {
             "1 while serving the last-known-good state from the cache folder",
             m.serving_from_cache.clone(),
         );
+        m.register_latency();
         m
+    }
+
+    /// Latency histograms and build information.
+    fn register_latency(&mut self) {
+        self.dns_latency_udp = self
+            .dns_latency
+            .get_or_create(&TransportLabels { transport: "udp" })
+            .clone();
+        let r = &mut self.registry;
+        r.register(
+            "dns_answer_seconds",
+            "Time from a DNS query's arrival to its answer handed to the kernel, by transport (udp, tcp, dot, doh); UDP measures each receive batch",
+            self.dns_latency.clone(),
+        );
+        r.register(
+            "http_request_seconds",
+            "Time from an HTTP request's arrival to its response head, by route (long-polls apart)",
+            self.http_latency.clone(),
+        );
+        r.register(
+            "build",
+            "The running build: version and commit",
+            prometheus_client::metrics::info::Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: env!("VDH_EDGE_COMMIT"),
+            }),
+        );
+    }
+
+    /// Records a DNS answer time over `transport` (not UDP: the UDP
+    /// threads merge their own buckets in `flush`).
+    pub(crate) fn dns_answered_in(&self, transport: &'static str, d: std::time::Duration) {
+        self.dns_latency
+            .get_or_create(&TransportLabels { transport })
+            .observe(d);
     }
 
     /// Counts a response over the RRL rate: slipped (sent truncated) or
@@ -566,6 +637,7 @@ impl Metrics {
 
     /// Adds a thread's local tallies to the shared counters.
     pub(crate) fn flush(&self, tally: &mut DnsTally) {
+        self.dns_latency_udp.merge(&mut tally.latency);
         for i in tally.touched.drain(..) {
             self.dns[i].inc_by(tally.counts[i]);
             tally.counts[i] = 0;
@@ -604,8 +676,8 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition.
-    pub(crate) fn render(&self) -> String {
+    /// The exposition: OpenMetrics text, or the classic text format.
+    pub(crate) fn render(&self, openmetrics: bool) -> String {
         let published = self.published_unix.load(Ordering::Relaxed);
         if published > 0 {
             let now = std::time::SystemTime::now()
@@ -615,9 +687,18 @@ impl Metrics {
             self.snapshot_age_seconds
                 .set(now.saturating_sub(published) as i64);
         }
+        self.process.update();
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)
+            .and_then(|()| {
+                prometheus_client::encoding::text::encode_registry(&mut out, &self.process.registry)
+            })
+            .and_then(|()| prometheus_client::encoding::text::encode_eof(&mut out))
             .expect("writing to a String");
-        out
+        if openmetrics {
+            out
+        } else {
+            format::to_classic(&out)
+        }
     }
 }
