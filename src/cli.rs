@@ -20,6 +20,10 @@ pub struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `info` or `vdh_edge=debug`.
     #[arg(long, global = true, env = "VDH_EDGE_LOG", default_value = "info")]
     pub log: String,
+    /// Log lines as `text` or `json` (one JSON object per line: time,
+    /// level, target, message and fields).
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", env = "VDH_EDGE_LOG_FORMAT", value_parser = ["text", "json"])]
+    pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
 }

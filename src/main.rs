@@ -19,13 +19,17 @@ fn main() -> ExitCode {
     } else {
         format!("{},rustls=error", cli.log)
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    if cli.log_format == "json" {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
     let Err(e) = vdh_edge::run(cli.command) else {
         return ExitCode::SUCCESS;
     };

@@ -48,6 +48,9 @@ pub(crate) struct ConfigLabels {
     pub(crate) environment: String,
     pub(crate) rule: String,
     pub(crate) sdk_major: String,
+    /// `required`, `recommended` or `none`: what the document says of an
+    /// update (a forced phase shows as `required`).
+    pub(crate) update: &'static str,
 }
 
 /// Labels of `vdh_edge_census_clients`.
@@ -245,6 +248,8 @@ pub(crate) struct Metrics {
     pub(crate) etcd_up: Gauge,
     /// 1 while this edge holds the autopilot election.
     pub(crate) autopilot_executor: Gauge,
+    /// 1 once a snapshot is live (what `/readyz` says).
+    ready: Gauge,
     /// Time from a DNS query's arrival to its answer handed to the kernel,
     /// by transport.
     dns_latency: Family<TransportLabels, Latency>,
@@ -342,6 +347,7 @@ impl Metrics {
             http_per_address_refused: Counter::default(),
             etcd_up: Gauge::default(),
             autopilot_executor: Gauge::default(),
+            ready: Gauge::default(),
             dns_latency: Family::default(),
             dns_latency_udp: Latency::default(),
             http_latency: Family::default(),
@@ -471,6 +477,11 @@ impl Metrics {
             .get_or_create(&TransportLabels { transport: "udp" })
             .clone();
         let r = &mut self.registry;
+        r.register(
+            "ready",
+            "1 once a snapshot is live and served (what /readyz says)",
+            self.ready.clone(),
+        );
         r.register(
             "dns_answer_seconds",
             "Time from a DNS query's arrival to its answer handed to the kernel, by transport (udp, tcp, dot, doh); UDP measures each receive batch",
@@ -650,6 +661,7 @@ impl Metrics {
 
     /// Records a publish.
     pub(crate) fn published(&self, revision: u64) {
+        self.ready.set(1);
         self.snapshot_revision.set(revision as i64);
         self.snapshot_swaps.inc();
         let now = std::time::SystemTime::now()

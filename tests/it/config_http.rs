@@ -36,7 +36,7 @@ fn old_and_new_sdks_get_prod_and_prod_v1() {
     assert!((240..=300).contains(&r), "{r}");
     // Metrics count documents by service, environment, rule and SDK major.
     let (_, m) = s.admin_get("/metrics");
-    assert!(m.contains("vdh_edge_config_requests_total{service=\"vdh-api\",environment=\"prod-v1\",rule=\"v1-sdk\",sdk_major=\"1\"} 1"), "{m}");
+    assert!(m.contains("vdh_edge_config_requests_total{service=\"vdh-api\",environment=\"prod-v1\",rule=\"v1-sdk\",sdk_major=\"1\",update=\"none\"} 1"), "{m}");
 }
 
 #[test]

@@ -39,6 +39,18 @@ pub fn command() -> Command {
     c
 }
 
+/// A `listening` line of `--log-format json`: (protocol, address).
+fn json_listening(line: &str) -> Option<(String, SocketAddr)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v["message"] != "listening" {
+        return None;
+    }
+    Some((
+        v["protocol"].as_str()?.to_string(),
+        v["address"].as_str()?.parse().ok()?,
+    ))
+}
+
 fn parse_addr(line: &str) -> Option<SocketAddr> {
     let at = line.find("address=")? + "address=".len();
     line[at..].split_whitespace().next()?.parse().ok()
@@ -96,7 +108,15 @@ impl TestServer {
                     log.lock().unwrap()
                 );
             };
-            if line.contains("listening") {
+            if let Some((protocol, addr)) = json_listening(&line) {
+                match protocol.as_str() {
+                    "udp" => dns = Some(addr),
+                    "http" => http = Some(addr),
+                    "admin" => admin = Some(addr),
+                    _ => {}
+                }
+                listening.insert(protocol, addr);
+            } else if line.contains("listening") {
                 if let (Some(at), Some(addr)) = (line.find("protocol=\""), parse_addr(&line)) {
                     let name = line[at + 10..].split('"').next().unwrap_or("");
                     listening.insert(name.to_string(), addr);

@@ -27,6 +27,7 @@ mod invalid_change;
 mod js_client;
 mod knot_diff;
 mod malformed;
+mod observability;
 mod openapi;
 mod proxy;
 mod reload_signal;

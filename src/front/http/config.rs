@@ -261,6 +261,13 @@ pub(crate) async fn config(
             environment: doc.environment.clone(),
             rule: doc.rule.clone(),
             sdk_major: params.asker.sdk_version.major.min(1000).to_string(),
+            update: if doc.update.required {
+                "required"
+            } else if doc.update.recommended {
+                "recommended"
+            } else {
+                "none"
+            },
         };
         shared.metrics.config_requests.get_or_create(&labels).inc();
     };
