@@ -17,7 +17,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::certs::TestCa;
-use crate::harness::{TestServer, command, http_request, repo, write_by_rename};
+use crate::harness::{TestServer, http_request, repo, write_by_rename};
+use crate::sdk_client::state_with_epoch;
 use crate::tamper::{FLIP, acceptor, proxy};
 
 /// One WebDriver call: `method path` with a JSON body; returns `value`.
@@ -167,12 +168,6 @@ fn screenshot(driver: SocketAddr, session: &str, name: &str) -> std::path::PathB
     path
 }
 
-fn state_with_epoch(n: u64) -> String {
-    let shipped = std::fs::read_to_string(repo().join("deploy/state.yaml")).unwrap();
-    let from = "    api_base_url: https://vdh-api-v1.yingzi.com\n    status: serving\n    token_epoch: 1\n";
-    shipped.replace(from, &format!("    api_base_url: https://vdh-api-v1.yingzi.com\n    status: serving\n    token_epoch: {n}\n"))
-}
-
 #[test]
 fn the_web_client_in_chromium_verifies_follows_rejects_and_survives_a_reload() {
     let dir = tempfile::tempdir().unwrap();
@@ -206,15 +201,7 @@ fn the_web_client_in_chromium_verifies_follows_rejects_and_survives_a_reload() {
         );
     }
     let key = dir.path().join("k.pem");
-    assert!(
-        command()
-            .arg("keygen")
-            .arg(&key)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    crate::harness::keygen(&key);
     let (cert_pem, key_pem) = ca.leaf_for(&["localhost"]);
     let (cert, tls_key) = (dir.path().join("c.pem"), dir.path().join("c.key"));
     std::fs::write(&cert, &cert_pem).unwrap();

@@ -127,15 +127,7 @@ fn a_fleet_of_1000_clients_follows_new_env_and_its_rollback() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k.pem");
-    assert!(
-        crate::harness::command()
-            .arg("keygen")
-            .arg(&key)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    crate::harness::keygen(&key);
     let caches = [dir.path().join("c0"), dir.path().join("c1")];
     let mut edges = vec![
         edge(&ep, &key, &caches[0], None),
@@ -296,15 +288,7 @@ fn a_polling_fleet_spreads_its_refreshes() {
     let f = dir.path().join("s.yaml");
     std::fs::write(&f, state).unwrap();
     let key = dir.path().join("k.pem");
-    assert!(
-        crate::harness::command()
-            .arg("keygen")
-            .arg(&key)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    crate::harness::keygen(&key);
     let s = TestServer::start(
         &repo().join("zones"),
         &f,

@@ -374,3 +374,14 @@ pub fn etcd_must(ep: &str, prefix: &str, args: &[&str]) -> String {
     assert!(ok, "{args:?} failed: {out}{err}");
     out
 }
+
+/// `vdh-edge keygen PATH` (failing the test if it fails); returns the PEM.
+pub fn keygen(path: &Path) -> String {
+    let out = command().arg("keygen").arg(path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(path).unwrap()
+}

@@ -4,21 +4,13 @@
 //! client's document, and resolves its host for its cohort.
 
 use crate::certs::TestCa;
-use crate::harness::{TestServer, command, http_request, repo};
+use crate::harness::{TestServer, http_request, repo};
 
 #[test]
 fn the_web_client_verifies_documents_under_node() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k.pem");
-    assert!(
-        command()
-            .arg("keygen")
-            .arg(&key)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    crate::harness::keygen(&key);
     let ca = TestCa::new();
     let (cert_pem, key_pem) = ca.leaf_for(&["localhost"]);
     let (cert, tls_key) = (dir.path().join("c.pem"), dir.path().join("c.key"));

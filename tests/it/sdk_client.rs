@@ -16,7 +16,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use vdh_client::{Client, Config, Event, Keys, Rejected};
 
 use crate::certs::TestCa;
-use crate::harness::{TestServer, command, http_request, repo, write_by_rename};
+use crate::harness::{TestServer, http_request, keygen, repo, write_by_rename};
 use crate::tamper::{FLIP, PASS, REPLAY, SWAP, acceptor, header, proxy, read_head};
 
 /// Waits for an event matching `want`, returning the events skipped.
@@ -36,24 +36,12 @@ async fn expect(
     }
 }
 
-fn state_with_epoch(n: u64) -> String {
+/// The shipped state with prod-v1's token epoch at `n`.
+pub fn state_with_epoch(n: u64) -> String {
     let shipped = std::fs::read_to_string(repo().join("deploy/state.yaml")).unwrap();
     let from = "    api_base_url: https://vdh-api-v1.yingzi.com\n    status: serving\n    token_epoch: 1\n";
     assert!(shipped.contains(from));
     shipped.replace(from, &format!("    api_base_url: https://vdh-api-v1.yingzi.com\n    status: serving\n    token_epoch: {n}\n"))
-}
-
-fn keygen(path: &std::path::Path) -> String {
-    assert!(
-        command()
-            .arg("keygen")
-            .arg(path)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
-    std::fs::read_to_string(path).unwrap()
 }
 
 #[test]
