@@ -194,6 +194,7 @@ fn executor(ep: &str, prefix: &str) -> String {
 
 #[test]
 fn a_ramp_steps_in_order_survives_its_executor_pauses_on_a_gate_and_aborts() {
+    let _exclusive = crate::harness::exclusive();
     const P: &str = "/ramp";
     let (_etcd, ep, mut edges, before) = start(P);
     let load = Load::start(&edges);
@@ -380,6 +381,7 @@ fn ramp_arguments_are_checked() {
 
 #[test]
 fn scheduled_writes_run_at_their_time_and_not_when_cancelled_or_stale() {
+    let _exclusive = crate::harness::exclusive();
     const P: &str = "/sched";
     let (_etcd, ep, edges, _) = start(P);
     // A phase scheduled 3 s ahead, and a cancelled one at the same time.

@@ -123,6 +123,7 @@ fn duplicate_keys_and_deep_nesting_are_refused_with_their_lines() {
 
 #[test]
 fn rrsets_that_cannot_be_served_are_refused_with_their_lines() {
+    let _exclusive = crate::harness::exclusive();
     let state = repo().join("deploy/state.yaml");
     // 5,000 A records: 80,043 bytes in an answer.
     let (dir, zone) = zone_with(&a_records("big", 5000));

@@ -170,6 +170,7 @@ fn screenshot(driver: SocketAddr, session: &str, name: &str) -> std::path::PathB
 
 #[test]
 fn the_web_client_in_chromium_verifies_follows_rejects_and_survives_a_reload() {
+    let _exclusive = crate::harness::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let nss = home.join(".pki/nssdb");

@@ -351,6 +351,7 @@ fn bad_requests_get_4xx_json() {
 
 #[test]
 fn two_thousand_long_polls_answered_within_a_second_of_one_change() {
+    let _exclusive = crate::harness::exclusive();
     vdh_edge::raise_nofile_limit().unwrap();
     let dir = shipped_copy();
     let state = dir.path().join("state.yaml");

@@ -117,6 +117,7 @@ async fn converged(clients: &[Client], phase: Phase, within: Duration) -> Durati
 
 #[test]
 fn a_fleet_of_1000_clients_follows_new_env_and_its_rollback() {
+    let _exclusive = crate::harness::exclusive();
     let mut etcd = Etcd::single();
     let ep = etcd.endpoints();
     etcd_must(&ep, P, &["apply", "deploy/state-phase0.yaml", "--yes"]);
@@ -279,6 +280,7 @@ fn config_requests(s: &TestServer) -> u64 {
 
 #[test]
 fn a_polling_fleet_spreads_its_refreshes() {
+    let _exclusive = crate::harness::exclusive();
     // refresh_s 10: each client refreshes every 8-10 s (the edge's jitter),
     // its first wait a random part of that (the client's).
     let shipped = std::fs::read_to_string(repo().join("deploy/state.yaml")).unwrap();

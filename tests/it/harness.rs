@@ -385,3 +385,12 @@ pub fn keygen(path: &Path) -> String {
     );
     std::fs::read_to_string(path).unwrap()
 }
+
+/// Taken for the whole of a test that loads both cores (the client fleets)
+/// and of the tests that time something or count loopback datagrams: they
+/// never run at the same time, so one does not measure the other.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

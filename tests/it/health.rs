@@ -231,6 +231,7 @@ const PREFIX_FAILOVER: &str = "/failover";
 
 #[test]
 fn a_down_environment_fails_over_on_every_edge_and_fails_open_when_all_are_down() {
+    let _exclusive = crate::harness::exclusive();
     let primary_up = Arc::new(AtomicBool::new(true));
     let secondary_up = Arc::new(AtomicBool::new(true));
     // The primary's check always fails from 127.0.0.2: the one edge that

@@ -37,6 +37,7 @@ fn blast(server: &TestServer, from: &str, n: usize) -> (usize, usize) {
 
 #[test]
 fn identical_queries_from_one_network_are_limited_with_slip() {
+    let _exclusive = crate::harness::exclusive();
     let dir = shipped_copy();
     let server = TestServer::start(
         &dir.path().join("zones"),
