@@ -67,7 +67,7 @@ need_openapi_validator() {
     fi
     local venv="target/openapi-venv"
     if [ ! -x "$venv/bin/python3" ] || ! "$venv/bin/python3" -c "$probe" 2>/dev/null; then
-        python3 -m venv "$venv" 2>/dev/null || { need_pkgs python3:python3 && need_pkgs_pkg python3-venv && python3 -m venv "$venv"; } \
+        python3 -m venv "$venv" 2>/dev/null || { need_pkgs python3:python3 && need_pkgs_pkg python3-venv && python3 -m venv --clear "$venv"; } \
             || { echo "error: could not make a Python venv" >&2; return 1; }
         echo "installing: openapi-spec-validator (PyPI, into $venv)" >&2
         "$venv/bin/pip" install -q "openapi-spec-validator>=0.7" "openapi-schema-validator>=0.6" \

@@ -1,6 +1,7 @@
 // vdh-client.js — the reference web client of vdh-edge: one dependency-free
-// ES module for browsers and Node 20 (fetch, WebCrypto Ed25519, and
-// localStorage when there is one). It follows docs/sdk.md step by step:
+// ES module for browsers and Node 19+ (fetch, WebCrypto Ed25519, and
+// localStorage when there is one); on Node 18 set
+// `globalThis.crypto = (await import("node:crypto")).webcrypto` first. It follows docs/sdk.md step by step:
 // start from the stored document, long-poll with If-None-Match and wait,
 // verify every answer (detached JWS, service, client id, expiry, never
 // older), keep the last good document when one is refused, back off with

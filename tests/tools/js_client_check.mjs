@@ -1,7 +1,10 @@
 // Runs the web client (clients/js/vdh-client.js) under Node 20 against a
 // real edge, then prints what it saw as one JSON line for the Rust test.
 // Usage: node js_client_check.mjs EDGE_URL JWKS_JSON
-import { VdhClient, Keys, Rejected, b64urlEncode } from "../../clients/js/vdh-client.js";
+// Node 18 (Debian 12's) has WebCrypto only as node:crypto's webcrypto;
+// Node 19+ and browsers have it as the global `crypto`.
+if (!globalThis.crypto?.subtle) globalThis.crypto = (await import("node:crypto")).webcrypto;
+const { VdhClient, Keys, Rejected, b64urlEncode } = await import("../../clients/js/vdh-client.js");
 
 const [edge, jwks] = process.argv.slice(2);
 const seen = [];
