@@ -309,6 +309,9 @@ pub struct StatusArgs {
     /// register.
     #[arg(long, value_name = "FILE")]
     pub admin_ca: Option<PathBuf>,
+    /// The edges' admin bearer token (`serve --admin-token-file`).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// `history`.
@@ -574,6 +577,17 @@ pub struct ServeArgs {
     /// Length of the census's long window, in seconds.
     #[arg(long, value_name = "S", default_value_t = 86_400)]
     pub census_day: u64,
+    /// Length of one point of the census over time (the console's charts),
+    /// in seconds; the last 48 points are kept, across restarts with
+    /// --cache-dir.
+    #[arg(long, value_name = "S", default_value_t = 3600)]
+    pub census_point: u64,
+    /// Require this bearer token (the file's first line) on every request
+    /// to the admin listener: the console, /metrics, /census, /readyz
+    /// (`/healthz` stays open for liveness probes). Browsers sign in at
+    /// /login.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Most DNS-over-TCP connections served at once; more wait in the
     /// accept queue.
     #[arg(long, value_name = "N", default_value_t = 1024)]

@@ -41,20 +41,39 @@ pub(crate) struct Query {
 impl Query {
     /// From `explain`'s command line.
     pub(crate) fn from_args(args: &crate::cli::ExplainArgs) -> Result<Query, ExplainError> {
-        let sdk_version = crate::config::cohort::parse_version(&args.sdk_version)
-            .map_err(ExplainError::SdkVersion)?;
-        let platform = match &args.platform {
+        Query::new(
+            &args.service,
+            &args.sdk_version,
+            args.client_id.clone(),
+            args.platform.as_deref(),
+            args.app_id.clone(),
+            args.source_ip,
+        )
+    }
+
+    /// From the parts `explain` takes (the console's form too).
+    pub(crate) fn new(
+        service: &str,
+        sdk_version: &str,
+        client_id: Option<String>,
+        platform: Option<&str>,
+        app_id: Option<String>,
+        source: IpAddr,
+    ) -> Result<Query, ExplainError> {
+        let sdk_version =
+            crate::config::cohort::parse_version(sdk_version).map_err(ExplainError::SdkVersion)?;
+        let platform = match platform {
             None => None,
             Some(p) => Some(Platform::parse(p).ok_or(ExplainError::Platform)?),
         };
         Ok(Query {
-            service: args.service.clone(),
+            service: service.to_string(),
             asker: Asker {
                 sdk_version,
-                client_id: args.client_id.clone(),
+                client_id,
                 platform,
-                app_id: args.app_id.clone(),
-                addr: Some(args.source_ip),
+                app_id,
+                addr: Some(source),
             },
         })
     }

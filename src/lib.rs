@@ -22,6 +22,7 @@ pub mod error;
 pub(crate) mod backoff;
 pub(crate) mod census;
 pub(crate) mod config;
+pub(crate) mod console;
 pub(crate) mod document;
 pub(crate) mod etcd;
 pub(crate) mod explain;
@@ -56,7 +57,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            return rt.block_on(serve::serve(args, ops::autopilot::executor::spawn));
+            return rt.block_on(serve::serve(
+                args,
+                ops::autopilot::executor::spawn,
+                console::routes,
+            ));
         }
         Command::Check(args) => {
             println!("{}", ops::check::check(&args)?);
@@ -159,7 +164,7 @@ mod layering {
         let order = [
             "proto", "util", "backoff", "config", "error", "document", "signing", "census",
             "metrics", "shared", "source", "etcd", "cli", "front", "serve", "scheme", "explain",
-            "ops",
+            "ops", "console",
         ];
         for (i, m) in order.iter().enumerate() {
             let path = if Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -204,7 +209,7 @@ mod layering {
             "proto",
             "serve",
             "source",
-            "census.rs",
+            "census",
             "document.rs",
             "explain.rs",
             "metrics",

@@ -85,16 +85,16 @@ impl Default for Shared {
 impl Shared {
     /// With census windows of an hour and a day.
     pub(crate) fn new() -> Shared {
-        Self::with_census(
+        Self::with_census(Census::new(
             std::time::Duration::from_secs(3600),
             std::time::Duration::from_secs(86_400),
-        )
+        ))
     }
 
-    /// With census windows of the given lengths.
-    pub(crate) fn with_census(hour: std::time::Duration, day: std::time::Duration) -> Shared {
+    /// With this census (its window lengths and series step).
+    pub(crate) fn with_census(census: Census) -> Shared {
         Shared {
-            census: Census::new(hour, day),
+            census,
             answer_cache: true,
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             published: tokio::sync::watch::Sender::new(0),

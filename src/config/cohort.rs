@@ -95,6 +95,11 @@ enum Op {
 }
 
 impl VersionRange {
+    /// The range as written in the state.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.text
+    }
+
     /// Parses comma-separated comparators (`>=`, `>`, `<`, `<=`, `=`; a bare
     /// version means `=`). Partial versions are filled with zeros, except that
     /// `<=1.2` and `>1.2` cover the whole `1.2` line.

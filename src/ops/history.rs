@@ -147,6 +147,29 @@ async fn show(
         .filter(|kv| kv.mod_revision() == rev)
         .and_then(|kv| serde_json::from_slice::<ChangeRecord>(kv.value()).ok())
         .ok_or_else(none)?;
+    let changes = field_changes(client, cfg, rev).await?;
+    let entry = HistoryEntry {
+        revision: rev,
+        change: entry,
+    };
+    if json {
+        let v = serde_json::json!({ "entry": entry, "changes": changes });
+        return Ok(serde_json::to_string_pretty(&v).expect("serializable"));
+    }
+    let mut out = render(&cfg.dir(), std::slice::from_ref(&entry), false);
+    for c in changes {
+        let _ = writeln!(out, "  {c}");
+    }
+    Ok(out)
+}
+
+/// The fields the change written at `rev` changed, key by key (`~ key:
+/// field: old → new`, `+ key`, `- key`).
+pub(crate) async fn field_changes(
+    client: &mut etcd_client::Client,
+    cfg: &EtcdConfig,
+    rev: i64,
+) -> anyhow::Result<Vec<String>> {
     let before = read_with_retry(client, cfg, rev - 1).await?;
     let after = read_with_retry(client, cfg, rev).await?;
     let mut changes = Vec::new();
@@ -168,19 +191,7 @@ async fn show(
             (None, None) => {}
         }
     }
-    let entry = HistoryEntry {
-        revision: rev,
-        change: entry,
-    };
-    if json {
-        let v = serde_json::json!({ "entry": entry, "changes": changes });
-        return Ok(serde_json::to_string_pretty(&v).expect("serializable"));
-    }
-    let mut out = render(&cfg.dir(), std::slice::from_ref(&entry), false);
-    for c in changes {
-        let _ = writeln!(out, "  {c}");
-    }
-    Ok(out)
+    Ok(changes)
 }
 
 /// `history --follow`: prints each new change as it is written, until

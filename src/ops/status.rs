@@ -63,19 +63,28 @@ pub(crate) struct Status {
 /// every failover target is down too.
 const FAIL_OPEN: &str = "(fail open)";
 
+/// How the edges' admin listeners are reached: TLS roots for `https://`
+/// addresses, the bearer token.
+#[derive(Default, Clone)]
+pub(crate) struct AdminAccess {
+    pub(crate) tls: Option<tokio_rustls::TlsConnector>,
+    pub(crate) token: Option<std::sync::Arc<str>>,
+}
+
 /// GETs a path from an edge's admin address (`host:port`, or
 /// `https://host:port` for an admin listener with TLS, verified against
-/// `tls`'s roots); returns the body of a 200.
-async fn http_get(
-    addr: &str,
-    path: &str,
-    tls: Option<&tokio_rustls::TlsConnector>,
-) -> Option<String> {
+/// `access`'s roots); returns the body of a 200.
+async fn http_get(addr: &str, path: &str, access: &AdminAccess) -> Option<String> {
     let (https, hostport) = match addr.strip_prefix("https://") {
         Some(h) => (true, h),
         None => (false, addr),
     };
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
+    let auth = access
+        .token
+        .as_ref()
+        .map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\n{auth}Connection: close\r\n\r\n");
+    let tls = access.tls.as_ref();
     let fut = async {
         let s = tokio::net::TcpStream::connect(hostport).await.ok()?;
         let buf = if https {
@@ -134,11 +143,37 @@ fn admin_tls(ca: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsConnector>
     )))
 }
 
+/// Every live edge's `/census` (with `?series=1`: its points over time);
+/// edges that do not answer are left out.
+pub(crate) async fn census_exports(
+    edges: &[EdgeRecord],
+    access: &AdminAccess,
+    series: bool,
+) -> Vec<crate::census::CensusExport> {
+    let path = if series {
+        "/census?series=1"
+    } else {
+        "/census"
+    };
+    let mut out = Vec::new();
+    for e in edges {
+        // Edges register their admin address; older ones served the
+        // census on their public address.
+        let admin = e.admin.as_deref().unwrap_or(&e.http);
+        if let Some(body) = http_get(admin, path, access).await
+            && let Ok(x) = serde_json::from_str(&body)
+        {
+            out.push(x);
+        }
+    }
+    out
+}
+
 /// Reads everything `status` shows.
 pub(crate) async fn read_status(
     client: &mut etcd_client::Client,
     cfg: &EtcdConfig,
-    tls: Option<&tokio_rustls::TlsConnector>,
+    access: &AdminAccess,
 ) -> anyhow::Result<Status> {
     let current = crate::etcd::prefix::read_with_retry(client, cfg, 0).await?;
     let (hist, _) = read_history(client, cfg, 1).await?;
@@ -181,17 +216,7 @@ pub(crate) async fn read_status(
         .get(meta::DRAIN)
         .and_then(|e| serde_json::from_str(&e.value).ok());
     let drain_remaining_s = drain.as_ref().map_or(0, Drain::remaining_s);
-    let mut exports = Vec::new();
-    for e in &edges {
-        // Edges register their admin address; older ones served the
-        // census on their public address.
-        let admin = e.admin.as_deref().unwrap_or(&e.http);
-        if let Some(body) = http_get(admin, "/census", tls).await
-            && let Ok(x) = serde_json::from_str::<crate::census::CensusExport>(&body)
-        {
-            exports.push(x);
-        }
-    }
+    let exports = census_exports(&edges, access, false).await;
     let census = crate::census::union_estimates(&exports);
     let prefix_revision = current
         .entries
@@ -228,9 +253,16 @@ pub(crate) async fn read_status(
 /// `vdh-edge status`.
 pub(crate) async fn status(args: &StatusArgs) -> anyhow::Result<String> {
     let cfg = require_etcd(&args.source, "status")?;
-    let tls = args.admin_ca.as_deref().map(admin_tls).transpose()?;
+    let access = AdminAccess {
+        tls: args.admin_ca.as_deref().map(admin_tls).transpose()?,
+        token: args
+            .admin_token_file
+            .as_deref()
+            .map(crate::front::http::auth::read_token)
+            .transpose()?,
+    };
     let mut client = cfg.connect_live().await?;
-    let s = read_status(&mut client, &cfg, tls.as_ref()).await?;
+    let s = read_status(&mut client, &cfg, &access).await?;
     if args.json {
         return Ok(serde_json::to_string_pretty(&s).expect("serializable"));
     }

@@ -87,9 +87,28 @@ pub(crate) struct AutopilotCtx {
 /// Starts the autopilot executor of one edge.
 pub(crate) type Executor = fn(AutopilotCtx) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// What an edge hands the console (which reads through the commands'
+/// code, above this module: the edge is given it as a function).
+pub(crate) struct ConsoleCtx {
+    /// The etcd settings and client in etcd mode.
+    pub(crate) etcd: Option<(EtcdConfig, etcd_client::Client)>,
+    /// This edge's id.
+    pub(crate) edge_id: String,
+    /// The admin token, sent to the other edges' admin listeners.
+    pub(crate) token: crate::front::http::auth::Token,
+}
+
+/// Builds the console's routes for the admin listener.
+pub(crate) type Console = fn(ConsoleCtx) -> axum::Router<Arc<Shared>>;
+
 /// `vdh-edge serve`: runs until SIGINT or SIGTERM; in etcd mode `executor`
-/// takes part in the autopilot election (unless `--no-autopilot`).
-pub(crate) async fn serve(args: ServeArgs, executor: Executor) -> anyhow::Result<()> {
+/// takes part in the autopilot election (unless `--no-autopilot`); the
+/// admin listener carries the pages `console` builds.
+pub(crate) async fn serve(
+    args: ServeArgs,
+    executor: Executor,
+    console: Console,
+) -> anyhow::Result<()> {
     let nofile = match crate::util::raise_nofile_limit() {
         Ok(n) => {
             info!(limit = n, "open-file limit");
@@ -100,10 +119,11 @@ pub(crate) async fn serve(args: ServeArgs, executor: Executor) -> anyhow::Result
             1024
         }
     };
-    let mut shared = Shared::with_census(
+    let mut shared = Shared::with_census(crate::census::Census::with_step(
         Duration::from_secs(args.census_hour.max(4)),
         Duration::from_secs(args.census_day.max(6)),
-    );
+        args.census_point.max(1),
+    ));
     shared.answer_cache = !args.no_answer_cache;
     let shared = Arc::new(shared);
     let cache = CacheDir::new(args.cache_dir.clone());
@@ -121,6 +141,11 @@ pub(crate) async fn serve(args: ServeArgs, executor: Executor) -> anyhow::Result
         shutdown.clone(),
         started.published,
     ));
+    let admin_token = args
+        .admin_token_file
+        .as_deref()
+        .map(crate::front::http::auth::read_token)
+        .transpose()?;
     let certs = open_certs(&args, &shared, &shutdown, &mut tasks)?;
     open_signing_keys(&args, &shared, &shutdown, &mut tasks)?;
     tasks.spawn(on_sighup(started.reread, certs.clone(), shutdown.clone()));
@@ -129,6 +154,18 @@ pub(crate) async fn serve(args: ServeArgs, executor: Executor) -> anyhow::Result
     let http_addr = listeners.http.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
     spawn_chores(&shared, &shutdown, &mut tasks);
+    if admin_token.is_none() && !admin_addr.ip().is_loopback() {
+        warn!(address = %admin_addr, "the admin listener is not on loopback and has no --admin-token-file: anyone who reaches it sees the console and the metrics");
+    }
+    let edge_id = args
+        .edge_id
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", crate::util::hostname(), http_addr.port()));
+    let pages = console(ConsoleCtx {
+        etcd: started.etcd.clone(),
+        edge_id: edge_id.clone(),
+        token: admin_token.clone(),
+    });
     tasks.spawn(health::run(
         shared.clone(),
         started.etcd.clone(),
@@ -137,10 +174,6 @@ pub(crate) async fn serve(args: ServeArgs, executor: Executor) -> anyhow::Result
         shutdown.clone(),
     ));
     if let Some((cfg, client)) = started.etcd {
-        let edge_id = args
-            .edge_id
-            .clone()
-            .unwrap_or_else(|| format!("{}:{}", crate::util::hostname(), http_addr.port()));
         if !args.no_autopilot {
             tasks.spawn(executor(AutopilotCtx {
                 cfg: cfg.clone(),
@@ -180,6 +213,8 @@ pub(crate) async fn serve(args: ServeArgs, executor: Executor) -> anyhow::Result
         http: http_settings(&args, nofile),
         certs,
         admin_tls: args.admin_tls,
+        pages,
+        admin_token,
     };
     spawn_fronts(listeners, fronts, &shared, &shutdown, &mut tasks)?;
     wait_for_signal().await;
@@ -468,6 +503,8 @@ fn http_settings(args: &ServeArgs, nofile: u64) -> HttpSettings {
         proxies: Arc::new(Proxies(args.trusted_proxy.clone())),
         long_polls: Arc::new(long_polls),
         permits: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
+        pages: None,
+        token: None,
     };
     info!(
         max_connections,
@@ -573,6 +610,9 @@ struct Fronts {
     http: HttpSettings,
     certs: Option<Arc<CertStore>>,
     admin_tls: bool,
+    /// The console's routes.
+    pages: axum::Router<Arc<Shared>>,
+    admin_token: crate::front::http::auth::Token,
 }
 
 /// Starts the UDP threads, the TCP loop, the HTTP listeners and the
@@ -632,6 +672,8 @@ fn spawn_fronts(
         proxies: Arc::new(Proxies::default()),
         long_polls: Arc::new(LongPolls::default()),
         permits: Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS)),
+        pages: Some(fronts.pages),
+        token: fronts.admin_token,
     };
     let admin_certs = fronts.certs.clone().filter(|_| fronts.admin_tls);
     let mut servers = vec![

@@ -22,7 +22,7 @@ use crate::sdk_client::state_with_epoch;
 use crate::tamper::{FLIP, acceptor, proxy};
 
 /// One WebDriver call: `method path` with a JSON body; returns `value`.
-fn wd(driver: SocketAddr, method: &str, path: &str, body: &Value) -> Value {
+pub(crate) fn wd(driver: SocketAddr, method: &str, path: &str, body: &Value) -> Value {
     let body = if body.is_null() {
         String::new()
     } else {
@@ -63,7 +63,7 @@ fn wd(driver: SocketAddr, method: &str, path: &str, body: &Value) -> Value {
 }
 
 /// chromedriver on a free port, with HOME set to `home` (the NSS store).
-fn chromedriver(home: &std::path::Path) -> (Child, SocketAddr) {
+pub(crate) fn chromedriver(home: &std::path::Path) -> (Child, SocketAddr) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -128,7 +128,7 @@ fn page_server(config: Arc<std::sync::Mutex<String>>) -> SocketAddr {
 }
 
 /// The page's visible text, polled until `want` is in it.
-fn wait_text(driver: SocketAddr, session: &str, want: &str) -> String {
+pub(crate) fn wait_text(driver: SocketAddr, session: &str, want: &str) -> String {
     let start = Instant::now();
     loop {
         let text = wd(
@@ -149,7 +149,7 @@ fn wait_text(driver: SocketAddr, session: &str, want: &str) -> String {
     }
 }
 
-fn screenshot(driver: SocketAddr, session: &str, name: &str) -> std::path::PathBuf {
+pub(crate) fn screenshot(driver: SocketAddr, session: &str, name: &str) -> std::path::PathBuf {
     let png = wd(
         driver,
         "GET",

@@ -15,6 +15,7 @@ mod cli;
 mod cluster;
 mod config_http;
 mod configmap;
+mod console;
 mod ecs;
 mod etcd;
 mod etcd_harness;

@@ -63,7 +63,15 @@ pub(crate) async fn metrics(
     )
 }
 
-/// `GET /census`: this edge's mergeable sketches.
-pub(crate) async fn census(State(shared): State<Arc<Shared>>) -> Response {
-    axum::Json(shared.census.export()).into_response()
+/// `GET /census`: this edge's mergeable sketches; with `?series=1` the
+/// points over time too.
+pub(crate) async fn census(State(shared): State<Arc<Shared>>, uri: axum::http::Uri) -> Response {
+    let mut export = shared.census.export();
+    if uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "series=1"))
+    {
+        export.series = Some(shared.census.export_series());
+    }
+    axum::Json(export).into_response()
 }

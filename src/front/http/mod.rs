@@ -6,6 +6,7 @@
 //! Client input never causes a 5xx: every bad request gets a 4xx with
 //! `{"error": {"code", "parameter", "message"}}`.
 
+pub(crate) mod auth;
 pub(crate) mod client_addr;
 pub(crate) mod config;
 pub(crate) mod cors;
@@ -70,6 +71,11 @@ pub(crate) struct HttpSettings {
     /// The connection slots (`limits.max_connections`), shared by the
     /// listeners these settings are given to (public and DoH).
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    /// Admin listener: the console's pages (built by the command layer).
+    pub(crate) pages: Option<Router<Arc<Shared>>>,
+    /// Admin listener: the bearer token every request needs
+    /// (`--admin-token-file`).
+    pub(crate) token: auth::Token,
 }
 
 /// Which routes a listener carries.
@@ -77,7 +83,8 @@ pub(crate) struct HttpSettings {
 pub(crate) enum Role {
     /// `--http`: the SDK's `/v1/*` and `/healthz`.
     Public,
-    /// `--admin`: `/metrics`, `/census`, `/readyz`, `/healthz`.
+    /// `--admin`: the console, `/metrics`, `/census`, `/readyz`,
+    /// `/healthz`.
     Admin,
     /// `--doh`: DNS over HTTPS on `/dns-query`.
     Doh,
@@ -102,11 +109,18 @@ pub(crate) fn router(shared: Arc<Shared>, role: Role, settings: &HttpSettings) -
             .route("/v1/resolve", get(resolve::resolve))
             .route("/v1/keys", get(resolve::keys))
             .route("/healthz", get(health::healthz)),
-        Role::Admin => Router::new()
-            .route("/healthz", get(health::healthz))
-            .route("/readyz", get(health::readyz))
-            .route("/metrics", get(health::metrics))
-            .route("/census", get(health::census)),
+        Role::Admin => {
+            let r = Router::new()
+                .route("/healthz", get(health::healthz))
+                .route("/readyz", get(health::readyz))
+                .route("/metrics", get(health::metrics))
+                .route("/census", get(health::census))
+                .route("/login", get(auth::login_page).post(auth::login));
+            match &settings.pages {
+                Some(pages) => r.merge(pages.clone()),
+                None => r,
+            }
+        }
         Role::Doh => Router::new().route(doh::DOH_PATH, get(doh::get).post(doh::post)),
     };
     let cors = match role {
@@ -117,8 +131,16 @@ pub(crate) fn router(shared: Arc<Shared>, role: Role, settings: &HttpSettings) -
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(cors, cors::layer))
+        .layer(middleware::from_fn_with_state(
+            match role {
+                Role::Admin => settings.token.clone(),
+                Role::Public | Role::Doh => None,
+            },
+            auth::layer,
+        ))
         .layer(axum::Extension(settings.proxies.clone()))
         .layer(axum::Extension(settings.long_polls.clone()))
+        .layer(axum::Extension(settings.token.clone()))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             limits_and_metrics,

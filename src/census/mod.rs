@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub(crate) mod series;
+
 /// log2 of the register count.
 pub(crate) const PRECISION: u8 = 12;
 const REGISTERS: usize = 1 << PRECISION;
@@ -228,6 +230,7 @@ impl Ring {
 /// The census of one edge.
 pub(crate) struct Census {
     inner: Mutex<(Ring, Ring)>,
+    series: Mutex<series::Series>,
 }
 
 /// Sketches of one window, by dimension and value (hex registers).
@@ -241,14 +244,29 @@ pub(crate) struct CensusExport {
     pub(crate) day_s: u64,
     /// "hour" and "day" → dimension → value → sketch.
     pub(crate) windows: HashMap<String, WindowSketches>,
+    /// The points over time, when asked for (`?series=1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) series: Option<series::SeriesExport>,
 }
 
 impl Census {
-    /// `hour` and `day` are the window lengths (flags, so tests can use seconds).
+    /// `hour` and `day` are the window lengths (flags, so tests can use
+    /// seconds); the series has hourly points.
     pub(crate) fn new(hour: Duration, day: Duration) -> Census {
+        Census::with_step(hour, day, 3600)
+    }
+
+    /// With series points `step_s` seconds long.
+    pub(crate) fn with_step(hour: Duration, day: Duration, step_s: u64) -> Census {
         Census {
             inner: Mutex::new((Ring::new(hour, 4), Ring::new(day, 6))),
+            series: Mutex::new(series::Series::new(step_s)),
         }
+    }
+
+    /// The census over time (for the console's charts).
+    pub(crate) fn export_series(&self) -> series::SeriesExport {
+        self.series.lock().expect("not poisoned").export()
     }
 
     /// Counts one request by a client.
@@ -275,6 +293,11 @@ impl Census {
                 }
             }
         }
+        drop(guard);
+        self.series
+            .lock()
+            .expect("not poisoned")
+            .record(h, [Some(sdk_version), app_id, Some(environment)]);
     }
 
     /// Current estimates: (window, dimension, value, estimate).
@@ -316,6 +339,7 @@ impl Census {
             hour_s,
             day_s,
             windows,
+            series: None,
         }
     }
 }
@@ -328,6 +352,9 @@ pub(crate) struct SavedCensus {
     /// Milliseconds since the Unix epoch when saved.
     saved_unix_ms: u64,
     rings: Vec<SavedRing>,
+    /// The points over time (absent in files of older versions).
+    #[serde(default)]
+    series: Option<series::SeriesExport>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -382,6 +409,7 @@ impl Census {
         SavedCensus {
             saved_unix_ms: unix_ms(),
             rings,
+            series: Some(self.export_series()),
         }
     }
 
@@ -389,6 +417,9 @@ impl Census {
     /// past their window are dropped). Returns false, changing nothing,
     /// when the windows were configured differently.
     pub(crate) fn restore(&self, saved: &SavedCensus) -> bool {
+        if let Some(s) = &saved.series {
+            self.series.lock().expect("not poisoned").restore(s);
+        }
         let mut guard = self.inner.lock().expect("not poisoned");
         let g = &mut *guard;
         let fits = saved.rings.len() == 2

@@ -1,0 +1,88 @@
+//! The operator console on the admin listener: read-only pages rendered on
+//! the server (HTML, a stylesheet, inline SVG charts; no script, no build
+//! step, nothing from a CDN), compiled into the binary.
+//!
+//! Every page reads through the code the commands use: the fleet through
+//! `ops::status::read_status` (the same numbers as `status --json`), the
+//! audit trail through `ops::history`, the explain form through
+//! [`crate::explain::explain`] on the live snapshot (the same JSON as
+//! `explain --json`). Nothing here writes: every change stays a command
+//! with its plan, audit and approvals.
+
+mod chart;
+mod page;
+mod pages;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::etcd::EtcdConfig;
+use crate::ops::status::{AdminAccess, Status};
+use crate::serve::ConsoleCtx;
+use crate::shared::Shared;
+
+/// What the pages read from.
+pub(crate) struct Ctx {
+    etcd: Option<(EtcdConfig, etcd_client::Client)>,
+    edge_id: String,
+    access: AdminAccess,
+}
+
+/// How long a page waits for etcd and the other edges.
+const FLEET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The console's routes (`/`, `/cohorts`, `/clients` (the census), `/history`,
+/// `/explain`, `/console.css`).
+pub(crate) fn routes(ctx: ConsoleCtx) -> Router<Arc<Shared>> {
+    let ctx = Arc::new(Ctx {
+        etcd: ctx.etcd,
+        edge_id: ctx.edge_id,
+        access: AdminAccess {
+            tls: None,
+            token: ctx.token,
+        },
+    });
+    Router::new()
+        .route("/", get(pages::overview))
+        .route("/cohorts", get(pages::cohorts))
+        .route("/clients", get(pages::census))
+        .route("/history", get(pages::history))
+        .route("/explain", get(pages::explain))
+        .route("/console.css", get(css))
+        .layer(axum::Extension(ctx))
+}
+
+async fn css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        include_str!("console.css"),
+    )
+}
+
+impl Ctx {
+    /// The fleet as `status` reads it; `Err` with the reason when etcd does
+    /// not answer in time (the page says so and shows this edge alone).
+    async fn fleet(&self) -> Result<(Status, &EtcdConfig), String> {
+        let Some((cfg, client)) = &self.etcd else {
+            return Err("file mode: no etcd, this edge alone".into());
+        };
+        let mut client = client.clone();
+        let read = crate::ops::status::read_status(&mut client, cfg, &self.access);
+        match tokio::time::timeout(FLEET_TIMEOUT, read).await {
+            Ok(Ok(s)) => Ok((s, cfg)),
+            Ok(Err(e)) => Err(format!("etcd: {e:#}")),
+            Err(_) => Err(format!(
+                "etcd did not answer within {} s",
+                FLEET_TIMEOUT.as_secs()
+            )),
+        }
+    }
+}
