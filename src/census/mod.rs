@@ -264,6 +264,11 @@ impl Census {
         }
     }
 
+    /// Seconds per point of the series.
+    pub(crate) fn series_step(&self) -> u64 {
+        self.series.lock().expect("not poisoned").step_s()
+    }
+
     /// The census over time (for the console's charts).
     pub(crate) fn export_series(&self) -> series::SeriesExport {
         self.series.lock().expect("not poisoned").export()

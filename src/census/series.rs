@@ -87,6 +87,10 @@ impl Series {
         }
     }
 
+    pub(crate) fn step_s(&self) -> u64 {
+        self.step_s
+    }
+
     /// Closes the open point if its step is over; drops points older than
     /// [`POINTS`] steps.
     pub(crate) fn advance(&mut self, now_s: u64) {

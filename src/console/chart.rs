@@ -16,7 +16,8 @@ pub(crate) struct Line {
     pub(crate) points: Vec<(u64, f64)>,
 }
 
-/// Line colours (colour-blind safe, Okabe–Ito).
+/// Line colours (colour-blind safe, Okabe–Ito); the legend's classes
+/// `c0`..`c7` and `share` in `console.css` use the same.
 const COLOURS: [&str; 8] = [
     "#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442", "#999999",
 ];
@@ -167,8 +168,8 @@ pub(crate) fn render(id: &str, lines: &[Line], share: Option<&Line>, step_s: u64
     for (i, l) in lines.iter().enumerate() {
         let _ = write!(
             out,
-            "<span><i style=\"background:{}\"></i>{} <b>{}</b></span>",
-            COLOURS[i % COLOURS.len()],
+            "<span><i class=\"c{}\"></i>{} <b>{}</b></span>",
+            i % COLOURS.len(),
             esc(&l.name),
             last(l)
         );
@@ -176,7 +177,7 @@ pub(crate) fn render(id: &str, lines: &[Line], share: Option<&Line>, step_s: u64
     if let Some(l) = share {
         let _ = write!(
             out,
-            "<span><i class=dash style=\"background:{SHARE_COLOUR}\"></i>{} <b>{}%</b> (right axis)</span>",
+            "<span><i class=\"share\"></i>{} <b>{}%</b> (right axis)</span>",
             esc(&l.name),
             last(l)
         );

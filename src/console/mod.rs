@@ -54,7 +54,33 @@ pub(crate) fn routes(ctx: ConsoleCtx) -> Router<Arc<Shared>> {
         .route("/history", get(pages::history))
         .route("/explain", get(pages::explain))
         .route("/console.css", get(css))
+        .layer(axum::middleware::map_response(security_headers))
         .layer(axum::Extension(ctx))
+}
+
+/// The pages load nothing but their stylesheet and run no script; say so,
+/// so a browser refuses anything else (an injected tag, a frame).
+async fn security_headers(mut r: axum::response::Response) -> axum::response::Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    r
 }
 
 async fn css() -> impl IntoResponse {
@@ -68,6 +94,23 @@ async fn css() -> impl IntoResponse {
 }
 
 impl Ctx {
+    /// The live edges' records (etcd mode), or why not.
+    async fn edges(&self) -> Result<Vec<crate::etcd::registry::EdgeRecord>, String> {
+        let Some((cfg, client)) = &self.etcd else {
+            return Err("file mode: no etcd, this edge alone".into());
+        };
+        let mut client = client.clone();
+        let read = crate::etcd::registry::read_edges(&mut client, cfg);
+        match tokio::time::timeout(FLEET_TIMEOUT, read).await {
+            Ok(Ok(e)) => Ok(e),
+            Ok(Err(e)) => Err(format!("etcd: {e}")),
+            Err(_) => Err(format!(
+                "etcd did not answer within {} s",
+                FLEET_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
     /// The fleet as `status` reads it; `Err` with the reason when etcd does
     /// not answer in time (the page says so and shows this edge alone).
     async fn fleet(&self) -> Result<(Status, &EtcdConfig), String> {

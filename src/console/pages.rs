@@ -430,14 +430,16 @@ pub(super) async fn census(
 ) -> Page {
     let snap = shared.snapshot();
     let mut b = String::from("<h1>Census</h1>");
-    let exports = match ctx.fleet().await {
-        Ok((s, _)) => {
+    let exports = match ctx.edges().await {
+        Ok(edges) => {
+            let exports = crate::ops::status::census_exports(&edges, &ctx.access, true).await;
             let _ = write!(
                 b,
-                "<p>Distinct clients across {} live edges (HyperLogLog, about 1.6% error).</p>",
-                s.edges.len()
+                "<p>Distinct clients across {} of {} live edges (HyperLogLog, about 1.6% error).</p>",
+                exports.len(),
+                edges.len()
             );
-            crate::ops::status::census_exports(&s.edges, &ctx.access, true).await
+            exports
         }
         Err(e) => {
             b.push_str(&note(&e));
@@ -446,7 +448,7 @@ pub(super) async fn census(
             vec![own]
         }
     };
-    let step = shared.census.export_series().step_s;
+    let step = shared.census.series_step();
     let series: Vec<_> = exports.iter().filter_map(|e| e.series.clone()).collect();
     let points = crate::census::series::union(&series, step);
     let legacy = snap
@@ -561,6 +563,10 @@ fn windows(u: &BTreeMap<String, BTreeMap<String, BTreeMap<String, f64>>>) -> Str
     )
 }
 
+/// How many of the newest entries `/history` shows field by field (each
+/// reads the prefix twice).
+const DIFFS: usize = 5;
+
 /// `/history`: the audit trail with field diffs and the command that rolls
 /// back to each change.
 pub(super) async fn history(Extension(ctx): Extension<Arc<Ctx>>) -> Page {
@@ -575,7 +581,7 @@ pub(super) async fn history(Extension(ctx): Extension<Arc<Ctx>>) -> Page {
     let read = async {
         let (entries, truncated) = crate::ops::history::read_history(&mut client, cfg, 25).await?;
         let mut diffs = Vec::new();
-        for e in entries.iter().take(10) {
+        for e in entries.iter().take(DIFFS) {
             diffs.push(crate::ops::history::field_changes(&mut client, cfg, e.revision).await?);
         }
         anyhow::Ok((entries, truncated, diffs))
@@ -611,7 +617,7 @@ fn history_table(
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
             .join("; ");
-            let changes = diffs.get(i).map_or("(older: see <code>history show</code>)".into(), |d| {
+            let changes = diffs.get(i).map_or(format!("<code>vdh-edge history show {}</code>", e.revision), |d| {
                 let items: String = d.iter().map(|x| format!("<li>{}</li>", esc(x))).collect();
                 format!("<ul class=diff>{items}</ul>")
             });

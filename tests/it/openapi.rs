@@ -92,10 +92,16 @@ fn openapi_matches_the_server() {
     let wait = resolved.iter().find(|p| p["name"] == "wait").unwrap();
     assert_eq!(wait["schema"]["maximum"], vdh_edge::MAX_WAIT_S);
 
+    let census_props = keys(&spec["components"]["schemas"]["Census"]["properties"]);
     let census = http_request(s.admin, "GET", "/census", &[]).json();
+    let mut plain = census_props.clone();
+    plain.remove("series");
+    assert_eq!(keys(&census), plain);
+    let census = http_request(s.admin, "GET", "/census?series=1", &[]).json();
+    assert_eq!(keys(&census), census_props);
     assert_eq!(
-        keys(&census),
-        keys(&spec["components"]["schemas"]["Census"]["properties"])
+        keys(&census["series"]),
+        keys(&spec["components"]["schemas"]["Census"]["properties"]["series"]["properties"])
     );
 
     let ready = http_request(s.admin, "GET", "/readyz", &[]).json();

@@ -28,6 +28,14 @@ pub(crate) fn read_token(path: &std::path::Path) -> anyhow::Result<Arc<str>> {
         "--admin-token-file {}: the token must be at least 16 characters",
         path.display()
     );
+    // It travels in a header and a cookie: visible ASCII, no separators.
+    anyhow::ensure!(
+        token
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\')),
+        "--admin-token-file {}: use visible ASCII without spaces, quotes, commas, semicolons or backslashes (base64 is fine)",
+        path.display()
+    );
     Ok(token.into())
 }
 
