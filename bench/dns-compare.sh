@@ -76,17 +76,7 @@ zone:
   - domain: yingzi.com.
 CONF
 
-# cpu_ns PID: scheduler run time (ns) of PID's threads and its children's.
-descendants() { local c; for c in $(pgrep -P "$1" || true); do echo "$c"; descendants "$c"; done; }
-cpu_ns() {
-    local total=0 p
-    for p in $1 $(descendants "$1"); do
-        for t in /proc/$p/task/*/schedstat; do
-            [ -r "$t" ] && total=$((total + $(cut -d' ' -f1 "$t")))
-        done
-    done
-    echo $total
-}
+# cpu_ns (script/lib.sh): scheduler run time of a server and its children.
 
 # measure LABEL PORT PID [EXTRA dnsblast args]: prints "LABEL qps cpu_us p50 p99 lost"
 measure() {

@@ -86,3 +86,18 @@ need_pkgs_pkg() {
     $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$1" >/dev/null \
         || { echo "error: could not install $1" >&2; return 1; }
 }
+
+# descendants PID: every child process of PID, recursively.
+descendants() { local c; for c in $(pgrep -P "$1" || true); do echo "$c"; descendants "$c"; done; }
+
+# cpu_ns PID: scheduler run time (ns) of PID's threads and its children's
+# (/proc/PID/task/*/schedstat: what the scheduler clock records, not ticks).
+cpu_ns() {
+    local total=0 p t
+    for p in $1 $(descendants "$1"); do
+        for t in /proc/$p/task/*/schedstat; do
+            [ -r "$t" ] && total=$((total + $(cut -d' ' -f1 "$t")))
+        done
+    done
+    echo $total
+}
