@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "vdh-edge",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("VDH_EDGE_COMMIT"), ")"),
     about = "Edge DNS and remote-config service for staged SDK backend cutovers"
 )]
 /// The command line: global options and one command.
@@ -67,6 +67,29 @@ pub enum Command {
     /// The executor of schedules and ramps: pause, resume, status.
     #[command(subcommand)]
     Autopilot(AutopilotCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell), e.g. `vdh-edge completions bash > /etc/bash_completion.d/vdh-edge`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), e.g. `vdh-edge manpage | man -l -`;
+    /// with --dir, write vdh-edge.1 and one page per command there.
+    #[command(hide = true)]
+    Manpage(ManpageArgs),
+}
+
+/// `manpage [--dir DIR]`.
+#[derive(Debug, Clone, Args)]
+pub struct ManpageArgs {
+    /// Write every page (`vdh-edge.1`, `vdh-edge-serve.1`, ...) here.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `completions SHELL`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
 }
 
 /// `keygen FILE`.
@@ -310,7 +333,7 @@ pub struct StatusArgs {
     #[arg(long, value_name = "FILE")]
     pub admin_ca: Option<PathBuf>,
     /// The edges' admin bearer token (`serve --admin-token-file`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "VDH_EDGE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
 }
 
@@ -395,16 +418,37 @@ pub struct ExplainArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
     /// Folder of zone files; each `<origin>.zone` directly in it is one zone.
-    #[arg(long, value_name = "DIR", default_value = "zones")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "zones",
+        env = "VDH_EDGE_ZONES"
+    )]
     pub zones: PathBuf,
     /// Routing state (YAML).
-    #[arg(long, value_name = "FILE", default_value = "deploy/state.yaml")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "deploy/state.yaml",
+        env = "VDH_EDGE_STATE"
+    )]
     pub state: PathBuf,
-    /// etcd endpoints, comma-separated (the state file is then not read).
-    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    /// etcd endpoints, comma-separated (the state file is then not read;
+    /// empty: file mode).
+    #[arg(
+        long,
+        value_name = "URLS",
+        value_delimiter = ',',
+        env = "VDH_EDGE_ETCD"
+    )]
     pub etcd: Vec<String>,
     /// Key prefix in etcd.
-    #[arg(long, value_name = "P", default_value = "/vdh-edge")]
+    #[arg(
+        long,
+        value_name = "P",
+        default_value = "/vdh-edge",
+        env = "VDH_EDGE_PREFIX"
+    )]
     pub prefix: String,
     /// etcd user name (with --etcd-password).
     #[arg(long, value_name = "NAME", env = "VDH_EDGE_ETCD_USER")]
@@ -427,29 +471,32 @@ pub struct SourceArgs {
     )]
     pub etcd_password_file: Option<PathBuf>,
     /// CA certificate (PEM) that signed etcd's server certificates; turns on TLS.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "VDH_EDGE_ETCD_CA")]
     pub etcd_ca: Option<PathBuf>,
     /// Client certificate (PEM) for etcd TLS client authentication.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "VDH_EDGE_ETCD_CERT")]
     pub etcd_cert: Option<PathBuf>,
     /// Client key (PEM) for --etcd-cert.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "VDH_EDGE_ETCD_KEY")]
     pub etcd_key: Option<PathBuf>,
     /// Seconds an operator command waits for etcd: to find a live
     /// endpoint, and for each request.
-    #[arg(long, value_name = "S", default_value_t = 5)]
+    #[arg(long, value_name = "S", default_value_t = 5, env = "VDH_EDGE_TIMEOUT")]
     pub timeout: u64,
 }
 
 impl SourceArgs {
     /// The etcd settings, when `--etcd` was given.
     pub(crate) fn etcd_config(&self) -> Option<crate::etcd::EtcdConfig> {
-        if self.etcd.is_empty() {
+        // `VDH_EDGE_ETCD=` (empty, as in the packaged environment file)
+        // means file mode.
+        if self.etcd.iter().all(|e| e.trim().is_empty()) {
             return None;
         }
         let endpoints = self
             .etcd
             .iter()
+            .filter(|e| !e.trim().is_empty())
             .map(|e| {
                 if e.contains("://") {
                     e.clone()
@@ -510,37 +557,62 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub source: SourceArgs,
     /// DNS listen address (UDP and TCP).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8053")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8053",
+        env = "VDH_EDGE_DNS"
+    )]
     pub dns: SocketAddr,
     /// Public HTTP listen address (the SDK's /v1/* and /healthz); HTTPS
     /// with --tls-cert and --tls-key.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080",
+        env = "VDH_EDGE_HTTP"
+    )]
     pub http: SocketAddr,
     /// Admin HTTP listen address: /metrics, /census, /readyz, /healthz.
     /// Keep it private (loopback or an internal network).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9080")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9080",
+        env = "VDH_EDGE_ADMIN"
+    )]
     pub admin: SocketAddr,
     /// Serve the admin listener over TLS too (same certificate).
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, requires = "tls_cert", env = "VDH_EDGE_ADMIN_TLS")]
     pub admin_tls: bool,
     /// Certificate chain (PEM) for HTTPS, DNS over TLS and DNS over HTTPS;
     /// reloaded when the file changes and on SIGHUP.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        env = "VDH_EDGE_TLS_CERT"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        env = "VDH_EDGE_TLS_KEY"
+    )]
     pub tls_key: Option<PathBuf>,
     /// DNS over TLS listen address (RFC 7858; 853 in production).
-    #[arg(long, value_name = "ADDR", requires = "tls_cert")]
+    #[arg(long, value_name = "ADDR", requires = "tls_cert", env = "VDH_EDGE_DOT")]
     pub dot: Option<SocketAddr>,
     /// DNS over HTTPS listen address (RFC 8484, /dns-query, HTTP/2).
-    #[arg(long, value_name = "ADDR", requires = "tls_cert")]
+    #[arg(long, value_name = "ADDR", requires = "tls_cert", env = "VDH_EDGE_DOH")]
     pub doh: Option<SocketAddr>,
     /// Folder for the last-known-good state and zone serials.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "VDH_EDGE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Name this edge registers under in <prefix>-edges/ (default: host:http-port).
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", env = "VDH_EDGE_EDGE_ID")]
     pub edge_id: Option<String>,
     /// Threads (each with its own SO_REUSEPORT socket) answering DNS over
     /// UDP; default: the CPUs this process may run on.
@@ -586,7 +658,7 @@ pub struct ServeArgs {
     /// to the admin listener: the console, /metrics, /census, /readyz
     /// (`/healthz` stays open for liveness probes). Browsers sign in at
     /// /login.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "VDH_EDGE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
     /// Most DNS-over-TCP connections served at once; more wait in the
     /// accept queue.

@@ -50,6 +50,16 @@ pub use util::{parse_rfc3339, raise_nofile_limit};
 use cli::{AutopilotCommand, Command, ScheduleCommand, SchemeCommand};
 use ops::block_on;
 
+/// Writes generated text to standard output; a reader that closed early
+/// (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
 /// Runs one command; what it prints goes to standard output.
 pub fn run(command: Command) -> anyhow::Result<()> {
     let text = match command {
@@ -74,6 +84,23 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Schema => {
             println!("{}", config::state::json_schema());
             return Ok(());
+        }
+        Command::Completions(args) => {
+            let mut cmd = <cli::Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(args.shell, &mut cmd, "vdh-edge", &mut out);
+            return write_stdout(&out);
+        }
+        Command::Manpage(args) => {
+            let cmd = <cli::Cli as clap::CommandFactory>::command();
+            if let Some(dir) = args.dir {
+                clap_mangen::generate_to(cmd, &dir)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+                return Ok(());
+            }
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            return write_stdout(&out);
         }
         Command::Keygen(args) => ops::check::keygen(&args)?,
         Command::Apply(args) => block_on(ops::apply::apply(&args))?,

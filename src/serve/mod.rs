@@ -109,6 +109,7 @@ pub(crate) async fn serve(
     executor: Executor,
     console: Console,
 ) -> anyhow::Result<()> {
+    let mut signals = Signals::new()?;
     let nofile = match crate::util::raise_nofile_limit() {
         Ok(n) => {
             info!(limit = n, "open-file limit");
@@ -217,14 +218,15 @@ pub(crate) async fn serve(
         admin_token,
     };
     spawn_fronts(listeners, fronts, &shared, &shutdown, &mut tasks)?;
-    wait_for_signal().await;
+    signals.next().await;
     info!("shutting down");
+    notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
     let drain = async { while tasks.join_next().await.is_some() {} };
     tokio::select! {
         () = drain => {}
         () = tokio::time::sleep(Duration::from_secs(5)) => warn!("grace period over; exiting"),
-        () = wait_for_signal() => warn!("second signal; exiting now"),
+        () = signals.next() => warn!("second signal; exiting now"),
     }
     Ok(())
 }
@@ -548,6 +550,14 @@ async fn keep_census(shared: Arc<Shared>, cache: CacheDir, shutdown: Cancellatio
     }
 }
 
+/// Tells systemd (`NOTIFY_SOCKET`, under `Type=notify`) a state change;
+/// nothing without systemd.
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(state) {
+        warn!(%error, "could not notify systemd");
+    }
+}
+
 /// Background chores: log when the first snapshot is live, and give freed
 /// heap pages back to the kernel now and then.
 fn spawn_chores(shared: &Arc<Shared>, shutdown: &CancellationToken, tasks: &mut JoinSet<()>) {
@@ -566,17 +576,34 @@ fn spawn_chores(shared: &Arc<Shared>, shutdown: &CancellationToken, tasks: &mut 
             zones = snap.zones.len(),
             "first snapshot live"
         );
+        // Type=notify: systemd considers the service started now (the
+        // sockets are bound and answer from a live snapshot).
+        let status = format!(
+            "serving revision {} from {}",
+            snap.revision,
+            snap.kind.as_str()
+        );
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ]);
     });
     // After a burst of connections glibc keeps freed pages resident.
+    #[cfg(target_env = "gnu")]
+    fn trim_heap() {
+        // SAFETY: malloc_trim only releases free memory.
+        unsafe { libc::malloc_trim(0) };
+    }
+    // Other C libraries (musl) have no malloc_trim; their allocator gives
+    // memory back by itself.
+    #[cfg(not(target_env = "gnu"))]
+    fn trim_heap() {}
     let shutdown = shutdown.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
-                _ = tick.tick() => {
-                    // SAFETY: malloc_trim only releases free memory.
-                    unsafe { libc::malloc_trim(0) };
-                }
+                _ = tick.tick() => trim_heap(),
                 () = shutdown.cancelled() => return,
             }
         }
@@ -736,12 +763,27 @@ async fn on_sighup(
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("signal handler");
-    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, listened for from the start of `serve` (before the
+/// first snapshot is announced), so a stop that follows readiness at once
+/// still drains instead of killing the process.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }

@@ -29,7 +29,12 @@ pub struct TestServer {
 
 /// A command for the binary with etcd settings scrubbed from the environment.
 pub fn command() -> Command {
-    let mut c = Command::new(BIN);
+    command_for(Path::new(BIN))
+}
+
+/// [`command`] for another binary (the packaged one).
+pub fn command_for(bin: &Path) -> Command {
+    let mut c = Command::new(bin);
     for (k, _) in std::env::vars() {
         if k.starts_with("ETCD") || k.starts_with("VDH_EDGE") {
             c.env_remove(k);
@@ -73,7 +78,12 @@ impl TestServer {
     /// HTTP and admin unless given) and waits until the log shows
     /// `ready_line`.
     pub fn start_with(args: &[String], ready_line: &str) -> TestServer {
-        let mut cmd = command();
+        Self::start_cmd(command(), args, ready_line)
+    }
+
+    /// [`TestServer::start_with`] with this command (its binary and
+    /// environment).
+    pub fn start_cmd(mut cmd: Command, args: &[String], ready_line: &str) -> TestServer {
         cmd.arg("serve").args(args);
         for flag in ["--dns", "--http", "--admin"] {
             if !args.iter().any(|a| a == flag) {

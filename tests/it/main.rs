@@ -30,6 +30,7 @@ mod knot_diff;
 mod malformed;
 mod observability;
 mod openapi;
+mod package;
 mod proxy;
 mod reload_signal;
 mod rrl;
