@@ -230,7 +230,8 @@ fn worker(sock: &UdpSocket, shared: &Shared, rrl: Option<&Rrl>, stop: &AtomicBoo
                 fd,
                 b.rx_msgs.as_mut_ptr(),
                 want,
-                libc::MSG_WAITFORONE,
+                // c_int in glibc, c_uint in musl.
+                libc::MSG_WAITFORONE as _,
                 std::ptr::null_mut(),
             )
         };
