@@ -26,6 +26,8 @@ pub(crate) mod console;
 pub(crate) mod document;
 pub(crate) mod etcd;
 pub(crate) mod explain;
+#[cfg(test)]
+mod fuzz;
 pub(crate) mod front;
 pub(crate) mod metrics;
 pub(crate) mod ops;

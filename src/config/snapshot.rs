@@ -431,9 +431,10 @@ impl ZoneCompiler<'_> {
         let mut built = match Zone::build(&zt.origin, &records, None, &dynamic) {
             Ok(z) => z,
             Err(issues) => {
+                // Line 0: the whole zone (no SOA) or a derived record.
                 self.errors.extend(issues.into_iter().map(|i| ConfigError {
                     source: zt.source.clone(),
-                    line: Some(i.line),
+                    line: (i.line > 0).then_some(i.line),
                     message: i.message,
                 }));
                 return;

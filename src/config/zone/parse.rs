@@ -176,12 +176,16 @@ fn quoted(text: &str, i: &mut usize, line: &mut usize) -> (String, bool) {
                 return (s, true);
             }
             b'\\' if *i + 1 < b.len() => {
+                // The escaped character whole: it may be several bytes of
+                // UTF-8 (a crash found by the fuzzer: `"\¡`).
+                let ch_len = utf8_len(b[*i + 1]);
+                let end = (*i + 1 + ch_len).min(b.len());
                 s.push('\\');
-                s.push(char::from(b[*i + 1]));
+                s.push_str(&text[*i + 1..end]);
                 if b[*i + 1] == b'\n' {
                     *line += 1;
                 }
-                *i += 2;
+                *i = end;
             }
             b'\n' => {
                 *line += 1;
@@ -368,7 +372,7 @@ impl ZoneParser {
         while *idx < e.tokens.len() && h.rtype.is_none() {
             let t = &e.tokens[*idx].text;
             *idx += 1;
-            if h.ttl.is_none() && t.as_bytes()[0].is_ascii_digit() {
+            if h.ttl.is_none() && t.as_bytes().first().is_some_and(u8::is_ascii_digit) {
                 if let Some(v) = parse_ttl(t) {
                     h.ttl = Some(v);
                 } else {
