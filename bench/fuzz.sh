@@ -27,6 +27,7 @@ export CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true CARGO_PROFILE_RELEASE_OVERFLO
 cargo test --release --locked --lib --no-run -q
 for t in "${TARGETS[@]}"; do
     start=$(date +%s)
-    VDH_FUZZ_SECONDS=$((MINUTES * 60)) cargo test --release --locked --lib -q "fuzz::$t" -- --exact --nocapture 2>&1 \
-        | grep -a '^fuzz ' | sed "s/\$/ in $(( $(date +%s) - start )) s/"
+    out=$(VDH_FUZZ_SECONDS=$((MINUTES * 60)) cargo test --release --locked --lib -q "fuzz::$t" -- --exact --nocapture 2>&1) \
+        || { echo "$out" | tail -20; echo "fuzz $t FAILED (see target/fuzz-failures/)"; exit 1; }
+    echo "$(echo "$out" | grep -a '^fuzz ') in $(( $(date +%s) - start )) s"
 done
