@@ -24,6 +24,9 @@ fi
 # The release profile with debug assertions and overflow checks, as a
 # fuzzer wants.
 export CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true
+# Its own target folder: these flags would rebuild the normal release
+# binary, and a long run must not hold the main folder's build lock.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/fuzz-build}
 cargo test --release --locked --lib --no-run -q
 for t in "${TARGETS[@]}"; do
     start=$(date +%s)
