@@ -59,7 +59,8 @@ fn snapshot() -> &'static Snapshot {
     static SNAP: OnceLock<Snapshot> = OnceLock::new();
     SNAP.get_or_init(|| {
         let state = STATE.replace("    rules:\n", &format!("    rules:{NETWORK_RULES}"));
-        compile(&inputs(ZONE, &state), None, &SavedSerials::default()).expect("the example compiles")
+        compile(&inputs(ZONE, &state), None, &SavedSerials::default())
+            .expect("the example compiles")
     })
 }
 
@@ -134,6 +135,9 @@ fn src_addr() -> impl Strategy<Value = IpAddr> {
     ]
 }
 
+/// An OPT record: UDP size, EDNS version, flags, options (code, data).
+type Opt = (u16, u8, u16, Vec<(u16, Vec<u8>)>);
+
 /// A DNS query as the parser meets it: names near and far from the zone,
 /// any type and class, header flags, and an OPT record with options (ECS
 /// of any family and length, cookies, padding, unknown).
@@ -145,7 +149,7 @@ struct Query {
     qtype: u16,
     qclass: u16,
     qdcount: u16,
-    edns: Option<(u16, u8, u16, Vec<(u16, Vec<u8>)>)>,
+    edns: Option<Opt>,
     trailing: Vec<u8>,
 }
 
@@ -212,15 +216,19 @@ fn label() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn ecs() -> impl Strategy<Value = Vec<u8>> {
-    (0u16..4, any::<u8>(), any::<u8>(), prop::collection::vec(any::<u8>(), 0..20)).prop_map(
-        |(family, source, scope, addr)| {
+    (
+        0u16..4,
+        any::<u8>(),
+        any::<u8>(),
+        prop::collection::vec(any::<u8>(), 0..20),
+    )
+        .prop_map(|(family, source, scope, addr)| {
             let mut o = family.to_be_bytes().to_vec();
             o.push(source);
             o.push(scope);
             o.extend_from_slice(&addr);
             o
-        },
-    )
+        })
 }
 
 fn option() -> impl Strategy<Value = (u16, Vec<u8>)> {
@@ -253,16 +261,18 @@ fn query() -> impl Strategy<Value = Query> {
         edns,
         prop_oneof![8 => Just(Vec::new()), 1 => prop::collection::vec(any::<u8>(), 1..20)],
     )
-        .prop_map(|(id, flags, labels, qtype, qclass, qdcount, edns, trailing)| Query {
-            id,
-            flags,
-            labels,
-            qtype,
-            qclass,
-            qdcount,
-            edns,
-            trailing,
-        })
+        .prop_map(
+            |(id, flags, labels, qtype, qclass, qdcount, edns, trailing)| Query {
+                id,
+                flags,
+                labels,
+                qtype,
+                qclass,
+                qdcount,
+                edns,
+                trailing,
+            },
+        )
 }
 
 #[test]
@@ -296,10 +306,43 @@ fn dns_queries_with_edns_and_ecs() {
 fn zone_text() -> impl Strategy<Value = String> {
     let token = prop_oneof![
         prop::sample::select(vec![
-            "@", "www", "*.w", "ns1", "3600", "1h", "IN", "CH", "A", "AAAA", "NS", "MX", "TXT",
-            "SOA", "CNAME", "SRV", "CAA", "TYPE65280", "\\#", "0", "10", "192.0.2.1", "2001:db8::1",
-            "\"a b\"", "\"\\\"", "(", ")", ";c", "$TTL", "$ORIGIN", "$INCLUDE", "x.", "\\046",
-            "\\999", "..", "-1", "4294967296",
+            "@",
+            "www",
+            "*.w",
+            "ns1",
+            "3600",
+            "1h",
+            "IN",
+            "CH",
+            "A",
+            "AAAA",
+            "NS",
+            "MX",
+            "TXT",
+            "SOA",
+            "CNAME",
+            "SRV",
+            "CAA",
+            "TYPE65280",
+            "\\#",
+            "0",
+            "10",
+            "192.0.2.1",
+            "2001:db8::1",
+            "\"a b\"",
+            "\"\\\"",
+            "(",
+            ")",
+            ";c",
+            "$TTL",
+            "$ORIGIN",
+            "$INCLUDE",
+            "x.",
+            "\\046",
+            "\\999",
+            "..",
+            "-1",
+            "4294967296",
         ])
         .prop_map(String::from),
         "[ -~]{0,12}",
@@ -319,7 +362,11 @@ fn zone_files() {
             prop_assert!(!errors.is_empty());
             for e in errors {
                 prop_assert!(!e.message.is_empty());
-                prop_assert!(e.line.is_none_or(|l| l >= 1 && l <= lines + 1), "line {:?} of {lines}", e.line);
+                prop_assert!(
+                    e.line.is_none_or(|l| l >= 1 && l <= lines + 1),
+                    "line {:?} of {lines}",
+                    e.line
+                );
             }
         }
         Ok(())
@@ -331,9 +378,24 @@ fn zone_files() {
 fn state_text() -> impl Strategy<Value = String> {
     let value = prop_oneof![
         prop::sample::select(vec![
-            "null", "[]", "{}", "\"\"", "-1", "1e999", "\"*\"", "\">=1.0.0\"", "\"abc\"",
-            "[192.0.2.1, \"::1\"]", "\"10.0.0.0/33\"", "\"101\"", "\"50.5\"", "&a x", "*a",
-            "!!binary AA==", "{ a: { b: { c: [1, [2, [3]]] } } }", "\"\\u0000\"",
+            "null",
+            "[]",
+            "{}",
+            "\"\"",
+            "-1",
+            "1e999",
+            "\"*\"",
+            "\">=1.0.0\"",
+            "\"abc\"",
+            "[192.0.2.1, \"::1\"]",
+            "\"10.0.0.0/33\"",
+            "\"101\"",
+            "\"50.5\"",
+            "&a x",
+            "*a",
+            "!!binary AA==",
+            "{ a: { b: { c: [1, [2, [3]]] } } }",
+            "\"\\u0000\"",
         ])
         .prop_map(String::from),
         "[ -~]{0,16}",
@@ -409,7 +471,15 @@ fn state_as_etcd_json_values() {
                 prefix: "/f".into(),
                 entries: entries
                     .into_iter()
-                    .map(|(k, v)| (k.to_string(), Entry { value: v, mod_revision: 2 }))
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            Entry {
+                                value: v,
+                                mod_revision: 2,
+                            },
+                        )
+                    })
                     .collect(),
             };
             let mut i = inputs(ZONE, "");
@@ -431,7 +501,14 @@ fn http_query_strings_and_forwarding_headers() {
         prop::collection::vec(
             (
                 prop::sample::select(vec![
-                    "sdk_version", "client_id", "platform", "app_id", "wait", "x", "", "name",
+                    "sdk_version",
+                    "client_id",
+                    "platform",
+                    "app_id",
+                    "wait",
+                    "x",
+                    "",
+                    "name",
                 ]),
                 "[ -~]{0,20}|%[0-9a-fA-F]{2}|%[^0-9a-fA-F]?",
             ),
@@ -445,7 +522,8 @@ fn http_query_strings_and_forwarding_headers() {
         }),
     ];
     let header = "[ -~]{0,80}";
-    let proxies = crate::front::http::client_addr::Proxies(vec!["127.0.0.0/8".parse().expect("net")]);
+    let proxies =
+        crate::front::http::client_addr::Proxies(vec!["127.0.0.0/8".parse().expect("net")]);
     drive(
         "http",
         (query, header, header, src_addr()),
@@ -462,7 +540,11 @@ fn http_query_strings_and_forwarding_headers() {
                 h.insert("forwarded", v);
             }
             let _ = proxies.client(IpAddr::from([127, 0, 0, 1]), &h);
-            prop_assert_eq!(proxies.client(peer, &h), peer, "an untrusted peer is never replaced");
+            prop_assert_eq!(
+                proxies.client(peer, &h),
+                peer,
+                "an untrusted peer is never replaced"
+            );
             Ok(())
         },
     );
@@ -483,10 +565,18 @@ fn regressions_stay_fixed() {
                 answer(&bytes, IpAddr::from([192, 0, 2, 1])).expect("bounded answer");
             }
             Some("zone") => {
-                let _ = compile(&inputs(&String::from_utf8_lossy(&bytes), STATE), None, &SavedSerials::default());
+                let _ = compile(
+                    &inputs(&String::from_utf8_lossy(&bytes), STATE),
+                    None,
+                    &SavedSerials::default(),
+                );
             }
             Some("yaml") => {
-                let _ = compile(&inputs(ZONE, &String::from_utf8_lossy(&bytes)), None, &SavedSerials::default());
+                let _ = compile(
+                    &inputs(ZONE, &String::from_utf8_lossy(&bytes)),
+                    None,
+                    &SavedSerials::default(),
+                );
             }
             _ => continue,
         }

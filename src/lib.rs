@@ -26,9 +26,9 @@ pub(crate) mod console;
 pub(crate) mod document;
 pub(crate) mod etcd;
 pub(crate) mod explain;
+pub(crate) mod front;
 #[cfg(test)]
 mod fuzz;
-pub(crate) mod front;
 pub(crate) mod metrics;
 pub(crate) mod ops;
 pub(crate) mod proto;

@@ -204,6 +204,11 @@ impl Etcd {
         }
     }
 
+    /// The process id of a running member.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL one member.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].child.take() {

@@ -38,6 +38,7 @@ mod schemes;
 mod sdk_client;
 mod serial;
 mod signing;
+mod soak;
 mod tamper;
 mod tcp_limits;
 mod tls;
