@@ -53,15 +53,7 @@ fn label(t: u64, with_day: bool) -> String {
         hm.push_str(&format!(":{:02}", s % 60));
     }
     if with_day {
-        // Days since the epoch → month/day (civil calendar).
-        let z = i64::try_from(d).unwrap_or(0) + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let (_, month, day) = crate::util::civil_date(i64::try_from(d).unwrap_or(0));
         format!("{month:02}-{day:02} {hm}")
     } else {
         hm
