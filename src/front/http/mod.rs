@@ -127,20 +127,24 @@ pub(crate) fn router(shared: Arc<Shared>, role: Role, settings: &HttpSettings) -
         Role::Public => settings.cors.clone(),
         Role::Admin | Role::Doh => None,
     };
-    routes
+    let routes = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(cors, cors::layer))
-        .layer(middleware::from_fn_with_state(
-            match role {
-                Role::Admin => settings.token.clone(),
-                Role::Public | Role::Doh => None,
-            },
-            auth::layer,
-        ))
+        .layer(middleware::from_fn_with_state(cors, cors::layer));
+    // The token check only where a token can be asked for: the public
+    // path stays one layer shorter.
+    let routes = match role {
+        Role::Admin => routes
+            .layer(middleware::from_fn_with_state(
+                settings.token.clone(),
+                auth::layer,
+            ))
+            .layer(axum::Extension(settings.token.clone())),
+        Role::Public | Role::Doh => routes,
+    };
+    routes
         .layer(axum::Extension(settings.proxies.clone()))
         .layer(axum::Extension(settings.long_polls.clone()))
-        .layer(axum::Extension(settings.token.clone()))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             limits_and_metrics,
