@@ -244,3 +244,68 @@ fn readiness_is_notified_once_a_snapshot_is_live_and_stopping_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The Kubernetes example keeps what it promises: the restricted
+/// securityContext, a PodDisruptionBudget, topology spread, probes on the
+/// admin port, `externalTrafficPolicy: Local` on the client Service, a
+/// ServiceMonitor, and etcd settings from the environment.
+#[test]
+fn the_kubernetes_example_is_restricted_and_highly_available() {
+    let text = std::fs::read_to_string(repo().join("deploy/kubernetes.yaml")).unwrap();
+    let docs: Vec<serde_json::Value> = text
+        .split("\n---\n")
+        .map(|d| serde_norway::from_str(d).expect("valid YAML"))
+        .collect();
+    let kind =
+        |k: &str| -> Vec<&serde_json::Value> { docs.iter().filter(|d| d["kind"] == k).collect() };
+    let deploy = kind("Deployment")[0];
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert!(pod["topologySpreadConstraints"].as_array().unwrap().len() >= 2);
+    let c = &pod["containers"][0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        sc["capabilities"]["add"],
+        serde_json::json!(["NET_BIND_SERVICE"])
+    );
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["port"], "admin", "{probe}");
+    }
+    let env: Vec<&str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    for v in [
+        "VDH_EDGE_ETCD",
+        "VDH_EDGE_PREFIX",
+        "VDH_EDGE_ETCD_CA",
+        "VDH_EDGE_ETCD_PASSWORD",
+    ] {
+        assert!(env.contains(&v), "{v} not set");
+    }
+    assert!(
+        !c["args"].to_string().contains("--etcd"),
+        "etcd settings belong in the environment"
+    );
+    assert_eq!(kind("PodDisruptionBudget").len(), 1);
+    assert_eq!(kind("ServiceMonitor").len(), 1);
+    let lb: Vec<_> = kind("Service")
+        .into_iter()
+        .filter(|s| s["spec"]["type"] == "LoadBalancer")
+        .collect();
+    assert_eq!(lb[0]["spec"]["externalTrafficPolicy"], "Local");
+    // The variables the manifest sets are ones the binary reads.
+    let man = run(command().args(["serve", "--help"]));
+    for v in env.iter().filter(|v| v.starts_with("VDH_EDGE_")) {
+        assert!(man.contains(v), "serve --help does not know {v}");
+    }
+}

@@ -63,10 +63,13 @@ fn identical_queries_from_one_network_are_limited_with_slip() {
     let (full, truncated) = blast(&server, "127.0.1.2", 50);
     assert_eq!((full, truncated), (50, 0));
     // A whitelisted network is never limited: no truncated answers, and far
-    // more than `rate` full ones (loopback may still drop a few datagrams).
+    // more full ones than a limited network gets (at most 400 above, for
+    // ten times the queries). A burst of 2,000 datagrams overflows the
+    // socket buffer when the machine is busy, so the bar is well below
+    // 2,000 but well above 400.
     let (full, truncated) = blast(&server, "127.0.2.2", 2_000);
     assert!(
-        full > 1_500 && truncated == 0,
+        full > 800 && truncated == 0,
         "{full} full, {truncated} truncated"
     );
     let (_, metrics) = server.admin_get("/metrics");
