@@ -454,6 +454,15 @@ async fn propagation(edges: &[Arc<Edge>], i: u64, t0: Instant) -> Option<u64> {
     Some(u64::try_from(t0.elapsed().as_micros()).unwrap())
 }
 
+/// Sets the flag when dropped (also while unwinding from a panic).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A tmpfs mounted for the run (an edge's cache folder), unmounted at the end.
 struct Tmpfs(std::path::PathBuf);
 
@@ -656,6 +665,8 @@ fn soak_with_faults() {
     let start_figures: Vec<(u64, usize)> =
         edges.iter().map(|e| rss_fds(e.pid().unwrap())).collect();
     let stop = Arc::new(AtomicBool::new(false));
+    // On a panic the load threads stop and drop their edges (killing them).
+    let _stop_on_unwind = StopOnDrop(stop.clone());
     let mut threads = Vec::new();
     for e in edges.iter() {
         let (e, stop) = (e.clone(), stop.clone());
