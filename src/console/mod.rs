@@ -94,16 +94,23 @@ async fn css() -> impl IntoResponse {
 }
 
 impl Ctx {
-    /// The live edges' records (etcd mode), or why not.
-    async fn edges(&self) -> Result<Vec<crate::etcd::registry::EdgeRecord>, String> {
+    /// Runs `read` against etcd within [`FLEET_TIMEOUT`]; `Err` with the
+    /// reason in file mode or when etcd does not answer in time (the page
+    /// says so and shows this edge alone).
+    pub(super) async fn etcd_read<'a, T, E, F>(
+        &'a self,
+        read: impl FnOnce(etcd_client::Client, &'a EtcdConfig) -> F,
+    ) -> Result<(T, &'a EtcdConfig), String>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
         let Some((cfg, client)) = &self.etcd else {
             return Err("file mode: no etcd, this edge alone".into());
         };
-        let mut client = client.clone();
-        let read = crate::etcd::registry::read_edges(&mut client, cfg);
-        match tokio::time::timeout(FLEET_TIMEOUT, read).await {
-            Ok(Ok(e)) => Ok(e),
-            Ok(Err(e)) => Err(format!("etcd: {e}")),
+        match tokio::time::timeout(FLEET_TIMEOUT, read(client.clone(), cfg)).await {
+            Ok(Ok(v)) => Ok((v, cfg)),
+            Ok(Err(e)) => Err(format!("etcd: {e:#}")),
             Err(_) => Err(format!(
                 "etcd did not answer within {} s",
                 FLEET_TIMEOUT.as_secs()
@@ -111,21 +118,21 @@ impl Ctx {
         }
     }
 
-    /// The fleet as `status` reads it; `Err` with the reason when etcd does
-    /// not answer in time (the page says so and shows this edge alone).
+    /// The live edges' records.
+    async fn edges(&self) -> Result<Vec<crate::etcd::registry::EdgeRecord>, String> {
+        self.etcd_read(
+            |mut c, cfg| async move { crate::etcd::registry::read_edges(&mut c, cfg).await },
+        )
+        .await
+        .map(|(e, _)| e)
+    }
+
+    /// The fleet as `status` reads it.
     async fn fleet(&self) -> Result<(Status, &EtcdConfig), String> {
-        let Some((cfg, client)) = &self.etcd else {
-            return Err("file mode: no etcd, this edge alone".into());
-        };
-        let mut client = client.clone();
-        let read = crate::ops::status::read_status(&mut client, cfg, &self.access);
-        match tokio::time::timeout(FLEET_TIMEOUT, read).await {
-            Ok(Ok(s)) => Ok((s, cfg)),
-            Ok(Err(e)) => Err(format!("etcd: {e:#}")),
-            Err(_) => Err(format!(
-                "etcd did not answer within {} s",
-                FLEET_TIMEOUT.as_secs()
-            )),
-        }
+        let access = &self.access;
+        self.etcd_read(|mut c, cfg| async move {
+            crate::ops::status::read_status(&mut c, cfg, access).await
+        })
+        .await
     }
 }

@@ -9,9 +9,9 @@ use axum::extract::State;
 use axum::http::Uri;
 use axum::response::Html;
 
+use super::Ctx;
 use super::chart::{self, Line};
 use super::page::{badge, esc, frame, table};
-use super::{Ctx, FLEET_TIMEOUT};
 use crate::config::snapshot::Snapshot;
 use crate::ops::status::Status;
 use crate::shared::{Shared, Verdict};
@@ -571,30 +571,28 @@ const DIFFS: usize = 5;
 /// back to each change.
 pub(super) async fn history(Extension(ctx): Extension<Arc<Ctx>>) -> Page {
     let mut b = String::from("<h1>History</h1>");
-    let Some((cfg, client)) = &ctx.etcd else {
-        b.push_str(&note(
-            "file mode: the audit trail lives in etcd (use version control for the state file)",
-        ));
-        return Html(frame("/history", &ctx.edge_id, &b));
-    };
-    let mut client = client.clone();
-    let read = async {
-        let (entries, truncated) = crate::ops::history::read_history(&mut client, cfg, 25).await?;
-        let mut diffs = Vec::new();
-        for e in entries.iter().take(DIFFS) {
-            diffs.push(crate::ops::history::field_changes(&mut client, cfg, e.revision).await?);
-        }
-        anyhow::Ok((entries, truncated, diffs))
-    };
-    match tokio::time::timeout(FLEET_TIMEOUT, read).await {
-        Ok(Ok((entries, truncated, diffs))) => {
+    let read = ctx
+        .etcd_read(|mut client, cfg| async move {
+            let (entries, truncated) =
+                crate::ops::history::read_history(&mut client, cfg, 25).await?;
+            let mut diffs = Vec::new();
+            for e in entries.iter().take(DIFFS) {
+                diffs.push(crate::ops::history::field_changes(&mut client, cfg, e.revision).await?);
+            }
+            anyhow::Ok((entries, truncated, diffs))
+        })
+        .await;
+    match read {
+        Ok(((entries, truncated, diffs), cfg)) => {
             b.push_str(&history_table(cfg, &entries, &diffs));
             if truncated {
                 b.push_str(&note("older changes were compacted"));
             }
         }
-        Ok(Err(e)) => b.push_str(&note(&format!("etcd: {e:#}"))),
-        Err(_) => b.push_str(&note("etcd did not answer in time")),
+        Err(e) if ctx.etcd.is_none() => b.push_str(&note(&format!(
+            "{e} (the audit trail lives in etcd; keep the state file under version control)"
+        ))),
+        Err(e) => b.push_str(&note(&e)),
     }
     Html(frame("/history", &ctx.edge_id, &b))
 }
