@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# HTTP speed: nginx (one worker) serving one config document's bytes as a
-# static file vs vdh-edge computing the document per request; wrk with one
-# thread and 64 connections on CPU 1, each server on CPU 0; ROUNDS
-# alternated rounds, medians and spread. Then 10,000 concurrent long-polls on
+# HTTP speed: nginx (one worker, tuned as its users run it: keep-alive for
+# 100,000 requests, open_file_cache, reuseport) serving one config
+# document's bytes as a static file, a bare hyper server answering the same
+# bytes from memory (bench/tools/src/bin/bare-hyper.rs: the limit of the HTTP
+# stack vdh-edge is built on), and vdh-edge computing the document per
+# request; wrk with one thread and 64 connections on CPU 1, each server on
+# CPU 0; ROUNDS alternated rounds, medians and spread. Then 10,000 concurrent long-polls on
 # vdh-edge: its resident memory while holding them, and the time until all
 # are answered after one state change. Loopback only; stops by itself.
 #
@@ -42,14 +45,18 @@ http {
     fastcgi_temp_path $W;
     uwsgi_temp_path $W;
     scgi_temp_path $W;
+    keepalive_requests 100000;
+    open_file_cache max=100;
     server {
-        listen 127.0.0.1:18081;
+        listen 127.0.0.1:18081 reuseport backlog=4096;
         root $W/www;
         etag on;
     }
 }
 CONF
 taskset -c 0 nginx -c "$W/nginx.conf" & NGINX=$!
+ETAG=$(curl -s -D - -o /dev/null "http://127.0.0.1:18080$PATHQ" | awk 'tolower($1) == "etag:" {print $2}' | tr -d '\r')
+taskset -c 0 bench/tools/target/release/bare-hyper --listen 127.0.0.1:18082 --body "$W/www/v1/config/vdh-api" --etag "$ETAG" & BARE=$!
 sleep 1
 
 run_wrk() { # URL LABEL
@@ -58,9 +65,10 @@ run_wrk() { # URL LABEL
 }
 for r in $(seq 1 "$ROUNDS"); do
     run_wrk "http://127.0.0.1:18081/v1/config/vdh-api" nginx | tee -a "$W/r"
+    run_wrk "http://127.0.0.1:18082$PATHQ" bare-hyper | tee -a "$W/r"
     run_wrk "http://127.0.0.1:18080$PATHQ" vdh-edge | tee -a "$W/r"
 done
-kill $NGINX
+kill $NGINX $BARE
 python3 - "$W/r" <<'PY'
 import statistics, sys
 rows = {}
@@ -69,10 +77,13 @@ for l in open(sys.argv[1]):
     rows.setdefault(k, []).append((float(rps), float(p99)))
 for k, v in rows.items():
     r = [x[0] for x in v]; p = [x[1] for x in v]
-    print(f"{k:<9} req/s median {statistics.median(r):.0f} (spread {min(r):.0f}-{max(r):.0f})  p99 median {statistics.median(p):.0f} us")
+    print(f"{k:<10} req/s median {statistics.median(r):.0f} (spread {min(r):.0f}-{max(r):.0f})  p99 median {statistics.median(p):.0f} us")
 n = statistics.median(x[0] for x in rows["nginx"]); e = statistics.median(x[0] for x in rows["vdh-edge"])
 pn = statistics.median(x[1] for x in rows["nginx"]); pe = statistics.median(x[1] for x in rows["vdh-edge"])
+b = statistics.median(x[0] for x in rows["bare-hyper"]); pb = statistics.median(x[1] for x in rows["bare-hyper"])
 print(f"vdh-edge / nginx req/s: {e/n:.2f} (target >= 1.00); p99: {pe/pn:.2f} (target <= 1.00)")
+print(f"vdh-edge / bare hyper req/s: {e/b:.2f} (target >= 0.90); p99: {pe/pb:.2f} (target <= 1.00)")
+print(f"bare hyper / nginx req/s: {b/n:.2f}")
 PY
 
 echo "long-polls: $POLLS held, one change"

@@ -15,6 +15,16 @@ cd "$(dirname "$0")/.."
 need_build_deps
 need_pkgs etcd:etcd-server etcdctl:etcd-client kdig:knot-dnsutils
 MINUTES=${1:-30}
-VDH_SOAK_MINUTES=$MINUTES cargo test --release --locked --test it soak_with_faults -- --exact --nocapture 2>&1 \
-    | sed -n '/^soak:/,/^$/p' | awk '!seen[$0]++'
-exit "${PIPESTATUS[0]}"
+OUT=$(mktemp)
+trap 'rm -f "$OUT"' EXIT
+status=0
+VDH_SOAK_MINUTES=$MINUTES cargo test --release --locked --test it soak::soak_with_faults -- --exact --nocapture \
+    > "$OUT" 2>&1 || status=$?
+sed -n '/^soak:/,/^$/p' "$OUT" | awk '!seen[$0]++'
+# No report means the test did not run (or died before its end).
+if ! grep -q '^soak:' "$OUT" || ! grep -q '1 passed' "$OUT"; then
+    tail -30 "$OUT"
+    echo "soak: no report or not passed (exit $status)"
+    exit 1
+fi
+exit "$status"

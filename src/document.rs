@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -96,56 +97,108 @@ pub(crate) fn min_version_salt(service: &str) -> String {
     format!("{service}/min_version")
 }
 
-/// Salt of the refresh jitter.
-pub(crate) fn refresh_salt(service: &str) -> String {
-    format!("{service}/refresh")
+/// Who is asking, borrowed: what [`Asker`] holds, or what the HTTP front's
+/// hot path read from the query string without copying it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Asking<'a> {
+    pub(crate) sdk_version: &'a semver::Version,
+    pub(crate) client_id: Option<&'a str>,
+    pub(crate) platform: Option<Platform>,
+    pub(crate) app_id: Option<&'a str>,
+    pub(crate) addr: Option<IpAddr>,
 }
 
-/// Merges `over` into `base` (set fields win).
-fn overlay(base: &mut UpdateFields, over: &UpdateFields) {
-    if over.latest_version.is_some() {
-        base.latest_version.clone_from(&over.latest_version);
-    }
-    if over.min_version.is_some() {
-        base.min_version.clone_from(&over.min_version);
-        base.min_version_bp = over.min_version_bp;
-    } else if over.min_version_bp.is_some() {
-        base.min_version_bp = over.min_version_bp;
-    }
-    if over.url.is_some() {
-        base.url.clone_from(&over.url);
-    }
-    if over.message.is_some() {
-        base.message.clone_from(&over.message);
+impl Asker {
+    /// This asker, borrowed.
+    pub(crate) fn asking(&self) -> Asking<'_> {
+        Asking {
+            sdk_version: &self.sdk_version,
+            client_id: self.client_id.as_deref(),
+            platform: self.platform,
+            app_id: self.app_id.as_deref(),
+            addr: self.addr,
+        }
     }
 }
 
-/// The update policy for a client: the service's, then overrides for its
-/// platform, its app id, and both (most specific last), then the rule's.
-pub(crate) fn effective_update(svc: &Service, rule: usize, asker: &Asker) -> UpdateFields {
-    let mut u = svc.update.clone();
-    let mut matching: Vec<(u8, &crate::config::routing::UpdateOverride)> = svc
-        .overrides
-        .iter()
-        .filter(|o| o.platform.is_none_or(|p| Some(p) == asker.platform))
-        .filter(|o| {
-            o.app_id
-                .as_ref()
-                .is_none_or(|a| Some(a) == asker.app_id.as_ref())
-        })
-        .map(|o| {
-            (
-                u8::from(o.platform.is_some()) + 2 * u8::from(o.app_id.is_some()),
-                o,
-            )
-        })
-        .collect();
-    matching.sort_by_key(|(specificity, _)| *specificity);
-    for (_, o) in matching {
-        overlay(&mut u, &o.fields);
+impl<'a> Asking<'a> {
+    /// What the rules see of this client over HTTP.
+    pub(crate) fn client(&self) -> Client<'a> {
+        Client {
+            sdk_version: Some(self.sdk_version),
+            platform: self.platform,
+            app_id: self.app_id,
+            client_id: self.client_id,
+            addr: self.addr,
+            network_key: None,
+        }
+    }
+}
+
+/// The update fields that apply to a client, borrowed from the service.
+#[derive(Debug, Clone, Copy)]
+struct UpdateRefs<'a> {
+    latest_version: Option<&'a semver::Version>,
+    min_version: Option<&'a semver::Version>,
+    min_version_bp: Option<u16>,
+    url: Option<&'a str>,
+    message: Option<&'a str>,
+}
+
+impl<'a> UpdateRefs<'a> {
+    fn of(f: &'a UpdateFields) -> Self {
+        UpdateRefs {
+            latest_version: f.latest_version.as_ref(),
+            min_version: f.min_version.as_ref(),
+            min_version_bp: f.min_version_bp,
+            url: f.url.as_deref(),
+            message: f.message.as_deref(),
+        }
+    }
+
+    /// Merges `over` in (set fields win).
+    fn overlay(&mut self, over: &'a UpdateFields) {
+        if over.latest_version.is_some() {
+            self.latest_version = over.latest_version.as_ref();
+        }
+        if over.min_version.is_some() {
+            self.min_version = over.min_version.as_ref();
+            self.min_version_bp = over.min_version_bp;
+        } else if over.min_version_bp.is_some() {
+            self.min_version_bp = over.min_version_bp;
+        }
+        if over.url.is_some() {
+            self.url = over.url.as_deref();
+        }
+        if over.message.is_some() {
+            self.message = over.message.as_deref();
+        }
+    }
+}
+
+/// The update policy for a client of `platform` and `app_id`: the
+/// service's, then overrides for its platform, its app id, and both (most
+/// specific last; in state order within one specificity), then the rule's.
+fn effective_update<'a>(
+    svc: &'a Service,
+    rule: usize,
+    platform: Option<Platform>,
+    app_id: Option<&str>,
+) -> UpdateRefs<'a> {
+    let mut u = UpdateRefs::of(&svc.update);
+    for specificity in 0..4u8 {
+        for o in &svc.overrides {
+            let level = u8::from(o.platform.is_some()) + 2 * u8::from(o.app_id.is_some());
+            if level == specificity
+                && o.platform.is_none_or(|p| Some(p) == platform)
+                && o.app_id.as_deref().is_none_or(|a| Some(a) == app_id)
+            {
+                u.overlay(&o.fields);
+            }
+        }
     }
     if let Some(r) = &svc.rules[rule].update {
-        overlay(&mut u, r);
+        u.overlay(r);
     }
     u
 }
@@ -155,10 +208,94 @@ pub(crate) fn refresh_after(svc: &Service, client_id: Option<&str>) -> u32 {
     match client_id {
         None => svc.refresh_s,
         Some(id) => {
-            let b = cohort::bucket(&refresh_salt(&svc.name), id.as_bytes()) as u64;
+            let b = cohort::salted_bucket(&[&svc.name, "/refresh"], id.as_bytes()) as u64;
             // 0.8 + 0.2 × b / 10000, in integers.
-            ((svc.refresh_s as u64 * (80_000 + 2 * b)) / 100_000).max(1) as u32
+            jitter(svc.refresh_s, b)
         }
+    }
+}
+
+fn jitter(refresh_s: u32, bucket: u64) -> u32 {
+    ((refresh_s as u64 * (80_000 + 2 * bucket)) / 100_000).max(1) as u32
+}
+
+/// The refresh intervals a service's clients can get: from the shortest
+/// jitter to the base (a client without id gets the base).
+pub(crate) fn refresh_range(svc: &Service) -> std::ops::RangeInclusive<u32> {
+    jitter(svc.refresh_s, 0)..=svc.refresh_s.max(1)
+}
+
+/// Where a client stands in a service: the rule it matched, what of the
+/// state's update overrides concerns it, and the update flags. Two clients
+/// with the same variant get, from one snapshot, the same document but for
+/// `refresh_after_s`: the HTTP front encodes each variant once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Variant {
+    /// The rule matched.
+    pub(crate) rule: usize,
+    /// The platform asked with (overrides may name it).
+    platform: Option<Platform>,
+    /// The first update override naming the app id asked with (an app id
+    /// no override names is like none).
+    app_override: Option<usize>,
+    /// A minimum version applies to this client (staged minimums apply to
+    /// a cohort of client ids).
+    min_applies: bool,
+    required: bool,
+    recommended: bool,
+}
+
+impl Variant {
+    /// The variant of `asking`, who matched `rule` of `svc`.
+    pub(crate) fn of(svc: &Service, rule: usize, asking: &Asking) -> Variant {
+        let app_override = asking.app_id.and_then(|id| {
+            svc.overrides
+                .iter()
+                .position(|o| o.app_id.as_deref() == Some(id))
+        });
+        let u = effective_update(svc, rule, asking.platform, asking.app_id);
+        // A staged minimum applies to a sticky cohort of client ids.
+        let min_applies = match u.min_version_bp {
+            None => true,
+            Some(bp) if bp >= 10_000 => true,
+            Some(bp) => asking.client_id.is_some_and(|id| {
+                cohort::salted_bucket(&[&svc.name, "/min_version"], id.as_bytes()) < bp
+            }),
+        };
+        let min = u.min_version.filter(|_| min_applies);
+        let v = asking.sdk_version;
+        let required = min.is_some_and(|m| cmp_precedence(v, m).is_lt());
+        let recommended = !required
+            && u.latest_version
+                .is_some_and(|l| cmp_precedence(v, l).is_lt());
+        Variant {
+            rule,
+            platform: asking.platform,
+            app_override,
+            min_applies: min.is_some(),
+            required,
+            recommended,
+        }
+    }
+
+    /// What its document says of an update: `required`, `recommended` or
+    /// `none` (the `update` label of the request counter).
+    pub(crate) fn update_label(&self) -> &'static str {
+        if self.required {
+            "required"
+        } else if self.recommended {
+            "recommended"
+        } else {
+            "none"
+        }
+    }
+
+    /// The update policy of this variant.
+    fn update<'a>(&self, svc: &'a Service) -> UpdateRefs<'a> {
+        let app_id = self
+            .app_override
+            .and_then(|i| svc.overrides[i].app_id.as_deref());
+        effective_update(svc, self.rule, self.platform, app_id)
     }
 }
 
@@ -167,34 +304,30 @@ impl Document {
     /// unknown service.
     pub(crate) fn build(snap: &Snapshot, service: &str, asker: &Asker) -> Option<Document> {
         let svc = snap.routing.service(service)?;
-        let client = Client {
-            sdk_version: Some(&asker.sdk_version),
-            platform: asker.platform,
-            app_id: asker.app_id.as_deref(),
-            client_id: asker.client_id.as_deref(),
-            addr: asker.addr,
-            network_key: None,
-        };
-        let decision = svc.decide(&client, Asked::OverHttp);
-        let rule = &svc.rules[decision.rule];
+        let asking = asker.asking();
+        let decision = svc.decide(&asking.client(), Asked::OverHttp);
+        let variant = Variant::of(svc, decision.rule, &asking);
+        Some(Document::of(
+            snap,
+            svc,
+            &variant,
+            refresh_after(svc, asking.client_id),
+        ))
+    }
+
+    /// The document of a client of `variant` in `svc`, refreshing after
+    /// `refresh_after_s`.
+    pub(crate) fn of(
+        snap: &Snapshot,
+        svc: &Service,
+        variant: &Variant,
+        refresh_after_s: u32,
+    ) -> Document {
+        let rule = &svc.rules[variant.rule];
         let env = &snap.routing.environments[rule.environment];
-        let u = effective_update(svc, decision.rule, asker);
-        // A staged minimum applies to a sticky cohort of client ids.
-        let min_applies = match u.min_version_bp {
-            None => true,
-            Some(bp) if bp >= 10_000 => true,
-            Some(bp) => asker
-                .client_id
-                .as_deref()
-                .is_some_and(|id| cohort::bucket(&min_version_salt(&svc.name), id.as_bytes()) < bp),
-        };
-        let min = u.min_version.as_ref().filter(|_| min_applies);
-        let required = min.is_some_and(|m| cmp_precedence(&asker.sdk_version, m).is_lt());
-        let recommended = !required
-            && u.latest_version
-                .as_ref()
-                .is_some_and(|l| cmp_precedence(&asker.sdk_version, l).is_lt());
-        Some(Document {
+        let u = variant.update(svc);
+        let min = u.min_version.filter(|_| variant.min_applies);
+        Document {
             schema_version: SCHEMA_VERSION,
             service: svc.name.clone(),
             revision: snap.revision,
@@ -202,12 +335,12 @@ impl Document {
             backend_version: env.backend_version.clone(),
             api_base_url: env.api_base_url.clone(),
             update: Update {
-                required,
-                recommended,
+                required: variant.required,
+                recommended: variant.recommended,
                 min_version: min.map(ToString::to_string),
-                latest_version: u.latest_version.as_ref().map(ToString::to_string),
-                url: u.url,
-                message: u.message,
+                latest_version: u.latest_version.map(ToString::to_string),
+                url: u.url.map(str::to_string),
+                message: u.message.map(str::to_string),
             },
             maintenance: MaintenanceDoc {
                 active: env.maintenance.is_some(),
@@ -218,12 +351,12 @@ impl Document {
                 realm: format!("{}/{}", env.name, env.backend_version),
                 epoch: env.token_epoch,
             },
-            refresh_after_s: refresh_after(svc, asker.client_id.as_deref()),
+            refresh_after_s,
             rule: rule.name.clone(),
             client_id: None,
             issued_at: None,
             expires_at: None,
-        })
+        }
     }
 
     /// Adds what a signed document carries: the client id it is for and
@@ -241,6 +374,85 @@ impl Document {
         let body = serde_json::to_vec(self).expect("document serializes");
         let etag = etag_of(&body);
         (body, etag)
+    }
+}
+
+/// Most refresh values one [`Encoded`] keeps a body for (a service
+/// refreshing every 5,000 s or less: all of them).
+const MAX_BODIES: u32 = 1024;
+
+/// One variant's document encoded once: the bytes around its
+/// `refresh_after_s` value, and for each value a client can get the whole
+/// body and its ETag, made on first use. What it gives is what
+/// [`Document::encode`] gives for that value, byte for byte.
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    /// Up to and with `"refresh_after_s":`.
+    head: Vec<u8>,
+    /// After the value.
+    tail: Vec<u8>,
+    /// The refresh value of `bodies[0]`.
+    low: u32,
+    /// Body, ETag and body length per refresh value from `low`.
+    bodies: Box<[std::sync::OnceLock<Body>]>,
+}
+
+/// An encoded document: its bytes, its ETag (with its quotes) and its
+/// length in decimal (the `Content-Length` value), shared.
+#[derive(Debug, Clone)]
+pub(crate) struct Body {
+    pub(crate) bytes: Bytes,
+    pub(crate) etag: Bytes,
+    pub(crate) length: Bytes,
+}
+
+impl Encoded {
+    /// Encodes `doc`, whose clients refresh after a value in `range`.
+    pub(crate) fn new(doc: &Document, range: std::ops::RangeInclusive<u32>) -> Encoded {
+        let body = serde_json::to_vec(doc).expect("document serializes");
+        // A quote inside a string is escaped, so the field's name with its
+        // quotes occurs once.
+        let marker = b"\"refresh_after_s\":";
+        let at = body
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .expect("refresh field")
+            + marker.len();
+        let end = at + body[at..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let (low, high) = range.into_inner();
+        let n = if high >= low && high - low < MAX_BODIES {
+            high - low + 1
+        } else {
+            0
+        };
+        Encoded {
+            head: body[..at].to_vec(),
+            tail: body[end..].to_vec(),
+            low,
+            bodies: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
+        }
+    }
+
+    /// The document with `refresh_after_s` = `refresh`.
+    pub(crate) fn get(&self, refresh: u32) -> Body {
+        let make = || {
+            let mut b = Vec::with_capacity(self.head.len() + 10 + self.tail.len());
+            b.extend_from_slice(&self.head);
+            b.extend_from_slice(refresh.to_string().as_bytes());
+            b.extend_from_slice(&self.tail);
+            Body {
+                etag: Bytes::from(etag_of(&b)),
+                length: Bytes::from(b.len().to_string()),
+                bytes: Bytes::from(b),
+            }
+        };
+        match refresh
+            .checked_sub(self.low)
+            .and_then(|i| self.bodies.get(i as usize))
+        {
+            Some(slot) => slot.get_or_init(make).clone(),
+            None => make(),
+        }
     }
 }
 
@@ -348,6 +560,53 @@ mod tests {
                 (240..=300).contains(&d.refresh_after_s),
                 "{}",
                 d.refresh_after_s
+            );
+        }
+    }
+
+    #[test]
+    fn encoded_bodies_are_the_encoded_documents() {
+        let s = snap(
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/state.yaml"))
+                .unwrap(),
+        );
+        let svc = s.routing.service("vdh-api").unwrap();
+        for (v, id) in [
+            ("0.9.0", Some("c-1")),
+            ("1.0.0", Some("c-2")),
+            ("1.0.0", None),
+        ] {
+            let a = asker(v, id);
+            let doc = Document::build(&s, "vdh-api", &a).unwrap();
+            let rule = svc.decide(&a.asking().client(), Asked::OverHttp).rule;
+            let variant = Variant::of(svc, rule, &a.asking());
+            let enc = Encoded::new(&doc, refresh_range(svc));
+            assert!(refresh_range(svc).contains(&doc.refresh_after_s));
+            // Every value in the range, twice (made, then kept), and one
+            // outside it (made each time).
+            for r in refresh_range(svc)
+                .chain(refresh_range(svc))
+                .chain([1, 100_000])
+            {
+                let want = Document::of(&s, svc, &variant, r).encode();
+                let body = enc.get(r);
+                assert_eq!(&body.bytes[..], &want.0[..]);
+                assert_eq!(&body.etag[..], want.1.as_bytes());
+                assert_eq!(&body.length[..], want.0.len().to_string().as_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn salts_built_in_pieces_give_the_same_buckets() {
+        for id in ["c-1", "c-2", "", "ü"] {
+            assert_eq!(
+                cohort::salted_bucket(&["vdh-api", "/min_version"], id.as_bytes()),
+                cohort::bucket(&min_version_salt("vdh-api"), id.as_bytes())
+            );
+            assert_eq!(
+                cohort::salted_bucket(&["vdh-api", "/refresh"], id.as_bytes()),
+                cohort::bucket("vdh-api/refresh", id.as_bytes())
             );
         }
     }

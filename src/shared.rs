@@ -129,6 +129,13 @@ impl Shared {
         }
     }
 
+    /// The live snapshot without a reference-count update: for a request
+    /// that holds it briefly.
+    #[inline]
+    pub(crate) fn snapshot_guard(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
     /// A per-thread cache of the live snapshot: `load()` costs a pointer
     /// check, not a reference-count update, while the snapshot is unchanged.
     pub(crate) fn snapshot_cache(&self) -> arc_swap::Cache<&ArcSwap<Snapshot>, Arc<Snapshot>> {

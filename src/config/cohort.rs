@@ -34,8 +34,16 @@ pub(crate) enum CohortError {
 
 /// The bucket (0..10000) of `key` under `salt`.
 pub fn bucket(salt: &str, key: &[u8]) -> u16 {
+    salted_bucket(&[salt], key)
+}
+
+/// The bucket of `key` under the salt `parts` joined (no separator added):
+/// `bucket(&format!("{a}/{b}"), key)` without building the salt.
+pub(crate) fn salted_bucket(parts: &[&str], key: &[u8]) -> u16 {
     let mut h = Sha256::new();
-    h.update(salt.as_bytes());
+    for p in parts {
+        h.update(p.as_bytes());
+    }
     h.update([0u8]);
     h.update(key);
     let d = h.finalize();

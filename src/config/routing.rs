@@ -28,13 +28,14 @@ pub(crate) enum Platform {
 impl Platform {
     /// `android`, `ios`, `web` or `other`, any case.
     pub(crate) fn parse(s: &str) -> Option<Platform> {
-        match s.to_ascii_lowercase().as_str() {
-            "android" => Some(Platform::Android),
-            "ios" => Some(Platform::Ios),
-            "web" => Some(Platform::Web),
-            "other" => Some(Platform::Other),
-            _ => None,
-        }
+        [
+            ("android", Platform::Android),
+            ("ios", Platform::Ios),
+            ("web", Platform::Web),
+            ("other", Platform::Other),
+        ]
+        .into_iter()
+        .find_map(|(name, p)| s.eq_ignore_ascii_case(name).then_some(p))
     }
 }
 
@@ -819,7 +820,12 @@ impl Routing {
 
     /// The service named `name`.
     pub(crate) fn service(&self, name: &str) -> Option<&Service> {
-        self.service_index.get(name).map(|&i| &self.services[i])
+        self.service_index(name).map(|i| &self.services[i])
+    }
+
+    /// Where the service named `name` is in `services`.
+    pub(crate) fn service_index(&self, name: &str) -> Option<usize> {
+        self.service_index.get(name).copied()
     }
 }
 

@@ -507,6 +507,7 @@ fn http_settings(args: &ServeArgs, nofile: u64) -> HttpSettings {
         permits: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
         pages: None,
         token: None,
+        hot_path: true,
     };
     info!(
         max_connections,
@@ -701,6 +702,7 @@ fn spawn_fronts(
         permits: Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS)),
         pages: Some(fronts.pages),
         token: fronts.admin_token,
+        hot_path: false,
     };
     let admin_certs = fronts.certs.clone().filter(|_| fronts.admin_tls);
     let mut servers = vec![

@@ -35,171 +35,169 @@ pub(crate) struct LineError {
 /// (Knot's scanner default; an earlier explicit TTL does not carry over).
 pub(crate) const DEFAULT_TTL: u32 = 3600;
 
-#[derive(Debug)]
-struct Token {
-    text: String,
+/// A token of an entry: a bare word, or a quoted string's content (its
+/// escapes kept for the RDATA parser), borrowed from the zone text.
+#[derive(Debug, Clone, Copy)]
+struct Token<'a> {
+    text: &'a str,
     quoted: bool,
 }
 
-struct Entry {
+/// One entry (logical line): where it starts and its tokens.
+struct Entry<'t, 'a> {
     line: usize,
     /// The entry started with white space: the owner is the previous one.
     blank_owner: bool,
-    tokens: Vec<Token>,
+    tokens: &'t [Token<'a>],
 }
 
-/// Splits zone text into entries (logical lines) of tokens.
-fn lex(text: &str) -> (Vec<Entry>, Vec<LineError>) {
-    let b = text.as_bytes();
-    let mut entries = Vec::new();
-    let mut errors = Vec::new();
-    let mut i = 0;
-    let mut line = 1;
-    let mut depth = 0usize;
-    let mut cur: Option<Entry> = None;
-    let mut at_line_start = true;
-    while i < b.len() {
-        let c = b[i];
-        match c {
-            b'\n' => {
-                line += 1;
-                i += 1;
-                if depth == 0 {
-                    if let Some(e) = cur.take()
-                        && !e.tokens.is_empty()
-                    {
-                        entries.push(e);
-                    }
-                    at_line_start = true;
-                }
-            }
-            b' ' | b'\t' | b'\r' => {
-                if at_line_start && depth == 0 && cur.is_none() {
-                    cur = Some(Entry {
-                        line,
-                        blank_owner: true,
-                        tokens: Vec::new(),
-                    });
-                }
-                at_line_start = false;
-                i += 1;
-            }
-            b';' => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'(' => {
-                depth += 1;
-                at_line_start = false;
-                cur.get_or_insert(Entry {
-                    line,
-                    blank_owner: false,
-                    tokens: Vec::new(),
-                });
-                i += 1;
-            }
-            b')' => {
-                if depth == 0 {
-                    errors.push(LineError {
-                        line,
-                        message: "unbalanced ')'".into(),
-                    });
-                } else {
-                    depth -= 1;
-                }
-                i += 1;
-            }
-            b'"' => {
-                let start_line = line;
-                let (s, closed) = quoted(text, &mut i, &mut line);
-                if !closed {
-                    errors.push(LineError {
-                        line: start_line,
-                        message: "unterminated quoted string".into(),
-                    });
-                }
-                at_line_start = false;
-                cur.get_or_insert(Entry {
-                    line: start_line,
-                    blank_owner: false,
-                    tokens: Vec::new(),
-                })
-                .tokens
-                .push(Token {
-                    text: s,
-                    quoted: true,
-                });
-            }
-            _ => {
-                let start = i;
-                i = word_end(b, i);
-                at_line_start = false;
-                cur.get_or_insert(Entry {
-                    line,
-                    blank_owner: false,
-                    tokens: Vec::new(),
-                })
-                .tokens
-                .push(Token {
-                    text: text[start..i].to_string(),
-                    quoted: false,
-                });
-            }
+/// Splits zone text into entries (logical lines) of tokens, one entry at a
+/// time into a reused token list: a million-record zone costs no
+/// allocation per token.
+struct Lexer<'a> {
+    text: &'a str,
+    i: usize,
+    line: usize,
+    depth: usize,
+    at_line_start: bool,
+    ended: bool,
+    errors: Vec<LineError>,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(text: &'a str) -> Self {
+        Lexer {
+            text,
+            i: 0,
+            line: 1,
+            depth: 0,
+            at_line_start: true,
+            ended: false,
+            errors: Vec::new(),
         }
     }
-    if depth != 0 {
-        errors.push(LineError {
-            line,
-            message: "unbalanced '(' at end of file".into(),
-        });
+
+    /// The next entry's line and whether its owner is blank, its tokens in
+    /// `tokens`; `None` at the end.
+    fn next(&mut self, tokens: &mut Vec<Token<'a>>) -> Option<(usize, bool)> {
+        tokens.clear();
+        let text = self.text;
+        let b = text.as_bytes();
+        // (line, blank owner) of the entry begun.
+        let mut cur: Option<(usize, bool)> = None;
+        while self.i < b.len() {
+            let c = b[self.i];
+            match c {
+                b'\n' => {
+                    self.line += 1;
+                    self.i += 1;
+                    if self.depth == 0 {
+                        self.at_line_start = true;
+                        if let Some(e) = cur.take()
+                            && !tokens.is_empty()
+                        {
+                            return Some(e);
+                        }
+                    }
+                }
+                b' ' | b'\t' | b'\r' => {
+                    if self.at_line_start && self.depth == 0 && cur.is_none() {
+                        cur = Some((self.line, true));
+                    }
+                    self.at_line_start = false;
+                    self.i += 1;
+                }
+                b';' => {
+                    while self.i < b.len() && b[self.i] != b'\n' {
+                        self.i += 1;
+                    }
+                }
+                b'(' => {
+                    self.depth += 1;
+                    self.at_line_start = false;
+                    cur.get_or_insert((self.line, false));
+                    self.i += 1;
+                }
+                b')' => {
+                    if self.depth == 0 {
+                        self.errors.push(LineError {
+                            line: self.line,
+                            message: "unbalanced ')'".into(),
+                        });
+                    } else {
+                        self.depth -= 1;
+                    }
+                    self.i += 1;
+                }
+                b'"' => {
+                    let start_line = self.line;
+                    let (s, closed) = quoted(text, &mut self.i, &mut self.line);
+                    if !closed {
+                        self.errors.push(LineError {
+                            line: start_line,
+                            message: "unterminated quoted string".into(),
+                        });
+                    }
+                    self.at_line_start = false;
+                    cur.get_or_insert((start_line, false));
+                    tokens.push(Token {
+                        text: s,
+                        quoted: true,
+                    });
+                }
+                _ => {
+                    let start = self.i;
+                    self.i = word_end(b, self.i);
+                    self.at_line_start = false;
+                    cur.get_or_insert((self.line, false));
+                    tokens.push(Token {
+                        text: &text[start..self.i],
+                        quoted: false,
+                    });
+                }
+            }
+        }
+        if self.depth != 0 && !self.ended {
+            self.errors.push(LineError {
+                line: self.line,
+                message: "unbalanced '(' at end of file".into(),
+            });
+        }
+        self.ended = true;
+        cur.filter(|_| !tokens.is_empty())
     }
-    if let Some(e) = cur.take()
-        && !e.tokens.is_empty()
-    {
-        entries.push(e);
-    }
-    (entries, errors)
 }
 
 /// Reads a quoted string whose opening quote is at `*i`; leaves `*i` after
-/// the closing quote and counts the lines it spans. Escapes are kept for
-/// the RDATA parser. Returns the text and whether the quote was closed.
-fn quoted(text: &str, i: &mut usize, line: &mut usize) -> (String, bool) {
+/// the closing quote and counts the lines it spans. Returns the text
+/// between the quotes (escapes kept for the RDATA parser) and whether the
+/// quote was closed.
+fn quoted<'a>(text: &'a str, i: &mut usize, line: &mut usize) -> (&'a str, bool) {
     let b = text.as_bytes();
-    let mut s = String::new();
     *i += 1;
+    let start = *i;
     while *i < b.len() {
         match b[*i] {
             b'"' => {
                 *i += 1;
-                return (s, true);
+                return (&text[start..*i - 1], true);
             }
             b'\\' if *i + 1 < b.len() => {
                 // The escaped character whole: it may be several bytes of
                 // UTF-8 (a crash found by the fuzzer: `"\¡`).
-                let ch_len = utf8_len(b[*i + 1]);
-                let end = (*i + 1 + ch_len).min(b.len());
-                s.push('\\');
-                s.push_str(&text[*i + 1..end]);
                 if b[*i + 1] == b'\n' {
                     *line += 1;
                 }
-                *i = end;
+                *i = (*i + 1 + utf8_len(b[*i + 1])).min(b.len());
             }
             b'\n' => {
                 *line += 1;
-                s.push('\n');
                 *i += 1;
             }
-            _ => {
-                let ch_len = utf8_len(b[*i]);
-                s.push_str(&text[*i..(*i + ch_len).min(b.len())]);
-                *i += ch_len;
-            }
+            c => *i = (*i + utf8_len(c)).min(b.len()),
         }
     }
-    (s, false)
+    (&text[start..], false)
 }
 
 /// The end of a bare word starting at `i` (escaped characters included).
@@ -267,25 +265,32 @@ pub(crate) struct Parsed {
 
 /// Parses zone text with the given origin.
 pub(crate) fn parse_zone(text: &str, origin: &Name) -> Parsed {
-    let (entries, errors) = lex(text);
+    let mut lexer = Lexer::new(text);
     let mut p = ZoneParser {
         zone_origin: origin.clone(),
         origin: origin.clone(),
         default_ttl: None,
         last_owner: None,
-        out: Parsed {
-            records: Vec::new(),
-            errors,
-        },
+        out: Parsed::default(),
     };
-    for e in &entries {
+    let mut tokens = Vec::new();
+    while let Some((line, blank_owner)) = lexer.next(&mut tokens) {
+        let e = Entry {
+            line,
+            blank_owner,
+            tokens: &tokens,
+        };
         let first = &e.tokens[0];
         if !e.blank_owner && !first.quoted && first.text.starts_with('$') {
-            p.directive(e);
+            p.directive(&e);
         } else {
-            p.record(e);
+            p.record(&e);
         }
     }
+    // The lexer's errors first, as the file is read.
+    let mut errors = lexer.errors;
+    errors.append(&mut p.out.errors);
+    p.out.errors = errors;
     p.out
 }
 
@@ -317,9 +322,9 @@ impl ZoneParser {
     }
 
     /// `$ORIGIN`, `$TTL`; `$INCLUDE` and others are errors.
-    fn directive(&mut self, e: &Entry) {
+    fn directive(&mut self, e: &Entry<'_, '_>) {
         let line = e.line;
-        let arg = e.tokens.get(1).map(|t| t.text.as_str());
+        let arg = e.tokens.get(1).map(|t| t.text);
         match e.tokens[0].text.to_ascii_uppercase().as_str() {
             "$ORIGIN" => match arg.map(|a| Name::parse(a, Some(&self.origin))) {
                 Some(Ok(n)) if !n.is_subdomain_of(&self.zone_origin) => {
@@ -346,7 +351,7 @@ impl ZoneParser {
     }
 
     /// The owner of an entry, and the index of the token after it.
-    fn owner(&mut self, e: &Entry) -> Option<(Name, usize)> {
+    fn owner(&mut self, e: &Entry<'_, '_>) -> Option<(Name, usize)> {
         if e.blank_owner {
             let Some(o) = self.last_owner.clone() else {
                 self.error(
@@ -357,7 +362,7 @@ impl ZoneParser {
             };
             return Some((o, 0));
         }
-        match Name::parse(&e.tokens[0].text, Some(&self.origin)) {
+        match Name::parse(e.tokens[0].text, Some(&self.origin)) {
             Ok(n) => Some((n, 1)),
             Err(x) => {
                 self.error(e.line, format!("bad owner name: {x}"));
@@ -367,7 +372,7 @@ impl ZoneParser {
     }
 
     /// Reads TTL, class and type from `e.tokens[*idx..]` until the type.
-    fn head(&mut self, e: &Entry, idx: &mut usize) -> RecordHead {
+    fn head(&mut self, e: &Entry<'_, '_>, idx: &mut usize) -> RecordHead {
         let mut h = RecordHead::default();
         while *idx < e.tokens.len() && h.rtype.is_none() {
             let t = &e.tokens[*idx].text;
@@ -395,7 +400,7 @@ impl ZoneParser {
     }
 
     /// One resource record.
-    fn record(&mut self, e: &Entry) {
+    fn record(&mut self, e: &Entry<'_, '_>) {
         let line = e.line;
         let Some((owner, mut idx)) = self.owner(e) else {
             return;
@@ -424,8 +429,7 @@ impl ZoneParser {
         let ttl = head
             .ttl
             .unwrap_or_else(|| self.default_ttl.unwrap_or(DEFAULT_TTL));
-        let toks: Vec<&Token> = e.tokens[idx..].iter().collect();
-        match rdata_from_tokens(rtype, &toks, &self.origin) {
+        match rdata_from_tokens(rtype, &e.tokens[idx..], &self.origin) {
             Ok(rdata) => self.out.records.push(ZoneRecord {
                 owner,
                 rtype,
@@ -486,14 +490,14 @@ enum RdataError {
     CharString,
 }
 
-fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u8>, RdataError> {
+fn rdata_from_tokens(rtype: u16, toks: &[Token], origin: &Name) -> Result<Vec<u8>, RdataError> {
     if toks.first().is_some_and(|t| !t.quoted && t.text == "\\#") {
         return generic_rdata(&toks[1..]);
     }
     let mut w = Vec::new();
     let mut it = toks.iter();
     let mut next = |what: &'static str| -> Result<&Token, RdataError> {
-        it.next().copied().ok_or(RdataError::Missing(what))
+        it.next().ok_or(RdataError::Missing(what))
     };
     match rtype {
         A => {
@@ -501,7 +505,7 @@ fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u
             let a: Ipv4Addr = t
                 .text
                 .parse()
-                .map_err(|_| RdataError::Ipv4(t.text.clone()))?;
+                .map_err(|_| RdataError::Ipv4(t.text.to_string()))?;
             w.extend_from_slice(&a.octets());
         }
         AAAA => {
@@ -509,7 +513,7 @@ fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u
             let a: Ipv6Addr = t
                 .text
                 .parse()
-                .map_err(|_| RdataError::Ipv6(t.text.clone()))?;
+                .map_err(|_| RdataError::Ipv6(t.text.to_string()))?;
             w.extend_from_slice(&a.octets());
         }
         NS | CNAME | PTR | DNAME => put_name(&mut w, next("target name")?, origin)?,
@@ -524,13 +528,13 @@ fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u
             let s: u32 = serial
                 .text
                 .parse()
-                .map_err(|_| RdataError::Serial(serial.text.clone()))?;
+                .map_err(|_| RdataError::Serial(serial.text.to_string()))?;
             w.extend_from_slice(&s.to_be_bytes());
             for what in ["refresh", "retry", "expire", "minimum"] {
                 let t = next(what)?;
-                let v = parse_ttl(&t.text).ok_or_else(|| RdataError::Ttl {
+                let v = parse_ttl(t.text).ok_or_else(|| RdataError::Ttl {
                     what,
-                    text: t.text.clone(),
+                    text: t.text.to_string(),
                 })?;
                 w.extend_from_slice(&v.to_be_bytes());
             }
@@ -538,7 +542,7 @@ fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u
         TXT | SPF => {
             let mut any = false;
             for t in it.by_ref() {
-                put_char_string(&mut w, &t.text)?;
+                put_char_string(&mut w, t.text)?;
                 any = true;
             }
             if !any {
@@ -546,8 +550,8 @@ fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u
             }
         }
         HINFO => {
-            put_char_string(&mut w, &next("CPU")?.text)?;
-            put_char_string(&mut w, &next("OS")?.text)?;
+            put_char_string(&mut w, next("CPU")?.text)?;
+            put_char_string(&mut w, next("OS")?.text)?;
         }
         SRV => {
             put_u16(&mut w, next("priority")?)?;
@@ -560,17 +564,17 @@ fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u
             let tag = &next("tag")?.text;
             let len = u8::try_from(tag.len()).unwrap_or(u8::MAX);
             if len == 0 || len > 15 || !tag.bytes().all(|c| c.is_ascii_alphanumeric()) {
-                return Err(RdataError::Tag(tag.clone()));
+                return Err(RdataError::Tag(tag.to_string()));
             }
             w.push(len);
             w.extend_from_slice(tag.as_bytes());
-            w.extend_from_slice(&unescape(&next("value")?.text)?);
+            w.extend_from_slice(&unescape(next("value")?.text)?);
         }
         NAPTR => {
             put_u16(&mut w, next("order")?)?;
             put_u16(&mut w, next("preference")?)?;
             for what in ["flags", "services", "regexp"] {
-                put_char_string(&mut w, &next(what)?.text)?;
+                put_char_string(&mut w, next(what)?.text)?;
             }
             put_name(&mut w, next("replacement")?, origin)?;
         }
@@ -596,17 +600,17 @@ fn rdata_from_tokens(rtype: u16, toks: &[&Token], origin: &Name) -> Result<Vec<u
         }
     }
     if let Some(extra) = it.next() {
-        return Err(RdataError::Extra(extra.text.clone()));
+        return Err(RdataError::Extra(extra.text.to_string()));
     }
     Ok(w)
 }
 
-fn generic_rdata(toks: &[&Token]) -> Result<Vec<u8>, RdataError> {
+fn generic_rdata(toks: &[Token]) -> Result<Vec<u8>, RdataError> {
     let len: usize = toks
         .first()
         .and_then(|t| t.text.parse().ok())
         .ok_or(RdataError::NoLength)?;
-    let hex: String = toks[1..].iter().map(|t| t.text.as_str()).collect();
+    let hex: String = toks[1..].iter().map(|t| t.text).collect();
     let data = decode_hex(&hex)?;
     if data.len() != len {
         return Err(RdataError::Length {
@@ -634,9 +638,9 @@ fn decode_hex(s: &str) -> Result<Vec<u8>, RdataError> {
 
 fn put_hex<'a>(
     w: &mut Vec<u8>,
-    it: &mut impl Iterator<Item = &'a &'a Token>,
+    it: &mut impl Iterator<Item = &'a Token<'a>>,
 ) -> Result<(), RdataError> {
-    let hex: String = it.by_ref().map(|t| t.text.as_str()).collect();
+    let hex: String = it.by_ref().map(|t| t.text).collect();
     if hex.is_empty() {
         return Err(RdataError::NoHex);
     }
@@ -645,7 +649,7 @@ fn put_hex<'a>(
 }
 
 fn put_name(w: &mut Vec<u8>, t: &Token, origin: &Name) -> Result<(), RdataError> {
-    let n = Name::parse(&t.text, Some(origin))?;
+    let n = Name::parse(t.text, Some(origin))?;
     w.extend_from_slice(n.wire());
     Ok(())
 }
@@ -654,7 +658,7 @@ fn put_u8(w: &mut Vec<u8>, t: &Token) -> Result<(), RdataError> {
     w.push(
         t.text
             .parse::<u8>()
-            .map_err(|_| RdataError::NotU8(t.text.clone()))?,
+            .map_err(|_| RdataError::NotU8(t.text.to_string()))?,
     );
     Ok(())
 }
@@ -663,7 +667,7 @@ fn put_u16(w: &mut Vec<u8>, t: &Token) -> Result<(), RdataError> {
     let v = t
         .text
         .parse::<u16>()
-        .map_err(|_| RdataError::NotU16(t.text.clone()))?;
+        .map_err(|_| RdataError::NotU16(t.text.to_string()))?;
     w.extend_from_slice(&v.to_be_bytes());
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `GET /v1/config/{service}`: the SDK config document, with ETag, 304 and
 //! long-poll (`wait`), answered as soon as this client's document changes.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,6 +25,16 @@ pub(crate) struct ConfigParams {
     pub(crate) wait: Option<u64>,
 }
 
+/// The query parameters of a config request, checked, borrowed from the
+/// query string where no decoding was needed.
+pub(crate) struct Checked<'a> {
+    pub(crate) sdk_version: semver::Version,
+    pub(crate) client_id: Option<Cow<'a, str>>,
+    pub(crate) platform: Option<Platform>,
+    pub(crate) app_id: Option<Cow<'a, str>>,
+    pub(crate) wait: Option<u64>,
+}
+
 /// Parses and validates the query string. Unknown parameters are ignored;
 /// for a repeated parameter the first wins. The error is the 400 to send
 /// (a cold path: its size does not matter).
@@ -32,10 +43,26 @@ pub(crate) fn parse_params(
     raw: Option<&str>,
     addr: Option<IpAddr>,
 ) -> Result<ConfigParams, Response> {
+    let c = check_params(raw.unwrap_or(""))?;
+    Ok(ConfigParams {
+        asker: Asker {
+            sdk_version: c.sdk_version,
+            client_id: c.client_id.map(Cow::into_owned),
+            platform: c.platform,
+            app_id: c.app_id.map(Cow::into_owned),
+            addr,
+        },
+        wait: c.wait,
+    })
+}
+
+/// [`parse_params`] without copying what needs no decoding.
+#[allow(clippy::result_large_err)]
+pub(crate) fn check_params(raw: &str) -> Result<Checked<'_>, Response> {
     let bad = |p: &str, m: String| error(StatusCode::BAD_REQUEST, "invalid_parameter", Some(p), m);
     let (mut sdk, mut client_id, mut platform, mut app_id, mut wait) =
         (None, None, None, None, None);
-    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+    for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
         let slot = match k.as_ref() {
             "sdk_version" => &mut sdk,
             "client_id" => &mut client_id,
@@ -45,12 +72,12 @@ pub(crate) fn parse_params(
             _ => continue,
         };
         if slot.is_none() {
-            *slot = Some(v.into_owned());
+            *slot = Some(v);
         }
     }
     // SemVer build metadata is often sent unencoded (`1.0.0+build.1`): for
     // this parameter a literal `+` is a plus, not a space.
-    let sdk = sdk.map(|v| raw_plus(raw.unwrap_or(""), "sdk_version").unwrap_or(v));
+    let sdk = sdk.map(|v| raw_plus(raw, "sdk_version").map_or(v, Cow::Owned));
     let sdk = sdk.ok_or_else(|| {
         error(
             StatusCode::BAD_REQUEST,
@@ -99,14 +126,11 @@ pub(crate) fn parse_params(
             }
         },
     };
-    Ok(ConfigParams {
-        asker: Asker {
-            sdk_version,
-            client_id,
-            platform,
-            app_id,
-            addr,
-        },
+    Ok(Checked {
+        sdk_version,
+        client_id,
+        platform,
+        app_id,
         wait,
     })
 }

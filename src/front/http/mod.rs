@@ -11,6 +11,7 @@ pub(crate) mod client_addr;
 pub(crate) mod config;
 pub(crate) mod cors;
 pub(crate) mod doh;
+pub(crate) mod fast;
 pub(crate) mod health;
 pub(crate) mod resolve;
 
@@ -24,6 +25,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use http_body_util::Either;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -76,6 +78,9 @@ pub(crate) struct HttpSettings {
     /// Admin listener: the bearer token every request needs
     /// (`--admin-token-file`).
     pub(crate) token: auth::Token,
+    /// Public listener: answer plain config requests before the router
+    /// ([`fast`]); off only to compare the two answers.
+    pub(crate) hot_path: bool,
 }
 
 /// Which routes a listener carries.
@@ -175,8 +180,13 @@ pub(crate) async fn run(
     let limits = settings.limits;
     let max_connections = limits.max_connections;
     let per_address = Arc::new(PerAddress::default());
+    // The hot path where nothing of the router's is needed on it (CORS
+    // adds headers).
+    let fast = (role == Role::Public && settings.hot_path && settings.cors.is_none())
+        .then(|| Arc::new(fast::Fast::new(shared.clone(), settings.proxies.clone())));
     let conn = Arc::new(Conn {
         router: router(shared.clone(), role, &settings),
+        fast,
         tls: tls.map(|t| tokio_rustls::TlsAcceptor::from(t.server_config(ALPN_HTTP))),
         proxies: settings.proxies.clone(),
         header_timeout: limits.header_timeout,
@@ -244,9 +254,14 @@ pub(crate) async fn run(
     Ok(())
 }
 
+/// A response body: the hot path's bytes or the router's body.
+type Body = Either<http_body_util::Full<bytes::Bytes>, axum::body::Body>;
+
 /// What every connection of one listener shares.
 struct Conn {
     router: Router,
+    /// `GET /v1/config/...` before the router (public listener).
+    fast: Option<Arc<fast::Fast>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     proxies: Arc<client_addr::Proxies>,
     header_timeout: Duration,
@@ -293,11 +308,20 @@ impl Conn {
         };
         // The client address goes in each request's extensions (what
         // `ConnectInfo` reads); the router itself is shared, not rebuilt.
-        let router = self.router.clone();
+        let (router, fast) = (self.router.clone(), self.fast.clone());
         let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let mut req = req.map(axum::body::Body::new);
-            req.extensions_mut().insert(ConnectInfo(client));
-            tower::ServiceExt::oneshot(router.clone(), req)
+            let hot = fast.as_ref().and_then(|f| f.answer(&req, client));
+            let router = hot.is_none().then(|| router.clone());
+            async move {
+                if let Some(resp) = hot {
+                    return Ok(resp.map(Either::Left));
+                }
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(ConnectInfo(client));
+                let router = router.expect("no hot answer");
+                let resp = tower::ServiceExt::oneshot(router, req).await?;
+                Ok::<_, std::convert::Infallible>(resp.map(Either::Right))
+            }
         });
         let Some(acceptor) = &self.tls else {
             return self
@@ -329,7 +353,7 @@ impl Conn {
         shutdown: CancellationToken,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-        S: hyper::service::HttpService<hyper::body::Incoming, ResBody = axum::body::Body>
+        S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Body>
             + Clone
             + Send
             + 'static,
@@ -409,11 +433,7 @@ async fn limits_and_metrics(
         path
     };
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-    let header_bytes: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
+    let header_bytes = fast::header_bytes(req.headers());
     let resp = if uri_len > MAX_URI_BYTES {
         error(
             StatusCode::URI_TOO_LONG,
