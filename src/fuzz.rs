@@ -532,6 +532,14 @@ fn http_query_strings_and_forwarding_headers() {
                 Ok(p) => prop_assert!(p.wait.is_none_or(|w| w <= crate::front::http::MAX_WAIT_S)),
                 Err(r) => prop_assert!(r.status().is_client_error(), "{}", r.status()),
             }
+            // The borrowing query reader reads what form decoding reads.
+            let ours: Vec<(String, String)> = crate::front::http::config::query_pairs(&q)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            prop_assert_eq!(ours, theirs);
             let mut h = HeaderMap::new();
             if let Ok(v) = HeaderValue::from_str(&xff) {
                 h.insert("x-forwarded-for", v);

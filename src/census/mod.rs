@@ -147,10 +147,11 @@ struct Tracked {
 }
 
 /// One slot: per dimension, per value, a sketch.
-type Slot = [HashMap<String, Tracked>; 3];
+/// Values per dimension (Fx hashing: a lookup per request and dimension).
+type Slot = [rustc_hash::FxHashMap<String, Tracked>; 3];
 
 /// Counts client hash `h` under `value` in one dimension's table.
-fn count(values: &mut HashMap<String, Tracked>, value: &str, h: u64) {
+fn count(values: &mut rustc_hash::FxHashMap<String, Tracked>, value: &str, h: u64) {
     // No allocation for a value already tracked.
     if let Some(t) = values.get_mut(value) {
         t.hll.insert_hash(h);

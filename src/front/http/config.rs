@@ -62,7 +62,7 @@ pub(crate) fn check_params(raw: &str) -> Result<Checked<'_>, Response> {
     let bad = |p: &str, m: String| error(StatusCode::BAD_REQUEST, "invalid_parameter", Some(p), m);
     let (mut sdk, mut client_id, mut platform, mut app_id, mut wait) =
         (None, None, None, None, None);
-    for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
+    for (k, v) in query_pairs(raw) {
         let slot = match k.as_ref() {
             "sdk_version" => &mut sdk,
             "client_id" => &mut client_id,
@@ -132,6 +132,23 @@ pub(crate) fn check_params(raw: &str) -> Result<Checked<'_>, Response> {
         platform,
         app_id,
         wait,
+    })
+}
+
+/// The pairs of a query string as `form_urlencoded::parse` reads them,
+/// borrowed where nothing needs decoding (no `%`, no `+`): the usual SDK
+/// query costs no allocation.
+pub(crate) fn query_pairs(raw: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    raw.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        if pair.contains(['%', '+']) {
+            let (k, v) = form_urlencoded::parse(pair.as_bytes())
+                .next()
+                .expect("a non-empty pair");
+            (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned()))
+        } else {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (Cow::Borrowed(k), Cow::Borrowed(v))
+        }
     })
 }
 
@@ -441,4 +458,32 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
         }
     }
     Guard(Some(f))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_pairs_read_as_form_decoding_does() {
+        for q in [
+            "",
+            "&&",
+            "a=1&b=2",
+            "a",
+            "a=",
+            "=b",
+            "a=b=c",
+            "a=%41%zz+b&c+d=e",
+            "sdk_version=1.0.0+build&x=%C3%A9",
+            "k=%FF",
+            "é=ü&%26=%3D",
+        ] {
+            let ours: Vec<(String, String)> = super::query_pairs(q)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            assert_eq!(ours, theirs, "{q}");
+        }
+    }
 }

@@ -11,7 +11,6 @@
 //! rules are evaluated on borrowed parameters, the body and ETag are shared
 //! bytes, the counters are found once.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
@@ -51,7 +50,7 @@ pub(crate) struct Fast {
 /// One snapshot's documents, encoded as clients ask for them.
 struct Documents {
     snap: Arc<Snapshot>,
-    by_variant: RwLock<HashMap<(usize, Variant), Arc<Entry>>>,
+    by_variant: RwLock<rustc_hash::FxHashMap<(usize, Variant), Arc<Entry>>>,
 }
 
 /// One variant's document and its request counters.
