@@ -178,3 +178,20 @@ pub fn send_batch(
 pub fn parse_addr(s: &str) -> SocketAddr {
     s.parse().expect("address like 127.0.0.1:5353")
 }
+
+/// The value after `name` on the command line (`--server 127.0.0.1:53`).
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// The `p` quantile (0 to 1) of sorted values; zero when there are none.
+pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}

@@ -61,6 +61,8 @@ struct Lexer<'a> {
     depth: usize,
     at_line_start: bool,
     ended: bool,
+    /// A quoted string ran to the end of the text.
+    unterminated: bool,
     errors: Vec<LineError>,
 }
 
@@ -73,6 +75,7 @@ impl<'a> Lexer<'a> {
             depth: 0,
             at_line_start: true,
             ended: false,
+            unterminated: false,
             errors: Vec::new(),
         }
     }
@@ -133,6 +136,7 @@ impl<'a> Lexer<'a> {
                     let start_line = self.line;
                     let (s, closed) = quoted(text, &mut self.i, &mut self.line);
                     if !closed {
+                        self.unterminated = true;
                         self.errors.push(LineError {
                             line: start_line,
                             message: "unterminated quoted string".into(),
@@ -263,16 +267,177 @@ pub(crate) struct Parsed {
     pub(crate) errors: Vec<LineError>,
 }
 
-/// Parses zone text with the given origin.
+/// Zone text below this size is parsed on one thread.
+const PARALLEL_BYTES: usize = 1 << 20;
+
+/// Parses zone text with the given origin. A large zone is cut into one
+/// chunk per CPU at lines that start a record with its own owner, and the
+/// chunks are parsed at once; each chunk starts from the `$ORIGIN` and
+/// `$TTL` the directives before it set. The result is the one-thread
+/// result exactly: when a chunk does not end where the next one assumed
+/// (inside parentheses or a quoted string, or another `$ORIGIN`/`$TTL`
+/// than assumed), the whole text is parsed again on one thread.
 pub(crate) fn parse_zone(text: &str, origin: &Name) -> Parsed {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    parse_in_chunks(text, origin, cpus)
+}
+
+/// [`parse_zone`] with `n` chunks at most.
+fn parse_in_chunks(text: &str, origin: &Name, n: usize) -> Parsed {
+    let starts = chunk_starts(text, n);
+    if starts.len() < 2 {
+        return parse_chunk(text, origin, Carried::new(origin)).into_parsed();
+    }
+    let assumed: Vec<Carried> = starts
+        .iter()
+        .map(|&at| carried_before(&text[..at], origin))
+        .collect();
+    let bounds: Vec<(usize, usize)> = starts
+        .iter()
+        .zip(starts.iter().skip(1).chain([&text.len()]))
+        .map(|(&a, &b)| (a, b))
+        .collect();
+    let chunks: Vec<Chunk> = std::thread::scope(|scope| {
+        let handles: Vec<_> = bounds
+            .iter()
+            .zip(&assumed)
+            .map(|(&(a, b), carried)| {
+                let carried = carried.clone();
+                scope.spawn(move || parse_chunk(&text[a..b], origin, carried))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("zone chunk parser panicked"))
+            .collect()
+    });
+    let seamless = chunks
+        .windows(2)
+        .zip(assumed.iter().skip(1))
+        .all(|(pair, next)| pair[0].clean_end && pair[0].carried == *next);
+    if !seamless {
+        return parse_chunk(text, origin, Carried::new(origin)).into_parsed();
+    }
+    // Lines continue across chunks; the lexer's errors come first, as on
+    // one thread.
+    let mut out = Parsed::default();
+    let mut parse_errors = Vec::new();
+    let mut offset = 0;
+    for mut c in chunks {
+        for r in &mut c.records {
+            r.line += offset;
+        }
+        for e in c.lex_errors.iter_mut().chain(c.parse_errors.iter_mut()) {
+            e.line += offset;
+        }
+        out.records.append(&mut c.records);
+        out.errors.append(&mut c.lex_errors);
+        parse_errors.append(&mut c.parse_errors);
+        offset += c.lines;
+    }
+    out.errors.append(&mut parse_errors);
+    out
+}
+
+/// Where the chunks of `text` start for `n` threads: the first line, after
+/// each `len / n` mark, that starts with an owner name (not blank, not a
+/// directive, comment or parenthesis). Small texts are one chunk.
+fn chunk_starts(text: &str, n: usize) -> Vec<usize> {
+    let mut starts = vec![0];
+    if text.len() < PARALLEL_BYTES || n < 2 {
+        return starts;
+    }
+    let b = text.as_bytes();
+    for k in 1..n {
+        let mut at = text.len() * k / n;
+        let found = loop {
+            let Some(nl) = b[at..].iter().position(|&c| c == b'\n') else {
+                break None;
+            };
+            at += nl + 1;
+            if at < b.len()
+                && !matches!(
+                    b[at],
+                    b' ' | b'\t' | b'\r' | b'\n' | b';' | b'$' | b'(' | b')' | b'"'
+                )
+            {
+                break Some(at);
+            }
+        };
+        match found {
+            Some(at) if at > *starts.last().expect("first") => starts.push(at),
+            _ => break,
+        }
+    }
+    starts
+}
+
+/// The `$ORIGIN` and `$TTL` in force at the end of `text`, reading only
+/// its lines that start with `$` (the chunk before checks the guess).
+fn carried_before(text: &str, origin: &Name) -> Carried {
+    let mut p = ZoneParser::new(origin);
+    let mut tokens = Vec::new();
+    let lines = std::iter::once(0)
+        .chain(text.match_indices("\n$").map(|(i, _)| i + 1))
+        .filter(|&i| text.as_bytes().get(i) == Some(&b'$'));
+    for i in lines {
+        let line = text[i..].split('\n').next().unwrap_or("");
+        let mut lexer = Lexer::new(line);
+        if let Some((_, false)) = lexer.next(&mut tokens) {
+            p.directive(&Entry {
+                line: 0,
+                blank_owner: false,
+                tokens: &tokens,
+            });
+        }
+    }
+    p.carried
+}
+
+/// What one entry leaves to the next chunk: the current `$ORIGIN` and
+/// `$TTL`.
+#[derive(Debug, Clone, PartialEq)]
+struct Carried {
+    origin: Name,
+    default_ttl: Option<u32>,
+}
+
+impl Carried {
+    fn new(origin: &Name) -> Self {
+        Carried {
+            origin: origin.clone(),
+            default_ttl: None,
+        }
+    }
+}
+
+/// One chunk parsed, with lines counted from 1 at its start.
+struct Chunk {
+    records: Vec<ZoneRecord>,
+    lex_errors: Vec<LineError>,
+    parse_errors: Vec<LineError>,
+    /// Its newlines.
+    lines: usize,
+    /// It ends outside parentheses and quoted strings.
+    clean_end: bool,
+    /// `$ORIGIN` and `$TTL` at its end.
+    carried: Carried,
+}
+
+impl Chunk {
+    fn into_parsed(mut self) -> Parsed {
+        self.lex_errors.append(&mut self.parse_errors);
+        Parsed {
+            records: self.records,
+            errors: self.lex_errors,
+        }
+    }
+}
+
+fn parse_chunk(text: &str, zone_origin: &Name, carried: Carried) -> Chunk {
     let mut lexer = Lexer::new(text);
-    let mut p = ZoneParser {
-        zone_origin: origin.clone(),
-        origin: origin.clone(),
-        default_ttl: None,
-        last_owner: None,
-        out: Parsed::default(),
-    };
+    let mut p = ZoneParser::new(zone_origin);
+    p.carried = carried;
     let mut tokens = Vec::new();
     while let Some((line, blank_owner)) = lexer.next(&mut tokens) {
         let e = Entry {
@@ -287,21 +452,22 @@ pub(crate) fn parse_zone(text: &str, origin: &Name) -> Parsed {
             p.record(&e);
         }
     }
-    // The lexer's errors first, as the file is read.
-    let mut errors = lexer.errors;
-    errors.append(&mut p.out.errors);
-    p.out.errors = errors;
-    p.out
+    Chunk {
+        records: p.out.records,
+        lex_errors: lexer.errors,
+        parse_errors: p.out.errors,
+        lines: lexer.line - 1,
+        clean_end: lexer.depth == 0 && !lexer.unterminated,
+        carried: p.carried,
+    }
 }
 
 /// What parsing carries from one entry to the next.
 struct ZoneParser {
     /// The origin from the file name: `$ORIGIN` may not leave it.
     zone_origin: Name,
-    /// The current `$ORIGIN`.
-    origin: Name,
-    /// The current `$TTL`.
-    default_ttl: Option<u32>,
+    /// The current `$ORIGIN` and `$TTL`.
+    carried: Carried,
     /// The owner a line starting with white space repeats.
     last_owner: Option<Name>,
     out: Parsed,
@@ -317,6 +483,15 @@ struct RecordHead {
 }
 
 impl ZoneParser {
+    fn new(zone_origin: &Name) -> Self {
+        ZoneParser {
+            zone_origin: zone_origin.clone(),
+            carried: Carried::new(zone_origin),
+            last_owner: None,
+            out: Parsed::default(),
+        }
+    }
+
     fn error(&mut self, line: usize, message: String) {
         self.out.errors.push(LineError { line, message });
     }
@@ -326,7 +501,7 @@ impl ZoneParser {
         let line = e.line;
         let arg = e.tokens.get(1).map(|t| t.text);
         match e.tokens[0].text.to_ascii_uppercase().as_str() {
-            "$ORIGIN" => match arg.map(|a| Name::parse(a, Some(&self.origin))) {
+            "$ORIGIN" => match arg.map(|a| Name::parse(a, Some(&self.carried.origin))) {
                 Some(Ok(n)) if !n.is_subdomain_of(&self.zone_origin) => {
                     let message = format!(
                         "$ORIGIN {n} disagrees with the zone origin {} (from the file name)",
@@ -334,12 +509,12 @@ impl ZoneParser {
                     );
                     self.error(line, message);
                 }
-                Some(Ok(n)) => self.origin = n,
+                Some(Ok(n)) => self.carried.origin = n,
                 Some(Err(x)) => self.error(line, format!("bad $ORIGIN: {x}")),
                 None => self.error(line, "$ORIGIN needs a name".into()),
             },
             "$TTL" => match arg.and_then(parse_ttl) {
-                Some(t) => self.default_ttl = Some(t),
+                Some(t) => self.carried.default_ttl = Some(t),
                 None => self.error(line, "$TTL needs a TTL such as 3600 or 1h".into()),
             },
             "$INCLUDE" => self.error(
@@ -362,7 +537,7 @@ impl ZoneParser {
             };
             return Some((o, 0));
         }
-        match Name::parse(e.tokens[0].text, Some(&self.origin)) {
+        match Name::parse(e.tokens[0].text, Some(&self.carried.origin)) {
             Ok(n) => Some((n, 1)),
             Err(x) => {
                 self.error(e.line, format!("bad owner name: {x}"));
@@ -428,8 +603,8 @@ impl ZoneParser {
         // Knot's rule: $TTL, else the built-in default (not the last explicit TTL).
         let ttl = head
             .ttl
-            .unwrap_or_else(|| self.default_ttl.unwrap_or(DEFAULT_TTL));
-        match rdata_from_tokens(rtype, &e.tokens[idx..], &self.origin) {
+            .unwrap_or_else(|| self.carried.default_ttl.unwrap_or(DEFAULT_TTL));
+        match rdata_from_tokens(rtype, &e.tokens[idx..], &self.carried.origin) {
             Ok(rdata) => self.out.records.push(ZoneRecord {
                 owner,
                 rtype,
@@ -754,6 +929,68 @@ mod tests {
             let got: Vec<&str> = p.errors.iter().map(|e| e.message.as_str()).collect();
             assert_eq!(got, vec![want], "{line}");
         }
+    }
+
+    /// A zone past the parallel size: directives mid-file, multi-line
+    /// records, quoted strings with newlines, blank owners and bad lines.
+    fn big_zone(parens_at_seams: bool) -> String {
+        let mut t = String::from("$TTL 300\n@ SOA ns h 1 1 1 1 1\n@ NS ns\n");
+        let mut i = 0;
+        while t.len() < 3 * PARALLEL_BYTES {
+            i += 1;
+            match i % 997 {
+                0 => t.push_str(&format!("$ORIGIN s{i}.yingzi.com.\n")),
+                1 => t.push_str(&format!("$TTL {i}\n")),
+                2 => t.push_str(&format!("m{i} MX ( 10\n  mail{i} )\n")),
+                3 => t.push_str(&format!("t{i} TXT \"two\nlines\" ; comment\n")),
+                4 => t.push_str(&format!("bad{i} A 300.1.1.1\n")),
+                5 => t.push_str(&format!("bad{i} 1x A 192.0.2.1\n")),
+                _ => t.push_str(&format!(
+                    "h{i} 60 IN A 192.0.2.{}\n  AAAA 2001:db8::{:x}\n",
+                    i % 250,
+                    i
+                )),
+            }
+            if parens_at_seams && i % 50 == 0 {
+                // Records whose continuation lines start with data: a
+                // chunk may start inside them.
+                t.push_str(&format!("p{i} SOA (\nns\nh\n1 1 1 1 1 )\n"));
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn chunks_parse_as_one_thread_does() {
+        for parens in [false, true] {
+            let text = big_zone(parens);
+            let one = parse_in_chunks(&text, &origin(), 1);
+            assert!(one.records.len() > 50_000, "{}", one.records.len());
+            assert!(one.errors.len() > 100, "{}", one.errors.len());
+            for n in [2, 3, 7] {
+                assert!(chunk_starts(&text, n).len() == n);
+                let many = parse_in_chunks(&text, &origin(), n);
+                assert_eq!(many.records, one.records, "{n} chunks");
+                assert_eq!(many.errors, one.errors, "{n} chunks");
+            }
+        }
+    }
+
+    #[test]
+    fn a_seam_inside_a_record_falls_back_to_one_thread() {
+        // Continuation lines that look like owners everywhere: every cut
+        // lands inside the parentheses.
+        let mut text = String::from("@ SOA ns h 1 1 1 1 1\n@ NS ns\nx TXT (\n");
+        while text.len() < 2 * PARALLEL_BYTES {
+            text.push_str("abcdefgh\n");
+        }
+        text.push_str(")\n");
+        let starts = chunk_starts(&text, 2);
+        assert_eq!(starts.len(), 2);
+        let many = parse_in_chunks(&text, &origin(), 2);
+        let one = parse_in_chunks(&text, &origin(), 1);
+        assert_eq!(many.records, one.records);
+        assert_eq!(many.errors, one.errors);
     }
 
     #[test]

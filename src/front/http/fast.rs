@@ -71,14 +71,11 @@ impl Documents {
     /// The entry of `variant` in service `svc` (by index), encoded on first
     /// use.
     fn entry(&self, svc: usize, variant: Variant, refresh: u32) -> Arc<Entry> {
-        if let Some(e) = self
-            .by_variant
-            .read()
-            .expect("not poisoned")
-            .get(&(svc, variant))
-        {
+        let known = self.by_variant.read().expect("not poisoned");
+        if let Some(e) = known.get(&(svc, variant)) {
             return e.clone();
         }
+        drop(known);
         let service = &self.snap.routing.services[svc];
         let doc = Document::of(&self.snap, service, &variant, refresh);
         let entry = Arc::new(Entry {

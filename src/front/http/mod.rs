@@ -257,6 +257,27 @@ pub(crate) async fn run(
 /// A response body: the hot path's bytes or the router's body.
 type Body = Either<http_body_util::Full<bytes::Bytes>, axum::body::Body>;
 
+/// A request's answer: ready from the hot path, or the router's future
+/// (boxed, so the hot path's future hyper moves around stays small).
+enum Answer {
+    Ready(Option<hyper::Response<Body>>),
+    Routed(std::pin::Pin<Box<dyn Future<Output = hyper::Response<Body>> + Send>>),
+}
+
+impl Future for Answer {
+    type Output = Result<hyper::Response<Body>, std::convert::Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Ready(resp) => std::task::Poll::Ready(Ok(resp.take().expect("polled once"))),
+            Answer::Routed(routed) => routed.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
 /// What every connection of one listener shares.
 struct Conn {
     router: Router,
@@ -310,18 +331,18 @@ impl Conn {
         // `ConnectInfo` reads); the router itself is shared, not rebuilt.
         let (router, fast) = (self.router.clone(), self.fast.clone());
         let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let hot = fast.as_ref().and_then(|f| f.answer(&req, client));
-            let router = hot.is_none().then(|| router.clone());
-            async move {
-                if let Some(resp) = hot {
-                    return Ok(resp.map(Either::Left));
-                }
-                let mut req = req.map(axum::body::Body::new);
-                req.extensions_mut().insert(ConnectInfo(client));
-                let router = router.expect("no hot answer");
-                let resp = tower::ServiceExt::oneshot(router, req).await?;
-                Ok::<_, std::convert::Infallible>(resp.map(Either::Right))
+            if let Some(resp) = fast.as_ref().and_then(|f| f.answer(&req, client)) {
+                return Answer::Ready(Some(resp.map(Either::Left)));
             }
+            let mut req = req.map(axum::body::Body::new);
+            req.extensions_mut().insert(ConnectInfo(client));
+            let routed = tower::ServiceExt::oneshot(router.clone(), req);
+            Answer::Routed(Box::pin(async move {
+                match routed.await {
+                    Ok(resp) => resp.map(Either::Right),
+                    Err(never) => match never {},
+                }
+            }))
         });
         let Some(acceptor) = &self.tls else {
             return self

@@ -13,15 +13,10 @@ use http_body_util::Full;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderValue};
 use hyper::{Request, Response};
 
+use vdh_bench_tools::arg;
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-            .unwrap_or_else(|| panic!("{k} is required"))
-    };
+    let get = |k: &str| arg(k).unwrap_or_else(|| panic!("{k} is required"));
     let listen: std::net::SocketAddr = get("--listen").parse().expect("--listen ADDR");
     let body = Bytes::from(std::fs::read(get("--body")).expect("--body FILE"));
     let etag = HeaderValue::from_str(&get("--etag")).expect("--etag");
@@ -38,14 +33,15 @@ fn main() {
             let _ = stream.set_nodelay(true);
             let (body, etag) = (body.clone(), etag.clone());
             tokio::task::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
-                    let mut resp = Response::new(Full::new(body.clone()));
-                    let h = resp.headers_mut();
-                    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                    h.insert(ETAG, etag.clone());
-                    h.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
-                    async move { Ok::<_, Infallible>(resp) }
-                });
+                let svc =
+                    hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                        let mut resp = Response::new(Full::new(body.clone()));
+                        let h = resp.headers_mut();
+                        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                        h.insert(ETAG, etag.clone());
+                        h.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(io, svc)

@@ -11,19 +11,13 @@ use std::time::{Duration, Instant};
 use vdh_bench_tools::*;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let get = arg;
     let server = parse_addr(&get("--server").expect("--server"));
     let queries = read_queries(&get("--queries").expect("--queries"));
     let seconds: f64 = get("--seconds").map_or(10.0, |s| s.parse().unwrap());
     let inflight: usize = get("--inflight").map_or(200, |s| s.parse().unwrap());
     let rate: Option<f64> = get("--rate").map(|s| s.parse().unwrap());
-    let ecs = args.iter().any(|a| a == "--ecs");
+    let ecs = std::env::args().any(|a| a == "--ecs");
     // Pre-encode: the id is patched per send. ECS from 4096 /24s on the
     // service name so answers cannot all be memoised.
     let mut packets: Vec<Vec<u8>> = Vec::with_capacity(queries.len());
@@ -114,12 +108,7 @@ fn main() {
         lost = sent - answered;
     }
     lat_us.sort_unstable();
-    let pct = |p: f64| {
-        lat_us
-            .get(((lat_us.len() as f64 * p) as usize).min(lat_us.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
+    let pct = |p: f64| percentile(&lat_us, p);
     println!(
         "{{\"qps\": {:.0}, \"sent\": {sent}, \"answered\": {answered}, \"lost\": {lost}, \"p50_us\": {}, \"p99_us\": {}, \"seconds\": {elapsed:.2}}}",
         answered as f64 / elapsed,

@@ -31,14 +31,9 @@ fn get(addr: &str, path: &str, headers: &str) -> String {
     out
 }
 
+use vdh_bench_tools::arg;
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
     let http = arg("--http").expect("--http");
     let admin = arg("--admin").expect("--admin");
     let pid = arg("--pid").expect("--pid");

@@ -22,7 +22,11 @@ fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -41,7 +45,9 @@ fn post(conn: &mut BufReader<TcpStream>, host: &str, path: &str, body: &str) -> 
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    conn.get_mut().write_all(req.as_bytes()).expect("etcd write");
+    conn.get_mut()
+        .write_all(req.as_bytes())
+        .expect("etcd write");
     let mut status = String::new();
     conn.read_line(&mut status).expect("etcd status");
     let mut len = 0usize;
@@ -68,13 +74,7 @@ fn has_addr(answer: &[u8], addr: [u8; 4]) -> bool {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let get = arg;
     let etcd = get("--etcd").expect("--etcd HOST:PORT");
     let key = get("--key").expect("--key");
     let template = std::fs::read_to_string(get("--template").expect("--template FILE")).unwrap();
@@ -155,12 +155,7 @@ fn main() {
         std::thread::sleep(interval);
     }
     times_us.sort_unstable();
-    let pct = |p: f64| {
-        times_us
-            .get(((times_us.len() as f64 * p) as usize).min(times_us.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
+    let pct = |p: f64| percentile(&times_us, p);
     println!(
         "{{\"changes\": {changes}, \"measured\": {}, \"timeouts\": {timeouts}, \"p50_us\": {}, \"p99_us\": {}, \"max_us\": {}}}",
         times_us.len(),

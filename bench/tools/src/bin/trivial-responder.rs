@@ -20,13 +20,7 @@ fn question_key(p: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let get = arg;
     let listen = parse_addr(&get("--listen").expect("--listen"));
     let learn = parse_addr(&get("--learn-from").expect("--learn-from"));
     let queries = read_queries(&get("--queries").expect("--queries"));
