@@ -495,7 +495,6 @@ fn state_as_etcd_json_values() {
 
 #[test]
 fn http_query_strings_and_forwarding_headers() {
-    use axum::http::{HeaderMap, HeaderValue};
     let query = prop_oneof![
         "[ -~]{0,120}",
         prop::collection::vec(
@@ -522,45 +521,59 @@ fn http_query_strings_and_forwarding_headers() {
         }),
     ];
     let header = "[ -~]{0,80}";
-    let proxies =
-        crate::front::http::client_addr::Proxies(vec!["127.0.0.0/8".parse().expect("net")]);
     drive(
         "http",
         (query, header, header, src_addr()),
-        |(q, xff, fwd, peer)| {
-            match crate::front::http::config::parse_params(Some(&q), Some(peer)) {
-                Ok(p) => prop_assert!(p.wait.is_none_or(|w| w <= crate::front::http::MAX_WAIT_S)),
-                Err(r) => prop_assert!(r.status().is_client_error(), "{}", r.status()),
-            }
-            // The borrowing query reader reads what form decoding reads.
-            let ours: Vec<(String, String)> = crate::front::http::config::query_pairs(&q)
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-            let theirs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-            prop_assert_eq!(ours, theirs);
-            let mut h = HeaderMap::new();
-            if let Ok(v) = HeaderValue::from_str(&xff) {
-                h.insert("x-forwarded-for", v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&fwd) {
-                h.insert("forwarded", v);
-            }
-            let _ = proxies.client(IpAddr::from([127, 0, 0, 1]), &h);
-            prop_assert_eq!(
-                proxies.client(peer, &h),
-                peer,
-                "an untrusted peer is never replaced"
-            );
-            Ok(())
-        },
+        |(q, xff, fwd, peer)| check_http(&q, &xff, &fwd, peer),
     );
+}
+
+/// One HTTP case: the query string's parameters checked (a 4xx or a valid
+/// wait), read as form decoding reads them; the client address through
+/// the forwarding headers, with loopback as the trusted proxy.
+fn check_http(q: &str, xff: &str, fwd: &str, peer: IpAddr) -> Result<(), TestCaseError> {
+    use axum::http::{HeaderMap, HeaderValue};
+    match crate::front::http::config::parse_params(Some(q), Some(peer)) {
+        Ok(p) => prop_assert!(p.wait.is_none_or(|w| w <= crate::front::http::MAX_WAIT_S)),
+        Err(r) => prop_assert!(r.status().is_client_error(), "{}", r.status()),
+    }
+    // The borrowing query reader reads what form decoding reads.
+    let ours: Vec<(String, String)> = crate::front::http::config::query_pairs(q)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let theirs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    prop_assert_eq!(ours, theirs);
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(fwd) {
+        h.insert("forwarded", v);
+    }
+    let proxies =
+        crate::front::http::client_addr::Proxies(vec!["127.0.0.0/8".parse().expect("net")]);
+    let client = proxies.client(peer, &h);
+    if proxies.trusts(peer) {
+        // Through a trusted proxy: the peer or an address the headers name.
+        prop_assert!(
+            client == peer
+                || xff.contains(&client.to_string())
+                || fwd.contains(&client.to_string())
+                || xff.contains(':')
+                || fwd.contains(':'),
+            "{client} from {peer}"
+        );
+    } else {
+        prop_assert_eq!(client, peer, "an untrusted peer is never replaced");
+    }
+    Ok(())
 }
 
 /// Every case kept in `tests/fixtures/fuzz/` (a crash found once, or a
 /// hand-made hard case) stays answered: raw DNS packets (`*.bin`), zone
-/// texts (`*.zone`), state documents (`*.yaml`).
+/// texts (`*.zone`), state documents (`*.yaml`), HTTP cases (`*.http`).
 #[test]
 fn regressions_stay_fixed() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
@@ -578,6 +591,13 @@ fn regressions_stay_fixed() {
                     None,
                     &SavedSerials::default(),
                 );
+            }
+            Some("http") => {
+                // Lines: query, X-Forwarded-For, Forwarded, peer address.
+                let text = String::from_utf8_lossy(&bytes);
+                let l: Vec<&str> = text.split('\n').collect();
+                check_http(l[0], l[1], l[2], l[3].trim().parse().expect("peer"))
+                    .expect("an HTTP case holds");
             }
             Some("yaml") => {
                 let _ = compile(
