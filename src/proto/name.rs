@@ -121,6 +121,7 @@ impl Name {
     }
 
     /// The name with its first label removed, or `None` for the root.
+    #[cfg(test)]
     pub(crate) fn parent(&self) -> Option<Name> {
         if self.0[0] == 0 {
             None

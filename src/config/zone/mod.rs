@@ -178,9 +178,10 @@ struct Builder {
     lines: Vec<Vec<(u16, usize)>>,
     issues: Vec<ZoneIssue>,
     hasher: std::hash::DefaultHasher,
-    /// Every (node, type, RDATA) added: finds a repeated record in O(1),
-    /// so an RRset of n records builds in O(n), not O(n²).
-    seen: std::collections::HashSet<(u32, u16, Box<[u8]>)>,
+    /// A hash of every (node, type, RDATA) added: finds a repeated record
+    /// in O(1) (a hash seen before is checked against the RRset), so an
+    /// RRset of n records builds in O(n), not O(n²).
+    seen: rustc_hash::FxHashSet<(u32, u16, u64)>,
 }
 
 impl Builder {
@@ -192,7 +193,7 @@ impl Builder {
             lines: Vec::new(),
             issues: Vec::new(),
             hasher: std::hash::DefaultHasher::new(),
-            seen: std::collections::HashSet::with_capacity(records + 1),
+            seen: rustc_hash::FxHashSet::with_capacity_and_hasher(records + 1, Default::default()),
         }
     }
 
@@ -202,14 +203,19 @@ impl Builder {
 
     /// The node of `name`, created when new.
     fn node(&mut self, name: &Name) -> u32 {
-        let key: Box<[u8]> = name.to_lower().wire().into();
-        if let Some(&i) = self.index.get(&key) {
+        self.node_lower(name.to_lower().wire())
+    }
+
+    /// The node of the lower-cased wire name `key`, created when new (the
+    /// key is copied only then).
+    fn node_lower(&mut self, key: &[u8]) -> u32 {
+        if let Some(&i) = self.index.get(key) {
             return i;
         }
         let i = u32::try_from(self.nodes.len()).expect("fewer than 2^32 nodes");
         self.nodes.push(Node::default());
         self.lines.push(Vec::new());
-        self.index.insert(key, i);
+        self.index.insert(key.into(), i);
         i
     }
 
@@ -239,24 +245,32 @@ impl Builder {
             self.issue(r.line, message);
             return;
         }
-        let id = self.node(&r.owner);
-        let mut p = r.owner.parent();
-        while let Some(par) = p {
-            if par.label_count() <= self.origin.label_count() {
-                break;
-            }
-            self.node(&par);
-            p = par.parent();
+        let lower = r.owner.to_lower();
+        let id = self.node_lower(lower.wire());
+        // The empty non-terminals: each parent's wire name is a suffix.
+        let wire = lower.wire();
+        let (mut at, mut labels) = (0, lower.label_count());
+        while labels > self.origin.label_count() + 1 {
+            at += 1 + wire[at] as usize;
+            labels -= 1;
+            self.node_lower(&wire[at..]);
         }
-        let node = &mut self.nodes[id as usize];
-        if node.owner.is_none() {
-            node.owner = Some(r.owner.to_lower());
+        if self.nodes[id as usize].owner.is_none() {
+            self.nodes[id as usize].owner = Some(lower.clone());
         }
         let rdata = canonical_rdata(r.rtype, &r.rdata);
-        let repeated = !self
-            .seen
-            .insert((id, r.rtype, rdata.clone().into_boxed_slice()));
+        let digest = {
+            let mut h = rustc_hash::FxHasher::default();
+            rdata.hash(&mut h);
+            std::hash::Hasher::finish(&h)
+        };
+        let new_hash = self.seen.insert((id, r.rtype, digest));
         let node = &mut self.nodes[id as usize];
+        let repeated = !new_hash
+            && node
+                .rrsets
+                .iter()
+                .any(|s| s.rtype == r.rtype && s.rdatas.iter().any(|d| **d == rdata[..]));
         if let Some(set) = node.rrsets.iter_mut().find(|s| s.rtype == r.rtype) {
             if repeated {
                 set.ttl = r.ttl;
@@ -282,7 +296,7 @@ impl Builder {
             });
             self.lines[id as usize].push((r.rtype, r.line));
         }
-        r.owner.to_lower().hash(&mut self.hasher);
+        lower.hash(&mut self.hasher);
         r.rtype.hash(&mut self.hasher);
         if r.rtype != SOA {
             r.rdata.hash(&mut self.hasher);
