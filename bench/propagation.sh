@@ -28,7 +28,7 @@ etcd --name p1 --data-dir "$W/etcd" --listen-client-urls $E --advertise-client-u
     --listen-peer-urls http://127.0.0.1:12380 --initial-advertise-peer-urls http://127.0.0.1:12380 \
     --initial-cluster p1=http://127.0.0.1:12380 --log-level error > "$W/etcd.log" 2>&1 &
 until ETCDCTL_API=3 etcdctl --endpoints $E endpoint health > /dev/null 2>&1; do sleep 0.1; done
-$BIN apply deploy/state.yaml --etcd $E --yes > /dev/null
+$BIN apply deploy/state.yaml --etcd $E --yes > /dev/null 2>&1
 # prod's value with its addresses replaced by the placeholder.
 ETCDCTL_API=3 etcdctl --endpoints $E get --print-value-only /vdh-edge/environments/prod \
     | python3 -c 'import json, sys; v = json.load(sys.stdin); v["addresses"] = ["@ADDR@"]; print(json.dumps(v))' > "$W/template"
@@ -46,8 +46,13 @@ done
 EDGE_LIST=$(IFS=,; echo "${ADDRS[*]}")
 measure() { # LABEL
     $T/propagation --etcd 127.0.0.1:12379 --key /vdh-edge/environments/prod --template "$W/template" \
-        --edges "$EDGE_LIST" --name vdh-api-prod.yingzi.com --changes "$CHANGES" --interval-ms $INTERVAL_MS \
-        | python3 -c 'import json, sys; r = json.load(sys.stdin); print(f"{sys.argv[1]:<28} changes {r[\"measured\"]}/{r[\"changes\"]} (timeouts {r[\"timeouts\"]})  p50 {r[\"p50_us\"]/1000:.2f} ms  p99 {r[\"p99_us\"]/1000:.2f} ms  max {r[\"max_us\"]/1000:.2f} ms")' "$1"
+        --edges "$EDGE_LIST" --name vdh-api-prod.yingzi.com --changes "$CHANGES" --interval-ms $INTERVAL_MS > "$W/prop.json"
+    python3 - "$1" "$W/prop.json" <<'PY2'
+import json, sys
+r = json.load(open(sys.argv[2]))
+print(f"{sys.argv[1]:<28} changes {r['measured']}/{r['changes']} (timeouts {r['timeouts']})"
+      f"  p50 {r['p50_us'] / 1000:.2f} ms  p99 {r['p99_us'] / 1000:.2f} ms  max {r['max_us'] / 1000:.2f} ms")
+PY2
 }
 echo "propagation: $EDGES edges, etcd put acknowledged -> every edge answering over DNS"
 measure "idle"
