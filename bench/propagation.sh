@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . script/lib.sh
 need_build_deps
-need_pkgs etcd:etcd-server etcdctl:etcd-client
+need_pkgs etcd:etcd-server etcdctl:etcd-client dig:dnsutils
 EDGES=${1:-10}
 QPS=${2:-20000}
 CHANGES=${3:-200}

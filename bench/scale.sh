@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . script/lib.sh
 need_build_deps
-need_pkgs knotd:knot
+need_pkgs knotd:knot dig:dnsutils
 SIZES=${*:-1000 100000 1000000}
 W=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT

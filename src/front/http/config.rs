@@ -281,20 +281,8 @@ pub(crate) async fn config(
     };
     let (body, etag) = doc.encode();
     if let Some(id) = &params.asker.client_id {
-        let mut v = params.asker.sdk_version.clone();
-        v.build = semver::BuildMetadata::EMPTY;
-        // Only app ids the state names are counted by name: made-up ones
-        // cannot fill the census.
-        let app_id = params.asker.app_id.as_deref().map(|a| {
-            if snap.routing.names_app_id(a) {
-                a
-            } else {
-                "other"
-            }
-        });
-        shared
-            .census
-            .record(id, &v.to_string(), app_id, &doc.environment);
+        let asking = params.asker.asking();
+        super::fast::census_count(&shared, &snap, id, &asking, &doc.environment);
     }
     let count = |doc: &Document| {
         let labels = ConfigLabels {

@@ -160,19 +160,7 @@ impl Fast {
         let body = entry.encoded.get(refresh);
         let environment = &snap.routing.environments[svc.rules[rule].environment].name;
         if let Some(id) = asking.client_id {
-            // Only app ids the state names are counted by name: made-up
-            // ones cannot fill the census.
-            let app_id = asking.app_id.map(|a| {
-                if snap.routing.names_app_id(a) {
-                    a
-                } else {
-                    "other"
-                }
-            });
-            let mut buf = VersionText::default();
-            self.shared
-                .census
-                .record(id, buf.of(&q.sdk_version), app_id, environment);
+            census_count(&self.shared, snap, id, &asking, environment);
         }
         let etag = HeaderValue::from_maybe_shared(body.etag).expect("hex etag");
         let matched = inm
@@ -262,6 +250,29 @@ impl Fast {
             .get_or_init(|| m.http_latency.get_or_create(&RouteLabels { path }).clone())
             .observe(arrived.elapsed());
     }
+}
+
+/// Counts a client with an id in the census: its SDK version without build
+/// metadata, its app id when the state names it (made-up ones cannot fill
+/// the census: they count as `other`), the environment its document names.
+pub(crate) fn census_count(
+    shared: &Shared,
+    snap: &Snapshot,
+    id: &str,
+    asking: &Asking,
+    environment: &str,
+) {
+    let app_id = asking.app_id.map(|a| {
+        if snap.routing.names_app_id(a) {
+            a
+        } else {
+            "other"
+        }
+    });
+    let mut buf = VersionText::default();
+    shared
+        .census
+        .record(id, buf.of(asking.sdk_version), app_id, environment);
 }
 
 /// The bytes of a request's header names and values, as the router's
