@@ -300,11 +300,19 @@ fn read_tls_file(path: &std::path::Path) -> Result<Vec<u8>, EtcdError> {
 /// of the KV and transaction calls as `Unavailable` ("no leader", "leader
 /// changed", "request timed out due to leader failure"); "not leader"
 /// (`FailedPrecondition`) comes only from maintenance calls we do not make.
+/// A request that outlived `--timeout` on our side is `Cancelled` ("Timeout
+/// expired", from the client's own deadline): a slow election on a loaded
+/// machine, tried again like the others. A transaction tried again after
+/// it may have committed is safe: [`Retry`]'s callers look for their own
+/// `meta/change` first.
 pub(crate) fn is_transient(e: &EtcdError) -> bool {
     match e {
         EtcdError::Etcd(etcd_client::Error::GRpcStatus(s)) => matches!(
             s.code(),
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
         ),
         EtcdError::Etcd(etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_)) => {
             true
@@ -357,5 +365,24 @@ mod tests {
         let text = format!("{:#}", anyhow::Error::from(e));
         assert_eq!(text.matches("No such file").count(), 1, "{text}");
         assert!(text.starts_with("/nonexistent/ca.pem: "), "{text}");
+    }
+
+    /// A request that ran out of `--timeout` during a slow election is
+    /// tried again; a refusal is not.
+    #[test]
+    fn a_request_timeout_is_tried_again() {
+        let status = |s| EtcdError::Etcd(etcd_client::Error::GRpcStatus(s));
+        assert!(is_transient(&status(tonic::Status::cancelled(
+            "Timeout expired"
+        ))));
+        assert!(is_transient(&status(tonic::Status::unavailable(
+            "etcdserver: no leader"
+        ))));
+        assert!(!is_transient(&status(tonic::Status::permission_denied(
+            "etcdserver: permission denied"
+        ))));
+        assert!(!is_transient(&status(tonic::Status::invalid_argument(
+            "etcdserver: too many operations in txn request"
+        ))));
     }
 }
