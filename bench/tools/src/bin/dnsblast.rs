@@ -26,6 +26,9 @@ fn main() {
             .then(|| [100, 64 + ((i >> 8) % 16) as u8, (i % 256) as u8]);
         packets.push(query(0, name, *t, e));
     }
+    // Sleeps of a few microseconds between paced queries: no timer slack.
+    // SAFETY: prctl with plain integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.connect(server).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(5)))
@@ -67,7 +70,21 @@ fn main() {
             sent += n as u64;
             outstanding += n;
         }
-        let got = batch.recv(&sock);
+        // At a fixed rate, wait for answers only until the next query is
+        // due: queries leave evenly spaced whatever the server's latency
+        // (a blocking receive would hold them back into bursts, and a
+        // server that answers slowly would be sent larger batches).
+        let got = match rate {
+            Some(r) => {
+                let due = start + Duration::from_secs_f64((sent + 1) as f64 / r);
+                if readable(&sock, due.saturating_duration_since(Instant::now())) {
+                    batch.recv(&sock)
+                } else {
+                    0
+                }
+            }
+            None => batch.recv(&sock),
+        };
         let now = Instant::now();
         take_answers(
             &batch,
@@ -138,4 +155,21 @@ fn take_answers(
             lat_us.push(now.duration_since(t).as_micros() as u32);
         }
     }
+}
+
+/// True when `sock` has a datagram within `wait` (ppoll: microsecond waits,
+/// unlike a socket receive timeout).
+fn readable(sock: &std::net::UdpSocket, wait: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) > 0 }
 }
