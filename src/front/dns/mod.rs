@@ -15,6 +15,7 @@ pub(crate) mod cache;
 pub(crate) mod rrl;
 pub(crate) mod tcp;
 pub(crate) mod udp;
+mod uring;
 
 pub(crate) use cache::AnswerCache;
 

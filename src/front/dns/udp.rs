@@ -102,7 +102,7 @@ fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     }
 }
 
-fn source_ip(s: &libc::sockaddr_storage) -> Option<IpAddr> {
+pub(super) fn source_ip(s: &libc::sockaddr_storage) -> Option<IpAddr> {
     match s.ss_family as i32 {
         libc::AF_INET => {
             // SAFETY: the family says this is a sockaddr_in.
@@ -129,10 +129,24 @@ pub(crate) fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket
     Ok(socks)
 }
 
+/// How the answering threads receive and send (`--udp-io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum UdpIo {
+    /// Blocking recvmmsg, then sendmsg/sendmmsg: two system calls per
+    /// wake-up.
+    #[default]
+    Batch,
+    /// io_uring: a multishot receive, and one call that sends and waits
+    /// (Linux 6.1 or later; falls back to batch where the kernel or a
+    /// seccomp filter refuses it).
+    Uring,
+}
+
 /// Starts one answering thread per socket. They stop within ~100 ms of
 /// `stop` being set.
 pub(crate) fn spawn(
     socks: Vec<UdpSocket>,
+    io: UdpIo,
     shared: &Arc<Shared>,
     rrl: Option<&Arc<Rrl>>,
     stop: &Arc<AtomicBool>,
@@ -144,7 +158,19 @@ pub(crate) fn spawn(
         handles.push(
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || worker(&sock, &shared, rrl.as_deref(), &stop))?,
+                .spawn(move || {
+                    if io == UdpIo::Uring {
+                        match super::uring::Loop::new() {
+                            Ok(l) => return l.run(&sock, &shared, rrl.as_deref(), &stop),
+                            Err(e) if i == 0 => tracing::warn!(
+                                error = %e,
+                                "io_uring is not available; answering UDP with recvmmsg"
+                            ),
+                            Err(_) => {}
+                        }
+                    }
+                    worker(&sock, &shared, rrl.as_deref(), &stop);
+                })?,
         );
     }
     Ok(handles)
@@ -188,15 +214,87 @@ impl Buffers {
     }
 }
 
+/// What answering one datagram needs, kept per thread and shared by the
+/// two receive loops (this one and [`super::uring`]).
+pub(super) struct Answerer<'a> {
+    pub(super) shared: &'a Shared,
+    rrl: Option<&'a Rrl>,
+    answers: super::AnswerCache,
+    use_answers: bool,
+    pub(super) tally: DnsTally,
+}
+
+impl<'a> Answerer<'a> {
+    pub(super) fn new(shared: &'a Shared, rrl: Option<&'a Rrl>) -> Answerer<'a> {
+        Answerer {
+            shared,
+            rrl,
+            answers: super::AnswerCache::default(),
+            use_answers: shared.answer_cache,
+            tally: DnsTally::default(),
+        }
+    }
+
+    /// Answers `query` from `src` into `out` (cleared first by the
+    /// responder); true when `out` is to be sent. Rate limiting, the
+    /// answer cache and the tallies are applied here.
+    pub(super) fn answer(
+        &mut self,
+        snap: &crate::config::snapshot::Snapshot,
+        query: &[u8],
+        src: IpAddr,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let outcome = if self.use_answers {
+            self.answers.respond(snap, query, src, out)
+        } else {
+            respond(snap, query, src, Transport::Udp, out)
+        };
+        let verdict = match (&outcome, self.rrl) {
+            (Some(_), Some(r)) => r.check(src, out),
+            _ => Verdict::Send,
+        };
+        match verdict {
+            Verdict::Send => {}
+            Verdict::Slip => {
+                truncate(out);
+                self.shared.metrics.rrl_limited(true);
+            }
+            Verdict::Drop => {
+                self.shared.metrics.rrl_limited(false);
+                return false;
+            }
+        }
+        match outcome {
+            Some(o) => {
+                self.tally.count(Transport::Udp, o.qtype, o.rcode);
+                true
+            }
+            None => {
+                self.tally.dropped += 1;
+                false
+            }
+        }
+    }
+
+    /// Counts `answers` sent for a wake-up that started at `arrived`, and
+    /// hands the tallies to the metrics.
+    pub(super) fn flush(&mut self, arrived: std::time::Instant, answers: usize) {
+        if answers > 0 {
+            let ns = u64::try_from(arrived.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.tally.latency.observe_n(ns, answers as u64);
+        }
+        self.shared.metrics.flush(&mut self.tally);
+    }
+}
+
 /// One answering thread: receive a batch, answer each query from the
 /// snapshot, send the batch, flush the tallies.
 fn worker(sock: &UdpSocket, shared: &Shared, rrl: Option<&Rrl>, stop: &AtomicBool) {
     let fd = sock.as_raw_fd();
     let mut b = Buffers::new();
     let mut cache = shared.snapshot_cache();
-    let mut answers = super::AnswerCache::default();
-    let use_answers = shared.answer_cache;
-    let mut tally = DnsTally::default();
+    let mut a = Answerer::new(shared, rrl);
     // The receive headers point at buffers that never move (they live in
     // the box); only the address lengths the kernel overwrote need resetting.
     for i in 0..BATCH {
@@ -251,48 +349,18 @@ fn worker(sock: &UdpSocket, shared: &Shared, rrl: Option<&Rrl>, stop: &AtomicBoo
             let Some(src) = source_ip(&b.addrs[i]) else {
                 continue;
             };
-            let mut out = std::mem::take(&mut b.tx[m]);
-            let outcome = if use_answers {
-                answers.respond(snap, &b.rx[i][..len], src, &mut out)
-            } else {
-                respond(snap, &b.rx[i][..len], src, Transport::Udp, &mut out)
-            };
-            let verdict = match (&outcome, rrl) {
-                (Some(_), Some(r)) => r.check(src, &out),
-                _ => Verdict::Send,
-            };
-            match verdict {
-                Verdict::Send => {}
-                Verdict::Slip => {
-                    truncate(&mut out);
-                    shared.metrics.rrl_limited(true);
-                }
-                Verdict::Drop => {
-                    shared.metrics.rrl_limited(false);
-                    b.tx[m] = out;
-                    continue;
-                }
+            if !a.answer(snap, &b.rx[i][..len], src, &mut b.tx[m]) {
+                continue;
             }
-            match outcome {
-                Some(o) => {
-                    tally.count(Transport::Udp, o.qtype, o.rcode);
-                    b.tx[m] = out;
-                    b.tx_iov[m] = libc::iovec {
-                        iov_base: b.tx[m].as_mut_ptr().cast(),
-                        iov_len: b.tx[m].len(),
-                    };
-                    b.tx_msgs[m].msg_hdr.msg_iov = &mut b.tx_iov[m];
-                    b.tx_msgs[m].msg_hdr.msg_iovlen = 1;
-                    b.tx_msgs[m].msg_hdr.msg_name =
-                        (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
-                    b.tx_msgs[m].msg_hdr.msg_namelen = b.rx_msgs[i].msg_hdr.msg_namelen;
-                    m += 1;
-                }
-                None => {
-                    b.tx[m] = out;
-                    tally.dropped += 1;
-                }
-            }
+            b.tx_iov[m] = libc::iovec {
+                iov_base: b.tx[m].as_mut_ptr().cast(),
+                iov_len: b.tx[m].len(),
+            };
+            b.tx_msgs[m].msg_hdr.msg_iov = &mut b.tx_iov[m];
+            b.tx_msgs[m].msg_hdr.msg_iovlen = 1;
+            b.tx_msgs[m].msg_hdr.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
+            b.tx_msgs[m].msg_hdr.msg_namelen = b.rx_msgs[i].msg_hdr.msg_namelen;
+            m += 1;
         }
         let mut sent = 0;
         if m == 1 {
@@ -311,10 +379,6 @@ fn worker(sock: &UdpSocket, shared: &Shared, rrl: Option<&Rrl>, stop: &AtomicBoo
             }
             sent += r as usize;
         }
-        if m > 0 {
-            let ns = u64::try_from(arrived.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            tally.latency.observe_n(ns, m as u64);
-        }
-        shared.metrics.flush(&mut tally);
+        a.flush(arrived, m);
     }
 }
