@@ -618,17 +618,6 @@ pub struct ServeArgs {
     /// UDP; default: the CPUs this process may run on.
     #[arg(long, value_name = "N")]
     pub udp_workers: Option<usize>,
-    /// How those threads receive and send: `batch` (blocking recvmmsg, then
-    /// sendmsg) or `uring` (io_uring: one system call per wake-up; Linux
-    /// 6.1+, else batch with a warning).
-    #[arg(
-        long,
-        value_name = "HOW",
-        value_enum,
-        default_value_t,
-        env = "VDH_EDGE_UDP_IO"
-    )]
-    pub udp_io: crate::front::dns::udp::UdpIo,
     /// Sign documents with the Ed25519 keys in this PEM file (PKCS#8; a file
     /// may hold several keys). Every key is published at /v1/keys; the
     /// first key of the first file signs. Repeatable; reloaded on change.

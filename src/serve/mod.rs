@@ -204,7 +204,6 @@ pub(crate) async fn serve(
         ));
     }
     let fronts = Fronts {
-        udp_io: args.udp_io,
         tcp: TcpLimits {
             max_connections: args.tcp_max_connections,
             per_address: args.tcp_per_address.max(1),
@@ -634,7 +633,6 @@ fn http_max_connections(args: &ServeArgs, nofile: u64) -> usize {
 
 /// How the fronts are set up.
 struct Fronts {
-    udp_io: crate::front::dns::udp::UdpIo,
     tcp: TcpLimits,
     rrl: Option<Arc<Rrl>>,
     http: HttpSettings,
@@ -655,13 +653,8 @@ fn spawn_fronts(
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
     let udp_stop = Arc::new(AtomicBool::new(false));
-    let udp_threads = crate::front::dns::udp::spawn(
-        listeners.udp,
-        fronts.udp_io,
-        shared,
-        fronts.rrl.as_ref(),
-        &udp_stop,
-    )?;
+    let udp_threads =
+        crate::front::dns::udp::spawn(listeners.udp, shared, fronts.rrl.as_ref(), &udp_stop)?;
     let stop = shutdown.clone();
     tasks.spawn(async move {
         stop.cancelled().await;

@@ -15,7 +15,6 @@ pub(crate) mod cache;
 pub(crate) mod rrl;
 pub(crate) mod tcp;
 pub(crate) mod udp;
-mod uring;
 
 pub(crate) use cache::AnswerCache;
 

@@ -102,7 +102,7 @@ fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     }
 }
 
-pub(super) fn source_ip(s: &libc::sockaddr_storage) -> Option<IpAddr> {
+fn source_ip(s: &libc::sockaddr_storage) -> Option<IpAddr> {
     match s.ss_family as i32 {
         libc::AF_INET => {
             // SAFETY: the family says this is a sockaddr_in.
@@ -129,24 +129,10 @@ pub(crate) fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket
     Ok(socks)
 }
 
-/// How the answering threads receive and send (`--udp-io`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum UdpIo {
-    /// Blocking recvmmsg, then sendmsg/sendmmsg: two system calls per
-    /// wake-up.
-    #[default]
-    Batch,
-    /// io_uring: a multishot receive, and one call that sends and waits
-    /// (Linux 6.1 or later; falls back to batch where the kernel or a
-    /// seccomp filter refuses it).
-    Uring,
-}
-
 /// Starts one answering thread per socket. They stop within ~100 ms of
 /// `stop` being set.
 pub(crate) fn spawn(
     socks: Vec<UdpSocket>,
-    io: UdpIo,
     shared: &Arc<Shared>,
     rrl: Option<&Arc<Rrl>>,
     stop: &Arc<AtomicBool>,
@@ -158,19 +144,7 @@ pub(crate) fn spawn(
         handles.push(
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || {
-                    if io == UdpIo::Uring {
-                        match super::uring::Loop::new() {
-                            Ok(l) => return l.run(&sock, &shared, rrl.as_deref(), &stop),
-                            Err(e) if i == 0 => tracing::warn!(
-                                error = %e,
-                                "io_uring is not available; answering UDP with recvmmsg"
-                            ),
-                            Err(_) => {}
-                        }
-                    }
-                    worker(&sock, &shared, rrl.as_deref(), &stop);
-                })?,
+                .spawn(move || worker(&sock, &shared, rrl.as_deref(), &stop))?,
         );
     }
     Ok(handles)
@@ -214,18 +188,18 @@ impl Buffers {
     }
 }
 
-/// What answering one datagram needs, kept per thread and shared by the
-/// two receive loops (this one and [`super::uring`]).
-pub(super) struct Answerer<'a> {
-    pub(super) shared: &'a Shared,
+/// What answering one datagram needs, kept per thread: the answer cache,
+/// rate limiting and the tallies around [`respond`].
+struct Answerer<'a> {
+    shared: &'a Shared,
     rrl: Option<&'a Rrl>,
     answers: super::AnswerCache,
     use_answers: bool,
-    pub(super) tally: DnsTally,
+    tally: DnsTally,
 }
 
 impl<'a> Answerer<'a> {
-    pub(super) fn new(shared: &'a Shared, rrl: Option<&'a Rrl>) -> Answerer<'a> {
+    fn new(shared: &'a Shared, rrl: Option<&'a Rrl>) -> Answerer<'a> {
         Answerer {
             shared,
             rrl,
@@ -238,7 +212,7 @@ impl<'a> Answerer<'a> {
     /// Answers `query` from `src` into `out` (cleared first by the
     /// responder); true when `out` is to be sent. Rate limiting, the
     /// answer cache and the tallies are applied here.
-    pub(super) fn answer(
+    fn answer(
         &mut self,
         snap: &crate::config::snapshot::Snapshot,
         query: &[u8],
@@ -279,7 +253,7 @@ impl<'a> Answerer<'a> {
 
     /// Counts `answers` sent for a wake-up that started at `arrived`, and
     /// hands the tallies to the metrics.
-    pub(super) fn flush(&mut self, arrived: std::time::Instant, answers: usize) {
+    fn flush(&mut self, arrived: std::time::Instant, answers: usize) {
         if answers > 0 {
             let ns = u64::try_from(arrived.elapsed().as_nanos()).unwrap_or(u64::MAX);
             self.tally.latency.observe_n(ns, answers as u64);
