@@ -398,12 +398,13 @@ pub(crate) struct Encoded {
 }
 
 /// An encoded document: its bytes, its ETag (with its quotes) and its
-/// length in decimal (the `Content-Length` value), shared.
+/// length in decimal (the `Content-Length` value), shared; the two header
+/// values are checked once, when the body is made, not per request.
 #[derive(Debug, Clone)]
 pub(crate) struct Body {
     pub(crate) bytes: Bytes,
-    pub(crate) etag: Bytes,
-    pub(crate) length: Bytes,
+    pub(crate) etag: axum::http::HeaderValue,
+    pub(crate) length: axum::http::HeaderValue,
 }
 
 impl Encoded {
@@ -441,8 +442,9 @@ impl Encoded {
             b.extend_from_slice(refresh.to_string().as_bytes());
             b.extend_from_slice(&self.tail);
             Body {
-                etag: Bytes::from(etag_of(&b)),
-                length: Bytes::from(b.len().to_string()),
+                etag: axum::http::HeaderValue::from_maybe_shared(Bytes::from(etag_of(&b)))
+                    .expect("a quoted hex digest"),
+                length: axum::http::HeaderValue::from(b.len()),
                 bytes: Bytes::from(b),
             }
         };
@@ -591,8 +593,8 @@ mod tests {
                 let want = Document::of(&s, svc, &variant, r).encode();
                 let body = enc.get(r);
                 assert_eq!(&body.bytes[..], &want.0[..]);
-                assert_eq!(&body.etag[..], want.1.as_bytes());
-                assert_eq!(&body.length[..], want.0.len().to_string().as_bytes());
+                assert_eq!(body.etag.as_bytes(), want.1.as_bytes());
+                assert_eq!(body.length.as_bytes(), want.0.len().to_string().as_bytes());
             }
         }
     }

@@ -77,7 +77,11 @@ pub(crate) fn check_params(raw: &str) -> Result<Checked<'_>, Response> {
     }
     // SemVer build metadata is often sent unencoded (`1.0.0+build.1`): for
     // this parameter a literal `+` is a plus, not a space.
-    let sdk = sdk.map(|v| raw_plus(raw, "sdk_version").map_or(v, Cow::Owned));
+    // (A value read without decoding had no `+`: nothing to look again for.)
+    let sdk = sdk.map(|v| match v {
+        Cow::Owned(_) => raw_plus(raw, "sdk_version").map_or(v, Cow::Owned),
+        borrowed @ Cow::Borrowed(_) => borrowed,
+    });
     let sdk = sdk.ok_or_else(|| {
         error(
             StatusCode::BAD_REQUEST,

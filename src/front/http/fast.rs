@@ -45,6 +45,9 @@ pub(crate) struct Fast {
     ok: OnceLock<Counter>,
     not_modified: OnceLock<Counter>,
     latency: [OnceLock<Latency>; 2],
+    /// `application/json` and `private, no-cache`, made once.
+    json: HeaderValue,
+    private: HeaderValue,
 }
 
 /// One snapshot's documents, encoded as clients ask for them.
@@ -102,6 +105,8 @@ impl Fast {
             ok: OnceLock::new(),
             not_modified: OnceLock::new(),
             latency: Default::default(),
+            json: HeaderValue::from_static("application/json"),
+            private: HeaderValue::from_static("private, no-cache"),
         }
     }
 
@@ -162,10 +167,10 @@ impl Fast {
         if let Some(id) = asking.client_id {
             census_count(&self.shared, snap, id, &asking, environment);
         }
-        let etag = HeaderValue::from_maybe_shared(body.etag).expect("hex etag");
-        let matched = inm
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| etag_matches(v, etag.to_str().expect("ascii")));
+        let etag = body.etag;
+        let matched = inm.and_then(|v| v.to_str().ok()).is_some_and(|v| {
+            etag_matches(v, std::str::from_utf8(etag.as_bytes()).unwrap_or_default())
+        });
         let mut resp = if matched {
             let mut r = Response::new(Full::new(Bytes::new()));
             *r.status_mut() = StatusCode::NOT_MODIFIED;
@@ -173,22 +178,16 @@ impl Fast {
         } else {
             self.count(&entry, svc, &variant, &q.sdk_version, environment);
             let mut r = Response::new(Full::new(body.bytes));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, self.json.clone());
             r
         };
         let h = resp.headers_mut();
         h.insert(header::ETAG, etag);
-        h.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("private, no-cache"),
-        );
+        h.insert(header::CACHE_CONTROL, self.private.clone());
         // Where the router puts it (hyper would add it after its own).
         if !matched {
-            let length = HeaderValue::from_maybe_shared(body.length).expect("digits");
-            h.insert(header::CONTENT_LENGTH, length);
+            h.insert(header::CONTENT_LENGTH, body.length);
         }
         // The router's layer times a request with If-None-Match and
         // `wait=` as a long-poll.
