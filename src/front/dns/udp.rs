@@ -1,5 +1,6 @@
 //! The UDP fast path: one OS thread per `SO_REUSEPORT` socket, outside the
-//! async runtime, receiving and sending in batches (recvmmsg/sendmmsg) and
+//! async runtime, receiving and sending in batches (recvmmsg/sendmmsg; one
+//! datagram with recvfrom/sendto, which copy no message headers) and
 //! answering each datagram inline from a per-thread cached snapshot. No task
 //! and no allocation per query.
 
@@ -296,16 +297,37 @@ fn worker(sock: &UdpSocket, shared: &Shared, rrl: Option<&Rrl>, stop: &AtomicBoo
         } else {
             BATCH as u32
         };
-        // SAFETY: the message array points at buffers that live in `b`.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                b.rx_msgs.as_mut_ptr(),
-                want,
-                // c_int in glibc, c_uint in musl.
-                libc::MSG_WAITFORONE as _,
-                std::ptr::null_mut(),
-            )
+        let n = if want == 1 {
+            // One datagram: recvfrom, without recvmmsg's message headers.
+            // SAFETY: the buffer and address live in `b`.
+            let r = unsafe {
+                libc::recvfrom(
+                    fd,
+                    b.rx[0].as_mut_ptr().cast(),
+                    MAX_PACKET,
+                    0,
+                    (&raw mut b.addrs[0]).cast(),
+                    &raw mut b.rx_msgs[0].msg_hdr.msg_namelen,
+                )
+            };
+            if r >= 0 {
+                b.rx_msgs[0].msg_len = r as u32;
+                1
+            } else {
+                r as i32
+            }
+        } else {
+            // SAFETY: the message array points at buffers that live in `b`.
+            unsafe {
+                libc::recvmmsg(
+                    fd,
+                    b.rx_msgs.as_mut_ptr(),
+                    want,
+                    // c_int in glibc, c_uint in musl.
+                    libc::MSG_WAITFORONE as _,
+                    std::ptr::null_mut(),
+                )
+            }
         };
         if n <= 0 {
             used = 0;
@@ -338,9 +360,19 @@ fn worker(sock: &UdpSocket, shared: &Shared, rrl: Option<&Rrl>, stop: &AtomicBoo
         }
         let mut sent = 0;
         if m == 1 {
-            // One answer: a plain sendmsg.
+            // One answer: a plain sendto.
             // SAFETY: the header points at buffers that live in `b`.
-            unsafe { libc::sendmsg(fd, &b.tx_msgs[0].msg_hdr, 0) };
+            let h = &b.tx_msgs[0].msg_hdr;
+            unsafe {
+                libc::sendto(
+                    fd,
+                    b.tx[0].as_ptr().cast(),
+                    b.tx[0].len(),
+                    0,
+                    h.msg_name.cast(),
+                    h.msg_namelen,
+                )
+            };
             sent = 1;
         }
         while sent < m {
