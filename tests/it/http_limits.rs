@@ -294,3 +294,87 @@ fn slow_headers_are_closed_and_do_not_stop_normal_requests() {
         .count();
     assert_eq!(closed, SLOW, "slow connections left open");
 }
+
+/// The header timeout is kept per connection (not a timer per request):
+/// an idle keep-alive connection is closed once it has passed, a connection
+/// that sent half a head too, but a long-poll held longer than the timeout
+/// is answered on its connection, which then serves another request.
+#[test]
+fn the_header_timeout_closes_idle_connections_but_not_long_polls() {
+    use std::io::{Read, Write};
+    let dir = shipped_copy();
+    let server = TestServer::start(
+        &dir.path().join("zones"),
+        &dir.path().join("state.yaml"),
+        &["--http-header-timeout", "2"],
+    );
+    let doc = "/v1/config/vdh-api?sdk_version=1.0.0&client_id=c-1";
+    let etag = http_request(server.http, "GET", doc, &[])
+        .header("etag")
+        .unwrap()
+        .to_string();
+    // Reads one response head (and its body by Content-Length): its status.
+    let read_response = |s: &mut std::net::TcpStream| -> Option<u16> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if got.len() >= end + 4 + len {
+                    return head.split(' ').nth(1).and_then(|c| c.parse().ok());
+                }
+            }
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let request = |path: &str, inm: Option<&str>| {
+        let inm = inm.map_or(String::new(), |e| format!("If-None-Match: {e}\r\n"));
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{inm}\r\n")
+    };
+    let connect = || {
+        let s = std::net::TcpStream::connect(server.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        s
+    };
+    // Idle after one answer: closed between 2 and 4 s later.
+    let mut idle = connect();
+    idle.write_all(request(doc, None).as_bytes()).unwrap();
+    assert_eq!(read_response(&mut idle), Some(200));
+    let t = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = idle.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "an idle connection got bytes");
+    let closed_after = t.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(1900) && closed_after < Duration::from_secs(4),
+        "idle connection closed after {closed_after:?}"
+    );
+    // Half a head: closed too.
+    let mut half = connect();
+    half.write_all(b"GET /v1/config/vdh-api HTTP/1.1\r\nHost")
+        .unwrap();
+    let t = Instant::now();
+    assert_eq!(half.read(&mut buf).unwrap_or(0), 0);
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    // A 4 s long-poll (twice the timeout) is answered 304 on its
+    // connection, which then answers another request.
+    let mut poll = connect();
+    let t = Instant::now();
+    poll.write_all(request(&format!("{doc}&wait=4"), Some(&etag)).as_bytes())
+        .unwrap();
+    assert_eq!(read_response(&mut poll), Some(304));
+    assert!(
+        t.elapsed() >= Duration::from_millis(3900),
+        "{:?}",
+        t.elapsed()
+    );
+    poll.write_all(request(doc, None).as_bytes()).unwrap();
+    assert_eq!(read_response(&mut poll), Some(200));
+}

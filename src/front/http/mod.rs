@@ -13,6 +13,7 @@ pub(crate) mod cors;
 pub(crate) mod doh;
 pub(crate) mod fast;
 pub(crate) mod health;
+mod idle;
 pub(crate) mod resolve;
 
 use std::net::SocketAddr;
@@ -291,12 +292,20 @@ struct Conn {
 
 /// Drives a hyper connection until it ends or `shutdown`, then lets it
 /// finish its requests for up to 2 s.
+/// With `stalled`, closes it when that resolves (no request head or
+/// response progress within the header timeout).
 macro_rules! drive {
-    ($conn:expr, $client:expr, $shutdown:expr) => {{
+    ($conn:expr, $client:expr, $shutdown:expr) => {
+        drive!($conn, $client, $shutdown, std::future::pending::<()>())
+    };
+    ($conn:expr, $client:expr, $shutdown:expr, $stalled:expr) => {{
         let mut conn = std::pin::pin!($conn);
         tokio::select! {
             r = conn.as_mut() => if let Err(error) = r {
                 tracing::debug!(%error, client = %$client, "http connection ended");
+            },
+            () = $stalled => {
+                tracing::debug!(client = %$client, "no request head or progress within the header timeout; closed");
             },
             () = $shutdown.cancelled() => {
                 conn.as_mut().graceful_shutdown();
@@ -330,23 +339,31 @@ impl Conn {
         // The client address goes in each request's extensions (what
         // `ConnectInfo` reads); the router itself is shared, not rebuilt.
         let (router, fast) = (self.router.clone(), self.fast.clone());
+        let activity = idle::Activity::new();
+        let busy = activity.clone();
         let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            // A ready answer is written at once (the write is the
+            // connection's progress); a routed one may be held (long-poll).
             if let Some(resp) = fast.as_ref().and_then(|f| f.answer(&req, client)) {
                 return Answer::Ready(Some(resp.map(Either::Left)));
             }
             let mut req = req.map(axum::body::Body::new);
             req.extensions_mut().insert(ConnectInfo(client));
             let routed = tower::ServiceExt::oneshot(router.clone(), req);
+            busy.begin();
+            let busy = busy.clone();
             Answer::Routed(Box::pin(async move {
-                match routed.await {
+                let resp = match routed.await {
                     Ok(resp) => resp.map(Either::Right),
                     Err(never) => match never {},
-                }
+                };
+                busy.done();
+                resp
             }))
         });
         let Some(acceptor) = &self.tls else {
             return self
-                .serve_http(io, (false, false), svc, client, shutdown)
+                .serve_http(io, (false, false), svc, client, activity, shutdown)
                 .await;
         };
         let tls = match tokio::time::timeout(self.header_timeout, acceptor.accept(io)).await {
@@ -361,7 +378,7 @@ impl Conn {
             }
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        self.serve_http(tls, (true, h2), svc, client, shutdown)
+        self.serve_http(tls, (true, h2), svc, client, activity, shutdown)
             .await;
     }
 
@@ -371,6 +388,7 @@ impl Conn {
         (tls, h2): (bool, bool),
         svc: S,
         client: SocketAddr,
+        activity: Arc<idle::Activity>,
         shutdown: CancellationToken,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -381,8 +399,8 @@ impl Conn {
         S::Future: Send + 'static,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let io = hyper_util::rt::TokioIo::new(io);
         if h2 {
+            let io = hyper_util::rt::TokioIo::new(io);
             let conn =
                 hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .timer(hyper_util::rt::TokioTimer::new())
@@ -392,15 +410,17 @@ impl Conn {
                     .serve_connection(io, svc);
             drive!(conn, client, shutdown);
         } else {
+            // The header timeout is the connection's (idle.rs), not
+            // hyper's per-request timer.
+            let io = hyper_util::rt::TokioIo::new(idle::Watched::new(io, activity.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(64 * 1024)
                 // Over TLS, head and body in one buffer make one record
                 // and one write instead of two.
                 .writev(!tls)
-                .header_read_timeout(self.header_timeout)
-                .timer(hyper_util::rt::TokioTimer::new())
                 .serve_connection(io, svc);
-            drive!(conn, client, shutdown);
+            let stalled = activity.stalled(self.header_timeout);
+            drive!(conn, client, shutdown, stalled);
         }
     }
 }
