@@ -8,7 +8,9 @@
 # For each server:
 #   qps   — saturation, closed loop (bench/tools dnsblast: sendmmsg/recvmmsg,
 #           200 queries in flight)
-#   cpu   — server CPU time per query at a fixed 40,000 qps: the run time
+#   cpu   — server CPU time per query at a fixed 40,000 qps, the queries
+#           evenly spaced (dnsblast --rate sends each when due, whatever
+#           the answers do: one wake-up per query for every server): the run time
 #           the scheduler clock records for every thread of the server and
 #           its child processes (/proc/PID/task/*/schedstat, nanoseconds),
 #           not sampled ticks. (This VM's cpuidle POLL state keeps no
@@ -149,7 +151,7 @@ n, e, t = med("nsd", 0), med("vdh-edge", 0), med("trivial", 0)
 print()
 print(f"vdh-edge / NSD qps:        {e/n:.2f}  (target >= 1.10)")
 print(f"vdh-edge / trivial qps:    {e/t:.2f}  (target >= 0.90)")
-print(f"vdh-edge / NSD cpu/query:  {med('vdh-edge',1)/med('nsd',1):.2f}  (target <= 0.90)")
+print(f"vdh-edge / NSD cpu/query:  {med('vdh-edge',1)/med('nsd',1):.2f}  (target <= 0.85)")
 print(f"vdh-edge / NSD p99 @40k:   {med('vdh-edge',3)/med('nsd',3):.2f}  (target <= 1.00)")
 print(f"knot / NSD qps:            {med('knot',0)/n:.2f}")
 for k in ("dnsperf-nsd", "dnsperf-edge"):
