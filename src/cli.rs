@@ -697,7 +697,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub http_per_address: usize,
     /// Seconds to read a request's head or finish a TLS handshake; slower
-    /// clients (slowloris) are closed.
+    /// clients (slowloris) are closed, and so is an HTTP/1 connection that
+    /// long without a request or a byte written (a long-poll being
+    /// answered is not idle).
     #[arg(long, value_name = "S", default_value_t = 10)]
     pub http_header_timeout: u64,
     /// Most long-polls held at once; more are answered 429 with
