@@ -343,7 +343,7 @@ fn the_header_timeout_closes_idle_connections_but_not_long_polls() {
         s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
         s
     };
-    // Idle after one answer: closed between 2 and 4 s later.
+    // Idle after one answer: closed about 2 s later (not early, before 4 s).
     let mut idle = connect();
     idle.write_all(request(doc, None).as_bytes()).unwrap();
     assert_eq!(read_response(&mut idle), Some(200));
@@ -353,7 +353,7 @@ fn the_header_timeout_closes_idle_connections_but_not_long_polls() {
     assert_eq!(n, 0, "an idle connection got bytes");
     let closed_after = t.elapsed();
     assert!(
-        closed_after >= Duration::from_millis(1900) && closed_after < Duration::from_secs(4),
+        closed_after >= Duration::from_millis(1500) && closed_after < Duration::from_secs(4),
         "idle connection closed after {closed_after:?}"
     );
     // Half a head: closed too.

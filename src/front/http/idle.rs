@@ -5,7 +5,7 @@
 //! runtime's timer wheel, and its removal) for every request head, even on
 //! a keep-alive connection whose next request arrives at once: about 5% of
 //! the instructions of a hot-path answer. Here a connection notes the time
-//! of its last progress (a request head complete, bytes written) in an
+//! of its last progress (bytes written, a routed request answered) in an
 //! atomic, and one sleep per connection wakes at most once per timeout to
 //! look at it. A connection is closed when, with no request being answered
 //! (a long-poll is one), it has made no progress for the timeout: a head
