@@ -96,7 +96,19 @@ fn a_majority_of_edges_decides_an_environments_health() {
         out.contains("health: prod-v1 DOWN (3 of 3 edges see it down)"),
         "{out}"
     );
-    let (_, m) = edges[0].admin_get("/metrics");
+    // The edge reads the other edges' votes from the registry when they
+    // change: its gauge may follow `status` (which reads etcd itself) by a
+    // moment.
+    let start = Instant::now();
+    let m = loop {
+        let (_, m) = edges[0].admin_get("/metrics");
+        if m.contains("vdh_edge_environment_votes{environment=\"prod-v1\",vote=\"down\"} 3")
+            || start.elapsed() > Duration::from_secs(2)
+        {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         m.contains("vdh_edge_environment_votes{environment=\"prod-v1\",vote=\"down\"} 3"),
         "{m}"
