@@ -60,8 +60,57 @@ pub(crate) struct ZoneText {
     /// The origin, from the file name or the key.
     pub(crate) origin: Name,
     /// The master-file text.
-    pub(crate) text: String,
+    pub(crate) text: Text,
 }
+
+/// A zone's master-file text, shared between reads and snapshots, with its
+/// hash computed once: a change elsewhere does not copy or hash a big
+/// zone's text again (see `source::file`'s read cache).
+#[derive(Debug, Clone)]
+pub(crate) struct Text {
+    text: Arc<str>,
+    hash: u64,
+}
+
+impl Text {
+    /// The FxHash of the text (part of the zone's input fingerprint).
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Text {
+        use std::hash::{Hash, Hasher};
+        let mut h = rustc_hash::FxHasher::default();
+        s.hash(&mut h);
+        Text {
+            text: s.into(),
+            hash: h.finish(),
+        }
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        Text::from(s.as_str())
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        Arc::ptr_eq(&self.text, &other.text) || (self.hash == other.hash && self.text == other.text)
+    }
+}
+
+impl Eq for Text {}
 
 /// The raw material of a snapshot.
 #[derive(Debug, Clone, PartialEq)]
@@ -328,7 +377,7 @@ fn fingerprint(
 ) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = rustc_hash::FxHasher::default();
-    zt.text.hash(&mut h);
+    zt.text.hash().hash(&mut h);
     zt.source.hash(&mut h);
     for d in derived.into_iter().flatten() {
         (d.owner.wire(), d.rtype, d.ttl, &d.rdata).hash(&mut h);
@@ -428,7 +477,7 @@ impl ZoneCompiler<'_> {
             .collect();
         dynamic.sort();
         // First build with the file's serial to learn the content hash.
-        let mut built = match Zone::build(&zt.origin, &records, None, &dynamic) {
+        let mut built = match Zone::build(&zt.origin, records, None, &dynamic) {
             Ok(z) => z,
             Err(issues) => {
                 // Line 0: the whole zone (no SOA) or a derived record.

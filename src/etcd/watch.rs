@@ -66,7 +66,7 @@ pub(crate) fn inputs_from(
         };
         zones.retain(|z| {
             let overridden = z.origin.to_lower() == name.to_lower();
-            if overridden && z.text != e.value {
+            if overridden && *z.text != *e.value {
                 log_overridden(&z.source, &cfg.key(&format!("zones/{origin}")), &z.text);
             }
             !overridden
@@ -74,7 +74,7 @@ pub(crate) fn inputs_from(
         zones.push(ZoneText {
             source: cfg.key(&format!("zones/{origin}")),
             origin: name,
-            text: e.value.clone(),
+            text: e.value.as_str().into(),
         });
     }
     let entries = p.entries.clone();

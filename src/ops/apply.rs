@@ -45,7 +45,10 @@ pub(crate) async fn apply(args: &ApplyArgs) -> anyhow::Result<String> {
         .read(0)
         .map_err(Invalid::from)?;
         for z in files.zones {
-            desired.insert(format!("{}{}", keyed::ZONES, z.origin.to_lower()), z.text);
+            desired.insert(
+                format!("{}{}", keyed::ZONES, z.origin.to_lower()),
+                z.text.to_string(),
+            );
         }
         owned.push(keyed::ZONES);
     }

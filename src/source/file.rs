@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::ConfigError;
-use crate::config::snapshot::{Inputs, SourceKind, ZoneText};
+use crate::config::snapshot::{Inputs, SourceKind, Text, ZoneText};
 use crate::proto::name::Name;
 use crate::source::StateEvent;
 
@@ -87,9 +87,88 @@ enum Unreadable {
     Utf8(ConfigError),
 }
 
+/// A file's identity, size and change times, as `fstat` gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// A file's text is taken from the read cache only when its change time is
+/// at least this old: the kernel stamps files with a coarse clock, so two
+/// writes of the same size within one tick could leave equal stamps; a file
+/// quiet for this long cannot still be in the tick of a write we missed.
+const TRUSTED_AFTER: Duration = Duration::from_secs(2);
+
+/// Zone texts read before, by path, with the stamp they were read at. A
+/// change to the state (or to one zone) re-reads the zones folder; a big
+/// zone whose file did not change is neither read, checked nor hashed
+/// again, and its text is shared with the live snapshot.
+static READ_CACHE: std::sync::Mutex<Option<rustc_hash::FxHashMap<PathBuf, (Stamp, Text)>>> =
+    std::sync::Mutex::new(None);
+
+/// Reads a zone file's text, from the read cache when the file is
+/// unchanged and has been quiet for [`TRUSTED_AFTER`].
+fn read_zone_text(path: &Path) -> Result<Text, Unreadable> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(Unreadable::Io)?;
+    let stamp = Stamp::of(&file.metadata().map_err(Unreadable::Io)?);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    let quiet = now - stamp.ctime_ns >= TRUSTED_AFTER.as_nanos() as i128;
+    let mut cache = READ_CACHE.lock().expect("not poisoned");
+    let cache = cache.get_or_insert_with(Default::default);
+    if quiet
+        && let Some((s, text)) = cache.get(path)
+        && *s == stamp
+    {
+        return Ok(text.clone());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(stamp.len).unwrap_or(0) + 1);
+    file.read_to_end(&mut bytes).map_err(Unreadable::Io)?;
+    let text = Text::from(utf8(path, bytes)?);
+    if quiet {
+        cache.insert(path.to_path_buf(), (stamp, text.clone()));
+    } else {
+        cache.remove(path);
+    }
+    Ok(text)
+}
+
+/// Drops the cached texts of files in `dir` that are not in `paths` (zone
+/// files removed or renamed away).
+fn forget_others(dir: &Path, paths: &[PathBuf]) {
+    if let Some(cache) = READ_CACHE.lock().expect("not poisoned").as_mut() {
+        cache.retain(|p, _| p.parent() != Some(dir) || paths.contains(p));
+    }
+}
+
 /// Reads a file as UTF-8 text; bad bytes are reported with their line.
 fn read_text(path: &Path) -> Result<String, Unreadable> {
     let bytes = std::fs::read(path).map_err(Unreadable::Io)?;
+    utf8(path, bytes)
+}
+
+/// `bytes` as UTF-8 text, or an error naming the line of the first bad byte.
+fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, Unreadable> {
     String::from_utf8(bytes).map_err(|e| {
         let good = e.utf8_error().valid_up_to();
         let bytes = e.as_bytes();
@@ -130,6 +209,7 @@ impl FileSource {
                     .filter(|p| p.extension().is_some_and(|x| x == "zone") && p.is_file())
                     .collect();
                 paths.sort();
+                forget_others(&self.zones_dir, &paths);
                 for p in paths {
                     let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
                     let origin_text = if stem.ends_with('.') {
@@ -148,7 +228,7 @@ impl FileSource {
                             continue;
                         }
                     };
-                    match read_text(&p) {
+                    match read_zone_text(&p) {
                         Ok(text) => zones.push(ZoneText {
                             source: p.display().to_string(),
                             origin,
@@ -441,5 +521,49 @@ impl FileWatch {
             warn!("reload loop has stopped; file watcher exits");
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zone(serial: u32) -> String {
+        format!("@ 3600 SOA ns h {serial:010} 1 1 1 300\n@ NS ns\nns A 192.0.2.1\n")
+    }
+
+    fn read(dir: &Path) -> Inputs {
+        FileSource {
+            zones_dir: dir.to_path_buf(),
+            state_file: None,
+        }
+        .read(0)
+        .unwrap()
+    }
+
+    #[test]
+    fn an_unchanged_quiet_zone_file_is_not_read_again_and_a_rewritten_one_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("example.com.zone");
+        std::fs::write(&path, zone(1)).unwrap();
+        // Just written: read every time, never cached.
+        let (a, b) = (read(dir.path()), read(dir.path()));
+        assert_ne!(a.zones[0].text.as_ptr(), b.zones[0].text.as_ptr());
+        std::thread::sleep(TRUSTED_AFTER + Duration::from_millis(100));
+        // Quiet: the second read shares the first one's text.
+        let (a, b) = (read(dir.path()), read(dir.path()));
+        assert_eq!(a.zones[0].text.as_ptr(), b.zones[0].text.as_ptr());
+        assert_eq!(&*b.zones[0].text, zone(1));
+        // Rewritten in place with the same size, within the same second:
+        // the change time moved, so the new bytes are read.
+        std::fs::write(&path, zone(2)).unwrap();
+        let c = read(dir.path());
+        assert_eq!(&*c.zones[0].text, zone(2));
+        assert_ne!(c.zones[0].text.hash(), b.zones[0].text.hash());
+        // A removed file is forgotten.
+        std::fs::remove_file(&path).unwrap();
+        assert!(read(dir.path()).zones.is_empty());
+        let cache = READ_CACHE.lock().unwrap();
+        assert!(!cache.as_ref().unwrap().contains_key(&path));
     }
 }

@@ -8,6 +8,7 @@
 pub(crate) mod parse;
 
 use rustc_hash::FxHashMap as HashMap;
+use smallvec::{SmallVec, smallvec};
 
 use crate::proto::name::Name;
 use crate::proto::types::*;
@@ -18,8 +19,9 @@ pub(crate) use parse::{ZoneRecord, parse_zone};
 pub(crate) struct RRset {
     pub(crate) rtype: u16,
     pub(crate) ttl: u32,
-    /// Uncompressed wire RDATA of each record, in file order.
-    pub(crate) rdatas: Vec<Box<[u8]>>,
+    /// Uncompressed wire RDATA of each record, in file order (most RRsets
+    /// hold one record: kept inline, no list allocated for it).
+    pub(crate) rdatas: SmallVec<[Box<[u8]>; 1]>,
     /// For NS, MX and SRV: in-zone targets whose A/AAAA go in the
     /// additional section, in record order.
     pub(crate) targets: Vec<Target>,
@@ -46,8 +48,8 @@ pub(crate) struct Node {
     /// The owner as written in the zone file (or derived), lower-cased when
     /// the node exists only as an empty non-terminal.
     pub(crate) owner: Option<Name>,
-    /// RRsets ordered by type.
-    pub(crate) rrsets: Vec<RRset>,
+    /// RRsets ordered by type (most nodes have one: kept inline).
+    pub(crate) rrsets: SmallVec<[RRset; 1]>,
     /// An NS RRset below the apex: a zone cut.
     pub(crate) delegation: bool,
     /// A service hostname: its A/AAAA answer depends on the client network
@@ -102,9 +104,24 @@ fn soa_fields(rdata: &[u8]) -> (usize, u32, u32) {
 
 /// RDATA with its domain names lower-cased (for the types whose names we
 /// know), as Knot stores zone data; owners are lower-cased the same way.
-fn canonical_rdata(rtype: u16, rdata: &[u8]) -> Vec<u8> {
+/// `None` when it is already (most zones write names in lower case).
+fn canonical_rdata(rtype: u16, rdata: &[u8]) -> Option<Vec<u8>> {
     use crate::proto::name::lower_in_place;
     use crate::proto::wire::name_len;
+    let names = match rtype {
+        NS | CNAME | PTR | DNAME => rdata,
+        MX => &rdata[2..],
+        SRV => &rdata[6..],
+        SOA => {
+            let n1 = name_len(rdata);
+            &rdata[..n1 + name_len(&rdata[n1..])]
+        }
+        _ => return None,
+    };
+    // Label lengths are below 64: only name characters can match.
+    if !names.iter().any(u8::is_ascii_uppercase) {
+        return None;
+    }
     let mut v = rdata.to_vec();
     match rtype {
         NS | CNAME | PTR | DNAME => lower_in_place(&mut v),
@@ -117,7 +134,7 @@ fn canonical_rdata(rtype: u16, rdata: &[u8]) -> Vec<u8> {
         }
         _ => {}
     }
-    v
+    Some(v)
 }
 
 /// Finds the node that answers for `target` (exactly, or through a
@@ -174,8 +191,9 @@ struct Builder {
     origin: Name,
     index: HashMap<Box<[u8]>, u32>,
     nodes: Vec<Node>,
-    /// (type, line) of the first record of each RRset, per node.
-    lines: Vec<Vec<(u16, usize)>>,
+    /// (node, type, line) of the first record of each RRset, in the order
+    /// the RRsets were made (looked up only to report a problem).
+    lines: Vec<(u32, u16, usize)>,
     issues: Vec<ZoneIssue>,
     hasher: std::hash::DefaultHasher,
     /// A hash of every (node, type, RDATA) added: finds a repeated record
@@ -214,14 +232,12 @@ impl Builder {
         }
         let i = u32::try_from(self.nodes.len()).expect("fewer than 2^32 nodes");
         self.nodes.push(Node::default());
-        self.lines.push(Vec::new());
         self.index.insert(key.into(), i);
         i
     }
 
     /// Adds one record (and the empty non-terminals above it).
-    fn add(&mut self, r: &ZoneRecord) {
-        use std::hash::Hash;
+    fn add(&mut self, r: ZoneRecord) {
         if !r.owner.is_subdomain_of(&self.origin) {
             let message = format!("{} is outside the zone {}", r.owner, self.origin);
             self.issue(r.line, message);
@@ -245,7 +261,19 @@ impl Builder {
             self.issue(r.line, message);
             return;
         }
-        let lower = r.owner.to_lower();
+        let ZoneRecord {
+            owner,
+            rtype,
+            ttl,
+            rdata,
+            line,
+        } = r;
+        // Most owners are written in lower case already: no copy then.
+        let (lower, written) = if owner.wire().iter().any(u8::is_ascii_uppercase) {
+            (owner.to_lower(), Some(owner))
+        } else {
+            (owner, None)
+        };
         let id = self.node_lower(lower.wire());
         // The empty non-terminals: each parent's wire name is a suffix.
         let wire = lower.wire();
@@ -255,51 +283,74 @@ impl Builder {
             labels -= 1;
             self.node_lower(&wire[at..]);
         }
-        if self.nodes[id as usize].owner.is_none() {
-            self.nodes[id as usize].owner = Some(lower.clone());
+        let owner = written.as_ref().unwrap_or(&lower);
+        self.add_rdata(id, &lower, owner, (rtype, ttl, line), rdata);
+        let node = &mut self.nodes[id as usize];
+        if node.owner.is_none() {
+            node.owner = Some(lower);
         }
-        let rdata = canonical_rdata(r.rtype, &r.rdata);
+    }
+
+    /// Adds one record's RDATA to node `id` (`lower` its name, `owner` as
+    /// written), unless it repeats one (then only its TTL applies).
+    fn add_rdata(
+        &mut self,
+        id: u32,
+        lower: &Name,
+        owner: &Name,
+        (rtype, ttl, line): (u16, u32, usize),
+        rdata: Vec<u8>,
+    ) {
+        use std::hash::Hash;
+        let canonical = canonical_rdata(rtype, &rdata);
+        let stored = canonical.as_deref().unwrap_or(&rdata);
         let digest = {
             let mut h = rustc_hash::FxHasher::default();
-            rdata.hash(&mut h);
+            stored.hash(&mut h);
             std::hash::Hasher::finish(&h)
         };
-        let new_hash = self.seen.insert((id, r.rtype, digest));
+        let new_hash = self.seen.insert((id, rtype, digest));
         let node = &mut self.nodes[id as usize];
         let repeated = !new_hash
             && node
                 .rrsets
                 .iter()
-                .any(|s| s.rtype == r.rtype && s.rdatas.iter().any(|d| **d == rdata[..]));
-        if let Some(set) = node.rrsets.iter_mut().find(|s| s.rtype == r.rtype) {
+                .any(|s| s.rtype == rtype && s.rdatas.iter().any(|d| **d == *stored));
+        let existing = node.rrsets.iter().position(|s| s.rtype == rtype);
+        if let Some(i) = existing {
             if repeated {
-                set.ttl = r.ttl;
+                node.rrsets[i].ttl = ttl;
                 return;
             }
-            match r.rtype {
-                SOA => return self.issue(r.line, "more than one SOA record".into()),
-                CNAME => {
-                    let message = format!("more than one CNAME at {}", r.owner);
-                    return self.issue(r.line, message);
-                }
+            match rtype {
+                SOA => return self.issue(line, "more than one SOA record".into()),
+                CNAME => return self.issue(line, format!("more than one CNAME at {owner}")),
                 _ => {}
             }
-            set.rdatas.push(rdata.into());
-            // As Knot: the TTL read last applies to the whole RRset.
-            set.ttl = r.ttl;
-        } else {
-            node.rrsets.push(RRset {
-                rtype: r.rtype,
-                ttl: r.ttl,
-                rdatas: vec![rdata.into()],
-                targets: vec![],
-            });
-            self.lines[id as usize].push((r.rtype, r.line));
         }
         lower.hash(&mut self.hasher);
-        r.rtype.hash(&mut self.hasher);
-        if r.rtype != SOA {
-            r.rdata.hash(&mut self.hasher);
+        rtype.hash(&mut self.hasher);
+        if rtype != SOA {
+            rdata.hash(&mut self.hasher);
+        }
+        let stored = canonical.unwrap_or(rdata).into_boxed_slice();
+        let node = &mut self.nodes[id as usize];
+        match existing {
+            Some(i) => {
+                let set = &mut node.rrsets[i];
+                set.rdatas.push(stored);
+                // As Knot: the TTL read last applies to the whole RRset.
+                set.ttl = ttl;
+            }
+            None => {
+                node.rrsets.push(RRset {
+                    rtype,
+                    ttl,
+                    rdatas: smallvec![stored],
+                    targets: vec![],
+                });
+                self.lines.push((id, rtype, line));
+            }
         }
     }
 
@@ -330,6 +381,8 @@ impl Builder {
             let message = format!("no NS records at the apex {}", self.origin);
             self.issue(0, message);
         }
+        // (node, type, message): their lines are looked up at the end.
+        let mut problems: Vec<(u32, u16, String)> = Vec::new();
         for (i, node) in (0u32..).zip(self.nodes.iter_mut()) {
             node.rrsets.sort_by_key(|s| s.rtype);
             // Canonical order inside each RRset (bytewise, shorter first), as Knot serves.
@@ -337,41 +390,42 @@ impl Builder {
                 set.rdatas.sort();
             }
             if node.get(CNAME).is_some() && node.rrsets.len() > 1 {
-                let line = self.lines[i as usize]
-                    .iter()
-                    .find(|(t, _)| *t == CNAME)
-                    .map_or(0, |l| l.1);
-                self.issues.push(ZoneIssue {
-                    line,
-                    message: format!(
-                        "CNAME at {} has other records beside it",
-                        node.owner
-                            .as_ref()
-                            .expect("a node with records has an owner")
-                    ),
-                });
+                let message = format!(
+                    "CNAME at {} has other records beside it",
+                    node.owner
+                        .as_ref()
+                        .expect("a node with records has an owner")
+                );
+                problems.push((i, CNAME, message));
             }
             node.delegation = i != apex && node.get(NS).is_some();
             for set in &node.rrsets {
                 let size = answer_size(node.owner.as_ref(), set);
                 if size > usize::from(u16::MAX) {
-                    let line = self.lines[i as usize]
-                        .iter()
-                        .find(|(t, _)| *t == set.rtype)
-                        .map_or(0, |l| l.1);
-                    self.issues.push(ZoneIssue {
-                        line,
-                        message: format!(
-                            "{} {} RRset of {} records needs {size} bytes in an answer; a DNS message holds at most 65535",
-                            node.owner.as_ref().map(ToString::to_string).unwrap_or_default(),
-                            type_name(set.rtype),
-                            set.rdatas.len()
-                        ),
-                    });
+                    let message = format!(
+                        "{} {} RRset of {} records needs {size} bytes in an answer; a DNS message holds at most 65535",
+                        node.owner
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
+                        type_name(set.rtype),
+                        set.rdatas.len()
+                    );
+                    problems.push((i, set.rtype, message));
                 }
             }
             if node.owner.is_none() && i == apex {
                 node.owner = Some(self.origin.clone());
+            }
+        }
+        if !problems.is_empty() {
+            let mut first: HashMap<(u32, u16), usize> = HashMap::default();
+            for &(n, t, line) in &self.lines {
+                first.entry((n, t)).or_insert(line);
+            }
+            for (n, t, message) in problems {
+                let line = first.get(&(n, t)).copied().unwrap_or(0);
+                self.issues.push(ZoneIssue { line, message });
             }
         }
         // Empty non-terminals get their lower-cased name as owner.
@@ -413,7 +467,7 @@ impl Zone {
     /// to a line).
     pub(crate) fn build(
         origin: &Name,
-        records: &[ZoneRecord],
+        records: Vec<ZoneRecord>,
         serial: Option<u32>,
         dynamic: &[Name],
     ) -> Result<Zone, Vec<ZoneIssue>> {
@@ -495,7 +549,7 @@ mod tests {
         let o = Name::parse("example.com.", None).unwrap();
         let p = parse_zone(text, &o);
         assert!(p.errors.is_empty(), "{:?}", p.errors);
-        Zone::build(&o, &p.records, None, &[])
+        Zone::build(&o, p.records, None, &[])
     }
 
     #[test]
@@ -534,8 +588,8 @@ mod tests {
     fn serial_override_and_content_hash() {
         let o = Name::parse("example.com.", None).unwrap();
         let p = parse_zone("@ SOA ns h 7 1 1 1 300\n@ NS ns\n", &o);
-        let a = Zone::build(&o, &p.records, None, &[]).unwrap();
-        let b = Zone::build(&o, &p.records, Some(9), &[]).unwrap();
+        let a = Zone::build(&o, p.records.clone(), None, &[]).unwrap();
+        let b = Zone::build(&o, p.records, Some(9), &[]).unwrap();
         assert_eq!(soa_fields(&b.soa().rdatas[0]).1, 9);
         assert_eq!(a.content_hash, b.content_hash);
     }
