@@ -134,6 +134,27 @@ fn unchanged(last: Option<&Inputs>, new: &Inputs) -> bool {
     })
 }
 
+/// [`apply`], off the async workers: compiling a large zone takes a while.
+/// On the multi-thread runtime the loop's own thread compiles (the
+/// runtime hands its other tasks to another thread), which saves a thread
+/// hand-off each way on every change; elsewhere a blocking thread does.
+async fn compile_off_the_workers(
+    shared: &Arc<Shared>,
+    inputs: &Inputs,
+    cache: &CacheDir,
+    down: &Down,
+) -> Result<Result<Arc<Snapshot>, Vec<ConfigError>>, tokio::task::JoinError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        return Ok(tokio::task::block_in_place(|| {
+            apply(shared, inputs, cache, down)
+        }));
+    }
+    let (shared, cache, inputs, down) =
+        (shared.clone(), cache.clone(), inputs.clone(), down.clone());
+    tokio::task::spawn_blocking(move || apply(&shared, &inputs, &cache, &down)).await
+}
+
 /// Runs the reload loop until the channel closes or `shutdown`. `last` is
 /// what was published before the loop started, if anything.
 pub(crate) async fn run(
@@ -165,11 +186,7 @@ pub(crate) async fn run(
                 inputs
             }
         };
-        let (shared2, cache2, inputs2, down2) =
-            (shared.clone(), cache.clone(), inputs.clone(), down.clone());
-        // Compiling a large zone takes a while: keep it off the async workers.
-        let res =
-            tokio::task::spawn_blocking(move || apply(&shared2, &inputs2, &cache2, &down2)).await;
+        let res = compile_off_the_workers(&shared, &inputs, &cache, &down).await;
         match res {
             Ok(Ok(snap)) => {
                 let serials: Vec<String> = snap
