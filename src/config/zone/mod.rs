@@ -185,6 +185,18 @@ fn answer_size(owner: Option<&Name>, set: &RRset) -> usize {
     12 + qname + 4 + records + 11
 }
 
+/// RRsets smaller than this are scanned for a repeated record; bigger ones
+/// use the builder's seen-set.
+const SCAN_UP_TO: usize = 8;
+
+/// A 64-bit hash of RDATA.
+fn digest(rdata: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    rdata.hash(&mut h);
+    h.finish()
+}
+
 /// A zone being built: nodes by lower-cased wire name, the lines their
 /// RRsets came from, the problems found, and the content hash so far.
 struct Builder {
@@ -196,9 +208,10 @@ struct Builder {
     lines: Vec<(u32, u16, usize)>,
     issues: Vec<ZoneIssue>,
     hasher: std::hash::DefaultHasher,
-    /// A hash of every (node, type, RDATA) added: finds a repeated record
-    /// in O(1) (a hash seen before is checked against the RRset), so an
-    /// RRset of n records builds in O(n), not O(n²).
+    /// A hash of every (node, type, RDATA) added to an RRset of
+    /// [`SCAN_UP_TO`] records or more: finds a repeated record in O(1) (a
+    /// hash seen before is checked against the RRset), so an RRset of n
+    /// records builds in O(n), not O(n²). Smaller RRsets are scanned.
     seen: rustc_hash::FxHashSet<(u32, u16, u64)>,
 }
 
@@ -211,7 +224,7 @@ impl Builder {
             lines: Vec::new(),
             issues: Vec::new(),
             hasher: std::hash::DefaultHasher::new(),
-            seen: rustc_hash::FxHashSet::with_capacity_and_hasher(records + 1, Default::default()),
+            seen: rustc_hash::FxHashSet::default(),
         }
     }
 
@@ -304,19 +317,24 @@ impl Builder {
         use std::hash::Hash;
         let canonical = canonical_rdata(rtype, &rdata);
         let stored = canonical.as_deref().unwrap_or(&rdata);
-        let digest = {
-            let mut h = rustc_hash::FxHasher::default();
-            stored.hash(&mut h);
-            std::hash::Hasher::finish(&h)
-        };
-        let new_hash = self.seen.insert((id, rtype, digest));
         let node = &mut self.nodes[id as usize];
-        let repeated = !new_hash
-            && node
-                .rrsets
-                .iter()
-                .any(|s| s.rtype == rtype && s.rdatas.iter().any(|d| **d == *stored));
         let existing = node.rrsets.iter().position(|s| s.rtype == rtype);
+        let repeated = existing.is_some_and(|i| {
+            let set = &node.rrsets[i];
+            if set.rdatas.len() < SCAN_UP_TO {
+                return set.rdatas.iter().any(|d| **d == *stored);
+            }
+            // A big RRset: its records' digests go in the seen-set (all of
+            // them once it reaches the size), and only a digest seen
+            // before is looked for in it.
+            if set.rdatas.len() == SCAN_UP_TO {
+                for d in &set.rdatas {
+                    self.seen.insert((id, rtype, digest(d)));
+                }
+            }
+            !self.seen.insert((id, rtype, digest(stored)))
+                && set.rdatas.iter().any(|d| **d == *stored)
+        });
         if let Some(i) = existing {
             if repeated {
                 node.rrsets[i].ttl = ttl;
@@ -582,6 +600,29 @@ mod tests {
         );
         assert!(msgs.iter().any(|m| m.contains("no SOA")), "{msgs:?}");
         assert!(msgs.iter().any(|m| m.contains("CNAME")), "{msgs:?}");
+    }
+
+    #[test]
+    fn repeated_records_are_dropped_in_small_and_big_rrsets() {
+        // 20 addresses, each written twice or three times at various
+        // points: before, at and after the size where the seen-set starts.
+        let mut text = String::from("@ 3600 SOA ns h 7 1 1 1 300\n@ NS ns\nns A 192.0.2.1\n");
+        for i in 0..20 {
+            text.push_str(&format!("many 60 A 192.0.2.{i}\n"));
+            text.push_str(&format!("many 60 A 192.0.2.{}\n", i / 2));
+            if i % 7 == 0 {
+                text.push_str("MANY 90 A 192.0.2.0\n");
+            }
+        }
+        let z = build(&text).unwrap();
+        let set = z
+            .lookup(b"\x04many\x07example\x03com\x00")
+            .unwrap()
+            .get(A)
+            .unwrap();
+        assert_eq!(set.rdatas.len(), 20);
+        assert_eq!(set.ttl, 60, "the TTL read last applies");
+        assert_eq!(z.record_count(), 23);
     }
 
     #[test]
