@@ -81,12 +81,10 @@ impl Text {
 
 impl From<&str> for Text {
     fn from(s: &str) -> Text {
-        use std::hash::{Hash, Hasher};
-        let mut h = rustc_hash::FxHasher::default();
-        s.hash(&mut h);
+        use std::hash::BuildHasher;
         Text {
             text: s.into(),
-            hash: h.finish(),
+            hash: rustc_hash::FxBuildHasher.hash_one(s),
         }
     }
 }

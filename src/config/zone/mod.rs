@@ -191,10 +191,8 @@ const SCAN_UP_TO: usize = 8;
 
 /// A 64-bit hash of RDATA.
 fn digest(rdata: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = rustc_hash::FxHasher::default();
-    rdata.hash(&mut h);
-    h.finish()
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(rdata)
 }
 
 /// A zone being built: nodes by lower-cased wire name, the lines their
@@ -437,10 +435,12 @@ impl Builder {
             }
         }
         if !problems.is_empty() {
-            let mut first: HashMap<(u32, u16), usize> = HashMap::default();
-            for &(n, t, line) in &self.lines {
-                first.entry((n, t)).or_insert(line);
-            }
+            // One entry per RRset made.
+            let first: HashMap<(u32, u16), usize> = self
+                .lines
+                .iter()
+                .map(|&(n, t, line)| ((n, t), line))
+                .collect();
             for (n, t, message) in problems {
                 let line = first.get(&(n, t)).copied().unwrap_or(0);
                 self.issues.push(ZoneIssue { line, message });
