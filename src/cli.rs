@@ -618,6 +618,11 @@ pub struct ServeArgs {
     /// UDP; default: the CPUs this process may run on.
     #[arg(long, value_name = "N")]
     pub udp_workers: Option<usize>,
+    /// Threads the public HTTP (and DoH) connections run on, each a
+    /// single-threaded event loop taking connections in turn; default: the
+    /// CPUs this process may run on.
+    #[arg(long, value_name = "N")]
+    pub http_threads: Option<usize>,
     /// Sign documents with the Ed25519 keys in this PEM file (PKCS#8; a file
     /// may hold several keys). Every key is published at /v1/keys; the
     /// first key of the first file signs. Repeatable; reloaded on change.

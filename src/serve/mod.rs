@@ -211,7 +211,7 @@ pub(crate) async fn serve(
             io: Duration::from_millis(args.tcp_io_timeout.max(100)),
         },
         rrl: rrl(&args),
-        http: http_settings(&args, nofile),
+        http: http_settings(&args, nofile)?,
         certs,
         admin_tls: args.admin_tls,
         pages,
@@ -340,13 +340,16 @@ async fn first_etcd_snapshot(
     (None, None)
 }
 
+/// The CPUs this process may run on (the default count of UDP and HTTP
+/// threads).
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
 /// Binds DNS (UDP and TCP) and HTTP, and logs each bound address (tests
 /// and operators read these lines to learn ports given as 0).
 async fn bind(args: &ServeArgs) -> anyhow::Result<Listeners> {
-    let workers = args
-        .udp_workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
-        .max(1);
+    let workers = args.udp_workers.unwrap_or_else(cpus).max(1);
     let (udp, tcp) = bind_dns(args.dns, workers).await?;
     info!(protocol = "udp", address = %udp[0].local_addr()?, workers, "listening");
     info!(protocol = "tcp", address = %tcp.local_addr()?, "listening");
@@ -485,7 +488,7 @@ fn rrl(args: &ServeArgs) -> Option<Arc<Rrl>> {
 }
 
 /// `--http-*`, `--long-polls-*`, `--cors-origin`, `--trusted-proxy`.
-fn http_settings(args: &ServeArgs, nofile: u64) -> HttpSettings {
+fn http_settings(args: &ServeArgs, nofile: u64) -> anyhow::Result<HttpSettings> {
     let max_connections = http_max_connections(args, nofile);
     let long_polls = LongPolls::new(
         if args.long_polls_max > 0 {
@@ -508,15 +511,19 @@ fn http_settings(args: &ServeArgs, nofile: u64) -> HttpSettings {
         pages: None,
         token: None,
         hot_path: true,
+        workers: Some(crate::front::http::workers::Workers::start(
+            args.http_threads.unwrap_or_else(cpus),
+        )?),
     };
     info!(
         max_connections,
+        threads = settings.workers.as_ref().map_or(0, |w| w.threads()),
         per_address = settings.limits.per_address,
         long_polls = settings.long_polls.max,
         long_polls_per_address = settings.long_polls.per_address,
         "http limits"
     );
-    settings
+    Ok(settings)
 }
 
 /// Puts back the census the last run saved in the cache folder.
@@ -703,6 +710,7 @@ fn spawn_fronts(
         pages: Some(fronts.pages),
         token: fronts.admin_token,
         hot_path: false,
+        workers: None,
     };
     let admin_certs = fronts.certs.clone().filter(|_| fronts.admin_tls);
     let mut servers = vec![

@@ -29,10 +29,22 @@ pub(crate) struct ConfigParams {
 /// query string where no decoding was needed.
 pub(crate) struct Checked<'a> {
     pub(crate) sdk_version: semver::Version,
+    /// `sdk_version` as sent (decoded): SemVer parsing is strict, so this
+    /// text, trimmed, is the version's own spelling.
+    sdk_text: Cow<'a, str>,
     pub(crate) client_id: Option<Cow<'a, str>>,
     pub(crate) platform: Option<Platform>,
     pub(crate) app_id: Option<Cow<'a, str>>,
     pub(crate) wait: Option<u64>,
+}
+
+impl Checked<'_> {
+    /// The SDK version without build metadata (`1.2.0-rc.1+b.7` is
+    /// `1.2.0-rc.1`), as the census counts it; no formatting needed.
+    pub(crate) fn version_text(&self) -> &str {
+        let t = self.sdk_text.trim();
+        t.split_once('+').map_or(t, |(v, _)| v)
+    }
 }
 
 /// Parses and validates the query string. Unknown parameters are ignored;
@@ -132,6 +144,7 @@ pub(crate) fn check_params(raw: &str) -> Result<Checked<'_>, Response> {
     };
     Ok(Checked {
         sdk_version,
+        sdk_text: sdk,
         client_id,
         platform,
         app_id,
@@ -144,7 +157,8 @@ pub(crate) fn check_params(raw: &str) -> Result<Checked<'_>, Response> {
 /// query costs no allocation.
 pub(crate) fn query_pairs(raw: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
     raw.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        if pair.contains(['%', '+']) {
+        // Bytes, not chars: a two-char pattern searches char by char.
+        if pair.bytes().any(|b| b == b'%' || b == b'+') {
             let (k, v) = form_urlencoded::parse(pair.as_bytes())
                 .next()
                 .expect("a non-empty pair");
@@ -286,7 +300,12 @@ pub(crate) async fn config(
     let (body, etag) = doc.encode();
     if let Some(id) = &params.asker.client_id {
         let asking = params.asker.asking();
-        super::fast::census_count(&shared, &snap, id, &asking, &doc.environment);
+        let version = semver::Version {
+            build: semver::BuildMetadata::EMPTY,
+            ..params.asker.sdk_version.clone()
+        };
+        let version = version.to_string();
+        super::fast::census_count(&shared, &snap, id, &version, &asking, &doc.environment);
     }
     let count = |doc: &Document| {
         let labels = ConfigLabels {
@@ -477,5 +496,42 @@ mod tests {
                 .collect();
             assert_eq!(ours, theirs, "{q}");
         }
+    }
+
+    /// The census's version text is the parsed version printed without
+    /// its build metadata, however the version was sent.
+    #[test]
+    fn the_version_text_is_the_parsed_version_without_build_metadata() {
+        let mut checked = 0;
+        for sent in [
+            "1.0.0",
+            "0.9.0",
+            "10.20.30",
+            "1.0.1-rc.1",
+            "1.0.0-alpha.beta.1",
+            "1.0.0-0.3.7",
+            "1.0.0-x-y-z.--",
+            "1.2.0+b.7",
+            "1.2.0%2Bb.7",
+            "1.0.0-alpha+001",
+            "1.0.0-rc.1%2Bexp.sha.5114f85",
+            "%201.0.0%20",
+            "+1.0.0+",
+            "1.0.0-a%2Db",
+        ] {
+            let query = format!("sdk_version={sent}");
+            let Ok(q) = super::check_params(&query) else {
+                continue;
+            };
+            let want = semver::Version {
+                build: semver::BuildMetadata::EMPTY,
+                ..q.sdk_version.clone()
+            }
+            .to_string();
+            assert_eq!(q.version_text(), want, "{sent}");
+            checked += 1;
+        }
+        // Only `+1.0.0+` is not a version.
+        assert_eq!(checked, 13);
     }
 }

@@ -133,7 +133,7 @@ impl Fast {
         let service = req.uri().path().strip_prefix("/v1/config/")?;
         let plain = req.method() == Method::GET
             && !service.is_empty()
-            && !service.contains(['/', '%'])
+            && !service.bytes().any(|b| b == b'/' || b == b'%')
             && req.body().is_end_stream()
             && req.uri().path_and_query().map_or(0, |p| p.as_str().len()) <= MAX_URI_BYTES
             && header_bytes(req.headers()) <= MAX_HEADER_BYTES
@@ -165,7 +165,8 @@ impl Fast {
         let body = entry.encoded.get(refresh);
         let environment = &snap.routing.environments[svc.rules[rule].environment].name;
         if let Some(id) = asking.client_id {
-            census_count(&self.shared, snap, id, &asking, environment);
+            let version = q.version_text();
+            census_count(&self.shared, snap, id, version, &asking, environment);
         }
         let etag = body.etag;
         let matched = inm.and_then(|v| v.to_str().ok()).is_some_and(|v| {
@@ -252,12 +253,14 @@ impl Fast {
 }
 
 /// Counts a client with an id in the census: its SDK version without build
-/// metadata, its app id when the state names it (made-up ones cannot fill
-/// the census: they count as `other`), the environment its document names.
+/// metadata (`version`), its app id when the state names it (made-up ones
+/// cannot fill the census: they count as `other`), the environment its
+/// document names.
 pub(crate) fn census_count(
     shared: &Shared,
     snap: &Snapshot,
     id: &str,
+    version: &str,
     asking: &Asking,
     environment: &str,
 ) {
@@ -268,10 +271,7 @@ pub(crate) fn census_count(
             "other"
         }
     });
-    let mut buf = VersionText::default();
-    shared
-        .census
-        .record(id, buf.of(asking.sdk_version), app_id, environment);
+    shared.census.record(id, version, app_id, environment);
 }
 
 /// The bytes of a request's header names and values, as the router's
@@ -281,55 +281,6 @@ pub(crate) fn header_bytes(headers: &axum::http::HeaderMap) -> usize {
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum()
-}
-
-/// A SemVer version without its build metadata, written on the stack.
-struct VersionText {
-    buf: [u8; 64],
-    len: usize,
-    spilled: String,
-}
-
-impl std::fmt::Write for VersionText {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        if !self.spilled.is_empty() || self.len + s.len() > self.buf.len() {
-            if self.spilled.is_empty() {
-                let head = std::str::from_utf8(&self.buf[..self.len]).expect("utf-8");
-                self.spilled.push_str(head);
-            }
-            self.spilled.push_str(s);
-            return Ok(());
-        }
-        self.buf[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
-        self.len += s.len();
-        Ok(())
-    }
-}
-
-impl Default for VersionText {
-    fn default() -> Self {
-        VersionText {
-            buf: [0; 64],
-            len: 0,
-            spilled: String::new(),
-        }
-    }
-}
-
-impl VersionText {
-    /// `v` as `MAJOR.MINOR.PATCH[-PRE]`.
-    fn of(&mut self, v: &semver::Version) -> &str {
-        use std::fmt::Write;
-        let _ = write!(self, "{}.{}.{}", v.major, v.minor, v.patch);
-        if !v.pre.is_empty() {
-            let _ = write!(self, "-{}", v.pre);
-        }
-        if self.spilled.is_empty() {
-            std::str::from_utf8(&self.buf[..self.len]).expect("utf-8")
-        } else {
-            &self.spilled
-        }
-    }
 }
 
 #[cfg(test)]
@@ -429,6 +380,9 @@ services:
             pages: None,
             token: None,
             hot_path,
+            // The hot path's edge on HTTP threads, the router's on the
+            // test's runtime: both ways of running a connection answer.
+            workers: hot_path.then(|| crate::front::http::workers::Workers::start(2).unwrap()),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -15,6 +15,7 @@ pub(crate) mod fast;
 pub(crate) mod health;
 mod idle;
 pub(crate) mod resolve;
+pub(crate) mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -82,6 +83,9 @@ pub(crate) struct HttpSettings {
     /// Public listener: answer plain config requests before the router
     /// ([`fast`]); off only to compare the two answers.
     pub(crate) hot_path: bool,
+    /// The threads connections run on ([`workers`]); `None`: the caller's
+    /// runtime (the admin listener).
+    pub(crate) workers: Option<Arc<workers::Workers>>,
 }
 
 /// Which routes a listener carries.
@@ -240,7 +244,7 @@ pub(crate) async fn run(
             shared.clone(),
             per_address.clone(),
         );
-        conns.spawn(async move {
+        let serve = move |stream: tokio::net::TcpStream| async move {
             shared.metrics.http_connections.inc();
             conn.serve(stream, peer, &shared, shutdown).await;
             shared.metrics.http_connections.dec();
@@ -248,7 +252,27 @@ pub(crate) async fn run(
                 per_address.release(peer.ip());
             }
             drop(permit);
-        });
+        };
+        match &settings.workers {
+            None => {
+                conns.spawn(serve(stream));
+            }
+            // The socket moves to the worker's reactor.
+            Some(workers) => match stream.into_std() {
+                Ok(stream) => {
+                    conns.spawn_on(
+                        async move {
+                            match tokio::net::TcpStream::from_std(stream) {
+                                Ok(stream) => serve(stream).await,
+                                Err(error) => tracing::debug!(%error, "http connection lost"),
+                            }
+                        },
+                        workers.next(),
+                    );
+                }
+                Err(error) => tracing::debug!(%error, "http connection lost"),
+            },
+        }
         // Reap finished connection tasks.
         while conns.try_join_next().is_some() {}
     }
