@@ -244,10 +244,17 @@ pub(crate) async fn run(
             shared.clone(),
             per_address.clone(),
         );
-        let serve = move |stream: tokio::net::TcpStream| async move {
-            shared.metrics.http_connections.inc();
-            conn.serve(stream, peer, &shared, shutdown).await;
-            shared.metrics.http_connections.dec();
+        // A socket that could not move to its thread is closed, and its
+        // slots given back all the same.
+        let serve = move |stream: std::io::Result<tokio::net::TcpStream>| async move {
+            match stream {
+                Ok(stream) => {
+                    shared.metrics.http_connections.inc();
+                    conn.serve(stream, peer, &shared, shutdown).await;
+                    shared.metrics.http_connections.dec();
+                }
+                Err(error) => tracing::debug!(%error, %peer, "http connection lost"),
+            }
             if limits.per_address > 0 {
                 per_address.release(peer.ip());
             }
@@ -255,22 +262,17 @@ pub(crate) async fn run(
         };
         match &settings.workers {
             None => {
-                conns.spawn(serve(stream));
+                conns.spawn(serve(Ok(stream)));
             }
             // The socket moves to the worker's reactor.
             Some(workers) => match stream.into_std() {
                 Ok(stream) => {
-                    conns.spawn_on(
-                        async move {
-                            match tokio::net::TcpStream::from_std(stream) {
-                                Ok(stream) => serve(stream).await,
-                                Err(error) => tracing::debug!(%error, "http connection lost"),
-                            }
-                        },
-                        workers.next(),
-                    );
+                    let moved = async move { serve(tokio::net::TcpStream::from_std(stream)).await };
+                    conns.spawn_on(moved, workers.next());
                 }
-                Err(error) => tracing::debug!(%error, "http connection lost"),
+                Err(error) => {
+                    conns.spawn(serve(Err(error)));
+                }
             },
         }
         // Reap finished connection tasks.
