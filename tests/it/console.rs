@@ -60,8 +60,11 @@ fn now_ms() -> u64 {
 /// clients, alternating edges, every third OLD client on both edges; all
 /// within one census point. Returns the point's start.
 fn batch(edges: [SocketAddr; 2], b: usize, old: usize, new: usize) -> u64 {
-    while now_ms() % (STEP * 1000) > 150 {
-        std::thread::sleep(Duration::from_millis(20));
+    // Start as the next census point opens: a batch that ended early in
+    // its point must not share it with the next one.
+    let next = (now_ms() / (STEP * 1000) + 1) * STEP * 1000;
+    while now_ms() < next {
+        std::thread::sleep(Duration::from_millis(5));
     }
     let start = now_ms() / 1000 / STEP * STEP;
     let get = |e: SocketAddr, v: &str, id: &str| {
