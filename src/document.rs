@@ -397,14 +397,45 @@ pub(crate) struct Encoded {
     bodies: Box<[std::sync::OnceLock<Body>]>,
 }
 
-/// An encoded document: its bytes, its ETag (with its quotes) and its
-/// length in decimal (the `Content-Length` value), shared; the two header
-/// values are checked once, when the body is made, not per request.
+/// An encoded document: its bytes, its ETag (with its quotes), and the
+/// response headers of a 200 and of a 304 with them, made once when the
+/// body is made: a response clones a map (two allocations, no hashing)
+/// instead of inserting each header.
 #[derive(Debug, Clone)]
 pub(crate) struct Body {
     pub(crate) bytes: Bytes,
     pub(crate) etag: axum::http::HeaderValue,
-    pub(crate) length: axum::http::HeaderValue,
+    /// `Content-Type`, `ETag`, `Cache-Control` and `Content-Length`, in the
+    /// router's order.
+    pub(crate) ok_headers: axum::http::HeaderMap,
+    /// `ETag` and `Cache-Control`.
+    pub(crate) not_modified_headers: axum::http::HeaderMap,
+}
+
+impl Body {
+    fn new(bytes: Vec<u8>) -> Body {
+        use axum::http::{HeaderMap, HeaderValue, header};
+        let etag = HeaderValue::from_maybe_shared(Bytes::from(etag_of(&bytes)))
+            .expect("a quoted hex digest");
+        let private = HeaderValue::from_static("private, no-cache");
+        let mut not_modified_headers = HeaderMap::with_capacity(2);
+        not_modified_headers.insert(header::ETAG, etag.clone());
+        not_modified_headers.insert(header::CACHE_CONTROL, private.clone());
+        let mut ok_headers = HeaderMap::with_capacity(4);
+        ok_headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        ok_headers.insert(header::ETAG, etag.clone());
+        ok_headers.insert(header::CACHE_CONTROL, private);
+        ok_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        Body {
+            bytes: Bytes::from(bytes),
+            etag,
+            ok_headers,
+            not_modified_headers,
+        }
+    }
 }
 
 impl Encoded {
@@ -434,26 +465,22 @@ impl Encoded {
         }
     }
 
-    /// The document with `refresh_after_s` = `refresh`.
-    pub(crate) fn get(&self, refresh: u32) -> Body {
+    /// The document with `refresh_after_s` = `refresh` (made once per
+    /// value in the refresh range, borrowed from then on).
+    pub(crate) fn get(&self, refresh: u32) -> std::borrow::Cow<'_, Body> {
         let make = || {
             let mut b = Vec::with_capacity(self.head.len() + 10 + self.tail.len());
             b.extend_from_slice(&self.head);
             b.extend_from_slice(refresh.to_string().as_bytes());
             b.extend_from_slice(&self.tail);
-            Body {
-                etag: axum::http::HeaderValue::from_maybe_shared(Bytes::from(etag_of(&b)))
-                    .expect("a quoted hex digest"),
-                length: axum::http::HeaderValue::from(b.len()),
-                bytes: Bytes::from(b),
-            }
+            Body::new(b)
         };
         match refresh
             .checked_sub(self.low)
             .and_then(|i| self.bodies.get(i as usize))
         {
-            Some(slot) => slot.get_or_init(make).clone(),
-            None => make(),
+            Some(slot) => std::borrow::Cow::Borrowed(slot.get_or_init(make)),
+            None => std::borrow::Cow::Owned(make()),
         }
     }
 }
@@ -594,7 +621,30 @@ mod tests {
                 let body = enc.get(r);
                 assert_eq!(&body.bytes[..], &want.0[..]);
                 assert_eq!(body.etag.as_bytes(), want.1.as_bytes());
-                assert_eq!(body.length.as_bytes(), want.0.len().to_string().as_bytes());
+                // The headers of a 200 and a 304, in the router's order.
+                let length = want.0.len().to_string();
+                let header_list = |h: &axum::http::HeaderMap| -> Vec<(String, Vec<u8>)> {
+                    h.iter()
+                        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                        .collect()
+                };
+                let pair = |k: &str, v: &[u8]| (k.to_string(), v.to_vec());
+                assert_eq!(
+                    header_list(&body.ok_headers),
+                    [
+                        pair("content-type", b"application/json"),
+                        pair("etag", want.1.as_bytes()),
+                        pair("cache-control", b"private, no-cache"),
+                        pair("content-length", length.as_bytes()),
+                    ]
+                );
+                assert_eq!(
+                    header_list(&body.not_modified_headers),
+                    [
+                        pair("etag", want.1.as_bytes()),
+                        pair("cache-control", b"private, no-cache"),
+                    ]
+                );
             }
         }
     }

@@ -5,7 +5,7 @@
 //! read. This module sits below the fronts, the sources and `serve`, so
 //! none of them depends on another through it.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -53,6 +53,9 @@ impl EtcdState {
 /// rejected change. One per process, behind an `Arc`.
 pub(crate) struct Shared {
     snapshot: ArcSwap<Snapshot>,
+    /// Snapshots published so far: a reader that cached what it built from
+    /// one snapshot checks this counter, not the snapshot pointer.
+    generation: AtomicU64,
     /// Tells long-polls that a new snapshot was published (its revision).
     published: tokio::sync::watch::Sender<u64>,
     ready: AtomicBool,
@@ -97,6 +100,7 @@ impl Shared {
             census,
             answer_cache: true,
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            generation: AtomicU64::new(0),
             published: tokio::sync::watch::Sender::new(0),
             ready: AtomicBool::new(false),
             etcd: AtomicU8::new(EtcdState::NotConfigured as u8),
@@ -129,17 +133,17 @@ impl Shared {
         }
     }
 
-    /// The live snapshot without a reference-count update: for a request
-    /// that holds it briefly.
-    #[inline]
-    pub(crate) fn snapshot_guard(&self) -> arc_swap::Guard<Arc<Snapshot>> {
-        self.snapshot.load()
-    }
-
     /// A per-thread cache of the live snapshot: `load()` costs a pointer
     /// check, not a reference-count update, while the snapshot is unchanged.
     pub(crate) fn snapshot_cache(&self) -> arc_swap::Cache<&ArcSwap<Snapshot>, Arc<Snapshot>> {
         arc_swap::Cache::new(&self.snapshot)
+    }
+
+    /// Snapshots published so far; a snapshot taken after reading it is
+    /// that one or newer.
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// True once a snapshot has been published.
@@ -151,6 +155,7 @@ impl Shared {
     pub(crate) fn publish(&self, snap: Arc<Snapshot>) {
         let rev = snap.revision;
         self.snapshot.store(snap);
+        self.generation.fetch_add(1, Ordering::Release);
         self.ready.store(true, Ordering::Release);
         self.metrics.published(rev);
         self.published.send_replace(rev);

@@ -230,8 +230,8 @@ impl Ring {
 
 /// The census of one edge.
 pub(crate) struct Census {
-    inner: Mutex<(Ring, Ring)>,
-    series: Mutex<series::Series>,
+    /// The hour and day rings and the series: one lock per request.
+    inner: Mutex<(Ring, Ring, series::Series)>,
 }
 
 /// Sketches of one window, by dimension and value (hex registers).
@@ -260,22 +260,26 @@ impl Census {
     /// With series points `step_s` seconds long.
     pub(crate) fn with_step(hour: Duration, day: Duration, step_s: u64) -> Census {
         Census {
-            inner: Mutex::new((Ring::new(hour, 4), Ring::new(day, 6))),
-            series: Mutex::new(series::Series::new(step_s)),
+            inner: Mutex::new((
+                Ring::new(hour, 4),
+                Ring::new(day, 6),
+                series::Series::new(step_s),
+            )),
         }
     }
 
     /// Seconds per point of the series.
     pub(crate) fn series_step(&self) -> u64 {
-        self.series.lock().expect("not poisoned").step_s()
+        self.inner.lock().expect("not poisoned").2.step_s()
     }
 
     /// The census over time (for the console's charts).
     pub(crate) fn export_series(&self) -> series::SeriesExport {
-        self.series.lock().expect("not poisoned").export()
+        self.inner.lock().expect("not poisoned").2.export()
     }
 
     /// Counts one request by a client.
+    #[cfg(test)]
     pub(crate) fn record(
         &self,
         client_id: &str,
@@ -283,27 +287,33 @@ impl Census {
         app_id: Option<&str>,
         environment: &str,
     ) {
+        self.record_at(client_id, sdk_version, app_id, environment, Instant::now());
+    }
+
+    /// Counts one request by a client, made at `now` (the request's own
+    /// clock reading: the census reads none).
+    pub(crate) fn record_at(
+        &self,
+        client_id: &str,
+        sdk_version: &str,
+        app_id: Option<&str>,
+        environment: &str,
+        now: Instant,
+    ) {
         let h = hash_id(client_id);
-        let now = Instant::now();
+        let values = [Some(sdk_version), app_id, Some(environment)];
         let mut guard = self.inner.lock().expect("not poisoned");
         let g = &mut *guard;
         for ring in [&mut g.0, &mut g.1] {
             ring.advance(now);
             let slot = &mut ring.slots[ring.current];
-            for (values, value) in
-                slot.iter_mut()
-                    .zip([Some(sdk_version), app_id, Some(environment)])
-            {
+            for (table, value) in slot.iter_mut().zip(values) {
                 if let Some(v) = value {
-                    count(values, v, h);
+                    count(table, v, h);
                 }
             }
         }
-        drop(guard);
-        self.series
-            .lock()
-            .expect("not poisoned")
-            .record(h, [Some(sdk_version), app_id, Some(environment)]);
+        g.2.record(h, values, now);
     }
 
     /// Current estimates: (window, dimension, value, estimate).
@@ -423,11 +433,11 @@ impl Census {
     /// past their window are dropped). Returns false, changing nothing,
     /// when the windows were configured differently.
     pub(crate) fn restore(&self, saved: &SavedCensus) -> bool {
-        if let Some(s) = &saved.series {
-            self.series.lock().expect("not poisoned").restore(s);
-        }
         let mut guard = self.inner.lock().expect("not poisoned");
         let g = &mut *guard;
+        if let Some(s) = &saved.series {
+            g.2.restore(s);
+        }
         let fits = saved.rings.len() == 2
             && [&g.0, &g.1].iter().zip(&saved.rings).all(|(r, s)| {
                 u64::try_from(r.slot_len.as_millis()).ok() == Some(s.slot_ms)

@@ -35,6 +35,10 @@ pub(crate) struct Series {
     open_start: u64,
     open: Slot,
     closed: VecDeque<Point>,
+    /// When the open point's step ends, on the monotonic clock: a record
+    /// before then reads no wall clock. (A wall clock stepped forward
+    /// closes the point at this instant, up to one step late.)
+    next_close: std::time::Instant,
 }
 
 /// A sketch as text: `s` and 5 hex digits (register index, rank) per set
@@ -71,9 +75,13 @@ pub(crate) fn decode(s: &str) -> Option<Hll> {
 }
 
 fn unix_s() -> u64 {
+    unix_now().as_secs()
+}
+
+fn unix_now() -> std::time::Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .unwrap_or_default()
 }
 
 impl Series {
@@ -84,6 +92,7 @@ impl Series {
             open_start: unix_s() / step_s * step_s,
             open: Slot::default(),
             closed: VecDeque::new(),
+            next_close: std::time::Instant::now(),
         }
     }
 
@@ -112,9 +121,15 @@ impl Series {
         }
     }
 
-    /// Counts client hash `h` in the open point.
-    pub(crate) fn record(&mut self, h: u64, values: [Option<&str>; 3]) {
-        self.advance(unix_s());
+    /// Counts client hash `h` in the open point (`now` is the time of the
+    /// request).
+    pub(crate) fn record(&mut self, h: u64, values: [Option<&str>; 3], now: std::time::Instant) {
+        if now >= self.next_close {
+            let unix = unix_now();
+            self.advance(unix.as_secs());
+            let end = std::time::Duration::from_secs(self.open_start + self.step_s);
+            self.next_close = now + end.saturating_sub(unix);
+        }
         for (table, value) in self.open.iter_mut().zip(values) {
             if let Some(v) = value {
                 count(table, v, h);

@@ -202,10 +202,10 @@ pub(crate) struct Routing {
     pub(crate) environments: Vec<Environment>,
     /// Services, in name order.
     pub(crate) services: Vec<Service>,
-    service_index: HashMap<String, usize>,
+    service_index: rustc_hash::FxHashMap<String, usize>,
     /// App ids the state names (in rules and update overrides): the census
     /// counts only these by name.
-    app_ids: HashSet<String>,
+    app_ids: rustc_hash::FxHashSet<String>,
 }
 
 /// What a client is, as far as rules can tell.

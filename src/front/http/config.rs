@@ -43,7 +43,10 @@ impl Checked<'_> {
     /// `1.2.0-rc.1`), as the census counts it; no formatting needed.
     pub(crate) fn version_text(&self) -> &str {
         let t = self.sdk_text.trim();
-        t.split_once('+').map_or(t, |(v, _)| v)
+        t.as_bytes()
+            .iter()
+            .position(|&b| b == b'+')
+            .map_or(t, |i| &t[..i])
     }
 }
 
@@ -154,18 +157,44 @@ pub(crate) fn check_params(raw: &str) -> Result<Checked<'_>, Response> {
 
 /// The pairs of a query string as `form_urlencoded::parse` reads them,
 /// borrowed where nothing needs decoding (no `%`, no `+`): the usual SDK
-/// query costs no allocation.
+/// query costs no allocation. One pass over the bytes: the pair's end, its
+/// `=` and whether it needs decoding are found together (`str::split` and
+/// `split_once` each searched again).
 pub(crate) fn query_pairs(raw: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
-    raw.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        // Bytes, not chars: a two-char pattern searches char by char.
-        if pair.bytes().any(|b| b == b'%' || b == b'+') {
-            let (k, v) = form_urlencoded::parse(pair.as_bytes())
-                .next()
-                .expect("a non-empty pair");
-            (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned()))
-        } else {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (Cow::Borrowed(k), Cow::Borrowed(v))
+    let mut rest = raw;
+    std::iter::from_fn(move || {
+        loop {
+            if rest.is_empty() {
+                return None;
+            }
+            let (mut end, mut eq, mut coded) = (rest.len(), None, false);
+            for (i, &b) in rest.as_bytes().iter().enumerate() {
+                match b {
+                    b'&' => {
+                        end = i;
+                        break;
+                    }
+                    b'=' if eq.is_none() => eq = Some(i),
+                    b'%' | b'+' => coded = true,
+                    _ => {}
+                }
+            }
+            // `end` and `eq` are at ASCII bytes: char boundaries.
+            let pair = &rest[..end];
+            rest = rest.get(end + 1..).unwrap_or_default();
+            if pair.is_empty() {
+                continue;
+            }
+            if coded {
+                let (k, v) = form_urlencoded::parse(pair.as_bytes())
+                    .next()
+                    .expect("a non-empty pair");
+                return Some((Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())));
+            }
+            return Some(match eq {
+                Some(i) => (Cow::Borrowed(&pair[..i]), Cow::Borrowed(&pair[i + 1..])),
+                None => (Cow::Borrowed(pair), Cow::Borrowed("")),
+            });
         }
     })
 }
@@ -305,7 +334,8 @@ pub(crate) async fn config(
             ..params.asker.sdk_version.clone()
         };
         let version = version.to_string();
-        super::fast::census_count(&shared, &snap, id, &version, &asking, &doc.environment);
+        let now = std::time::Instant::now();
+        super::fast::census_count(&shared, &snap, id, &version, &asking, &doc.environment, now);
     }
     let count = |doc: &Document| {
         let labels = ConfigLabels {

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use axum::http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use axum::http::{Method, Request, Response, StatusCode, header};
 use bytes::Bytes;
 use http_body_util::Full;
 use prometheus_client::metrics::counter::Counter;
@@ -45,13 +45,12 @@ pub(crate) struct Fast {
     ok: OnceLock<Counter>,
     not_modified: OnceLock<Counter>,
     latency: [OnceLock<Latency>; 2],
-    /// `application/json` and `private, no-cache`, made once.
-    json: HeaderValue,
-    private: HeaderValue,
 }
 
 /// One snapshot's documents, encoded as clients ask for them.
 struct Documents {
+    /// [`Shared::generation`] when `snap` was taken.
+    generation: u64,
     snap: Arc<Snapshot>,
     by_variant: RwLock<rustc_hash::FxHashMap<(usize, Variant), Arc<Entry>>>,
 }
@@ -64,9 +63,11 @@ struct Entry {
 }
 
 impl Documents {
-    fn new(snap: Arc<Snapshot>) -> Documents {
+    fn new(shared: &Shared) -> Documents {
+        let generation = shared.generation();
         Documents {
-            snap,
+            generation,
+            snap: shared.snapshot(),
             by_variant: RwLock::default(),
         }
     }
@@ -97,7 +98,7 @@ impl Documents {
 impl Fast {
     /// The hot path of a listener whose clients' addresses `proxies` tells.
     pub(crate) fn new(shared: Arc<Shared>, proxies: Arc<Proxies>) -> Fast {
-        let documents = ArcSwap::from_pointee(Documents::new(shared.snapshot()));
+        let documents = ArcSwap::from_pointee(Documents::new(&shared));
         Fast {
             shared,
             proxies,
@@ -105,8 +106,6 @@ impl Fast {
             ok: OnceLock::new(),
             not_modified: OnceLock::new(),
             latency: Default::default(),
-            json: HeaderValue::from_static("application/json"),
-            private: HeaderValue::from_static("private, no-cache"),
         }
     }
 
@@ -114,11 +113,10 @@ impl Fast {
     /// publish).
     fn documents(&self) -> arc_swap::Guard<Arc<Documents>> {
         let docs = self.documents.load();
-        if Arc::ptr_eq(&docs.snap, &self.shared.snapshot_guard()) {
+        if docs.generation == self.shared.generation() {
             return docs;
         }
-        self.documents
-            .store(Arc::new(Documents::new(self.shared.snapshot())));
+        self.documents.store(Arc::new(Documents::new(&self.shared)));
         self.documents.load()
     }
 
@@ -166,30 +164,31 @@ impl Fast {
         let environment = &snap.routing.environments[svc.rules[rule].environment].name;
         if let Some(id) = asking.client_id {
             let version = q.version_text();
-            census_count(&self.shared, snap, id, version, &asking, environment);
+            census_count(
+                &self.shared,
+                snap,
+                id,
+                version,
+                &asking,
+                environment,
+                arrived,
+            );
         }
-        let etag = body.etag;
+        let etag = &body.etag;
         let matched = inm.and_then(|v| v.to_str().ok()).is_some_and(|v| {
             etag_matches(v, std::str::from_utf8(etag.as_bytes()).unwrap_or_default())
         });
-        let mut resp = if matched {
+        let resp = if matched {
             let mut r = Response::new(Full::new(Bytes::new()));
             *r.status_mut() = StatusCode::NOT_MODIFIED;
+            *r.headers_mut() = body.not_modified_headers.clone();
             r
         } else {
             self.count(&entry, svc, &variant, &q.sdk_version, environment);
-            let mut r = Response::new(Full::new(body.bytes));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, self.json.clone());
+            let mut r = Response::new(Full::new(body.bytes.clone()));
+            *r.headers_mut() = body.ok_headers.clone();
             r
         };
-        let h = resp.headers_mut();
-        h.insert(header::ETAG, etag);
-        h.insert(header::CACHE_CONTROL, self.private.clone());
-        // Where the router puts it (hyper would add it after its own).
-        if !matched {
-            h.insert(header::CONTENT_LENGTH, body.length);
-        }
         // The router's layer times a request with If-None-Match and
         // `wait=` as a long-poll.
         let poll = inm.is_some() && req.uri().query().is_some_and(|q| q.contains("wait="));
@@ -263,6 +262,7 @@ pub(crate) fn census_count(
     version: &str,
     asking: &Asking,
     environment: &str,
+    now: Instant,
 ) {
     let app_id = asking.app_id.map(|a| {
         if snap.routing.names_app_id(a) {
@@ -271,7 +271,9 @@ pub(crate) fn census_count(
             "other"
         }
     });
-    shared.census.record(id, version, app_id, environment);
+    shared
+        .census
+        .record_at(id, version, app_id, environment, now);
 }
 
 /// The bytes of a request's header names and values, as the router's

@@ -319,21 +319,28 @@ struct Conn {
 /// Drives a hyper connection until it ends or `shutdown`, then lets it
 /// finish its requests for up to 2 s.
 /// With `stalled`, closes it when that resolves (no request head or
-/// response progress within the header timeout).
+/// response progress within the header timeout). The stall timer and the
+/// shutdown token are polled only when they wake ([`idle::guarded`]).
 macro_rules! drive {
     ($conn:expr, $client:expr, $shutdown:expr) => {
         drive!($conn, $client, $shutdown, std::future::pending::<()>())
     };
     ($conn:expr, $client:expr, $shutdown:expr, $stalled:expr) => {{
         let mut conn = std::pin::pin!($conn);
-        tokio::select! {
-            r = conn.as_mut() => if let Err(error) = r {
+        let guard = std::pin::pin!(async {
+            tokio::select! {
+                () = $stalled => false,
+                () = $shutdown.cancelled() => true,
+            }
+        });
+        match idle::guarded(conn.as_mut(), guard).await {
+            idle::Ended::Conn(r) => if let Err(error) = r {
                 tracing::debug!(%error, client = %$client, "http connection ended");
             },
-            () = $stalled => {
+            idle::Ended::Guard(false) => {
                 tracing::debug!(client = %$client, "no request head or progress within the header timeout; closed");
             },
-            () = $shutdown.cancelled() => {
+            idle::Ended::Guard(true) => {
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
             }
