@@ -126,8 +126,8 @@ impl Fast {
         &self,
         req: &Request<B>,
         peer: SocketAddr,
+        arrived: Instant,
     ) -> Option<Response<Full<Bytes>>> {
-        let arrived = Instant::now();
         let service = req.uri().path().strip_prefix("/v1/config/")?;
         let plain = req.method() == Method::GET
             && !service.is_empty()
@@ -288,6 +288,7 @@ pub(crate) fn header_bytes(headers: &axum::http::HeaderMap) -> usize {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Instant;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -563,8 +564,12 @@ services:
                 .unwrap()
         };
         assert!(
-            fast.answer(&get("/v1/config/vdh-api?sdk_version=1.0.0"), peer)
-                .is_some()
+            fast.answer(
+                &get("/v1/config/vdh-api?sdk_version=1.0.0"),
+                peer,
+                Instant::now()
+            )
+            .is_some()
         );
         for uri in [
             "/v1/config/nope?sdk_version=1.0.0",
@@ -573,13 +578,16 @@ services:
             "/v1/config/vdh%2Dapi?sdk_version=1.0.0",
             "/v1/resolve?sdk_version=1.0.0",
         ] {
-            assert!(fast.answer(&get(uri), peer).is_none(), "{uri}");
+            assert!(
+                fast.answer(&get(uri), peer, Instant::now()).is_none(),
+                "{uri}"
+            );
         }
         let mut poll = get("/v1/config/vdh-api?sdk_version=1.0.0&wait=30");
         poll.headers_mut()
             .insert("if-none-match", "\"x\"".parse().unwrap());
         assert!(
-            fast.answer(&poll, peer).is_none(),
+            fast.answer(&poll, peer, Instant::now()).is_none(),
             "a long-poll goes to the router"
         );
         let long = format!(
@@ -587,7 +595,7 @@ services:
             "a".repeat(5000)
         );
         assert!(
-            fast.answer(&get(&long), peer).is_none(),
+            fast.answer(&get(&long), peer, Instant::now()).is_none(),
             "414 is the router's"
         );
     }

@@ -14,7 +14,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,9 @@ pub(crate) struct Activity {
     last: AtomicU64,
     /// Requests being answered (a routed request until its response).
     busy: AtomicU32,
+    /// Set by [`Activity::answered_at`]: the next write is that answer's,
+    /// and its progress time is already noted.
+    noted: AtomicBool,
 }
 
 impl Activity {
@@ -37,6 +40,7 @@ impl Activity {
             start: Instant::now(),
             last: AtomicU64::new(0),
             busy: AtomicU32::new(0),
+            noted: AtomicBool::new(false),
         })
     }
 
@@ -44,6 +48,25 @@ impl Activity {
     pub(crate) fn touch(&self) {
         let ns = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last.store(ns, Ordering::Relaxed);
+    }
+
+    /// Notes progress at `at`, when a request answered at once arrived
+    /// (microseconds ago): the write of that answer then reads no clock.
+    pub(crate) fn answered_at(&self, at: Instant) {
+        let ns =
+            u64::try_from(at.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
+        self.last.store(ns, Ordering::Relaxed);
+        self.noted.store(true, Ordering::Relaxed);
+    }
+
+    /// Notes a write's progress (now, unless the write is of an answer
+    /// whose time [`Activity::answered_at`] noted).
+    fn wrote(&self) {
+        if self.noted.load(Ordering::Relaxed) {
+            self.noted.store(false, Ordering::Relaxed);
+        } else {
+            self.touch();
+        }
     }
 
     /// A request is being answered until [`Activity::done`].
@@ -105,7 +128,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.activity.wrote();
         }
         r
     }
@@ -117,7 +140,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.activity.wrote();
         }
         r
     }
@@ -156,7 +179,7 @@ pub(crate) async fn guarded<C: Future, G: Future>(
     guard: Pin<&mut G>,
 ) -> Ended<C::Output, G::Output> {
     let flag = Arc::new(Flag {
-        woken: std::sync::atomic::AtomicBool::new(true),
+        woken: AtomicBool::new(true),
         task: atomic_waker::AtomicWaker::new(),
     });
     Guarded {
@@ -170,7 +193,7 @@ pub(crate) async fn guarded<C: Future, G: Future>(
 
 /// Whether the guard was woken, and the task to wake when it is.
 struct Flag {
-    woken: std::sync::atomic::AtomicBool,
+    woken: AtomicBool,
     task: atomic_waker::AtomicWaker,
 }
 
@@ -223,6 +246,22 @@ mod tests {
     use std::task::{Poll, Waker};
 
     use super::{Ended, guarded};
+
+    /// An answer's arrival is its write's progress time (no clock read);
+    /// a later write notes its own time.
+    #[test]
+    fn an_answer_noted_at_its_arrival_covers_its_write() {
+        let a = super::Activity::new();
+        let arrived = a.start + std::time::Duration::from_millis(5);
+        let last = || a.last.load(Ordering::Relaxed);
+        a.answered_at(arrived);
+        assert_eq!(last(), 5_000_000);
+        a.wrote();
+        assert_eq!(last(), 5_000_000, "the answer's write keeps its arrival");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        a.wrote();
+        assert!(last() >= 10_000_000, "a later write notes now: {}", last());
+    }
 
     /// The connection is polled on each of its wake-ups, the guard only
     /// at the start and when its own waker fires; whichever ends first

@@ -377,7 +377,11 @@ impl Conn {
         let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             // A ready answer is written at once (the write is the
             // connection's progress); a routed one may be held (long-poll).
-            if let Some(resp) = fast.as_ref().and_then(|f| f.answer(&req, client)) {
+            // One clock reading: the answer's timing and the connection's
+            // progress.
+            let arrived = std::time::Instant::now();
+            if let Some(resp) = fast.as_ref().and_then(|f| f.answer(&req, client, arrived)) {
+                busy.answered_at(arrived);
                 return Answer::Ready(Some(resp.map(Either::Left)));
             }
             let mut req = req.map(axum::body::Body::new);
