@@ -38,8 +38,10 @@ struct Edge {
     http: SocketAddr,
     admin: SocketAddr,
     dot: SocketAddr,
-    /// Set while a fault takes this edge down (killed or stopped).
-    down: AtomicBool,
+    /// Counts each start and end of a fault that takes this edge down
+    /// (killed or stopped): odd while it is down. An exchange that saw it
+    /// change overlapped a downtime, even one shorter than its timeout.
+    down: AtomicU64,
     sent: AtomicU64,
     answered: AtomicU64,
     /// Unanswered while the edge itself was down (counted apart).
@@ -112,7 +114,7 @@ impl Edge {
             http,
             admin,
             dot,
-            down: AtomicBool::new(false),
+            down: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             answered: AtomicU64::new(0),
             lost_down: AtomicU64::new(0),
@@ -134,18 +136,30 @@ impl Edge {
         self.server.lock().unwrap().as_ref().map(TestServer::pid)
     }
 
-    /// Whether the edge is down now (read before an exchange starts).
+    /// Whether the edge is down now.
     fn is_down(&self) -> bool {
-        self.down.load(Ordering::Relaxed)
+        self.down.load(Ordering::SeqCst) % 2 == 1
     }
 
-    /// Counts one exchange of a kind: answered, or lost — apart when the
-    /// edge was down when it started or is down now.
-    fn count(&self, kind: usize, was_down: bool, answered: bool) {
+    /// Marks the start (`true`) or end of a downtime.
+    fn set_down(&self, down: bool) {
+        let was = self.down.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(was % 2 == 0, down, "downtimes do not nest");
+    }
+
+    /// The downtime epoch, read before an exchange starts.
+    fn epoch(&self) -> u64 {
+        self.down.load(Ordering::SeqCst)
+    }
+
+    /// Counts one exchange of a kind started at `epoch`: answered, or
+    /// lost — apart when the edge was down at any time during it (down
+    /// when it started, or a downtime began or ended since).
+    fn count(&self, kind: usize, epoch: u64, answered: bool) {
         self.sent.fetch_add(1, Ordering::Relaxed);
         if answered {
             self.answered.fetch_add(1, Ordering::Relaxed);
-        } else if was_down || self.is_down() {
+        } else if epoch % 2 == 1 || self.epoch() != epoch {
             self.lost_down.fetch_add(1, Ordering::Relaxed);
         } else {
             self.lost_kind[kind].fetch_add(1, Ordering::Relaxed);
@@ -197,7 +211,7 @@ fn load(e: &Edge, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let id = u16::try_from(n % 65_536).unwrap();
-        let d = e.is_down();
+        let d = e.epoch();
         let ok = sock.send_to(&q.packet(id), e.dns).is_ok()
             && loop {
                 match sock.recv(&mut buf) {
@@ -211,7 +225,7 @@ fn load(e: &Edge, stop: &AtomicBool) {
             e.mixed.fetch_add(1, Ordering::Relaxed);
         }
         if n % 10 == 0 {
-            let d = e.is_down();
+            let d = e.epoch();
             let r = tcp(e.dns, &q.packet(id), Duration::from_millis(500));
             e.count(TCP, d, r.is_ok());
         }
@@ -286,7 +300,7 @@ fn http_checks(e: &Edge, n: u64) {
             .filter(|(status, _)| *status == 200)
             .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
     };
-    let d = e.is_down();
+    let d = e.epoch();
     let doc = get(&format!(
         "/v1/config/vdh-api?sdk_version=0.9.0&client_id=s{n}"
     ));
@@ -299,7 +313,7 @@ fn http_checks(e: &Edge, n: u64) {
             e.mixed.fetch_add(1, Ordering::Relaxed);
         }
     }
-    let d = e.is_down();
+    let d = e.epoch();
     let r = get("/v1/resolve?host=vdh-api.yingzi.com&sdk_version=0.9.0");
     e.count(HTTP, d, r.is_some());
     if let Some(r) = r {
@@ -322,7 +336,7 @@ fn long_polls_and_dot(edges: &[Arc<Edge>], ca: &std::path::Path, stop: &AtomicBo
     let mut etags = vec![String::new(); edges.len()];
     while !stop.load(Ordering::Relaxed) {
         let e = &edges[k % edges.len()];
-        let d = e.is_down();
+        let d = e.epoch();
         let out = std::process::Command::new("kdig")
             .args([
                 "+tls",
@@ -340,7 +354,7 @@ fn long_polls_and_dot(edges: &[Arc<Edge>], ca: &std::path::Path, stop: &AtomicBo
             .output()
             .unwrap();
         e.count(DOT_LP, d, out.status.success() && !out.stdout.is_empty());
-        let d = e.is_down();
+        let d = e.epoch();
         let i = k % edges.len();
         let etag = etags[i].clone();
         let r = https_get_with(
@@ -433,10 +447,7 @@ async fn propagation(edges: &[Arc<Edge>], i: u64, t0: Instant) -> Option<u64> {
     sock.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
     let q = Query::new("vdh-api.yingzi.com", 1).packet(7);
-    let mut pending: Vec<&Arc<Edge>> = edges
-        .iter()
-        .filter(|e| !e.down.load(Ordering::Relaxed))
-        .collect();
+    let mut pending: Vec<&Arc<Edge>> = edges.iter().filter(|e| !e.is_down()).collect();
     let mut buf = [0u8; 1500];
     while !pending.is_empty() {
         if t0.elapsed() > Duration::from_secs(3) {
@@ -447,7 +458,7 @@ async fn propagation(edges: &[Arc<Edge>], i: u64, t0: Instant) -> Option<u64> {
             let caught_up = sock.send_to(&q, e.dns).is_ok()
                 && sock.recv(&mut buf).is_ok()
                 && change_of(&answer_addrs(&buf)).is_some_and(|(n, _)| n >= i);
-            !caught_up && !e.down.load(Ordering::Relaxed)
+            !caught_up && !e.is_down()
         });
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
@@ -554,10 +565,10 @@ fn faults(
         let t = Instant::now();
         let what = match k % 5 {
             0 => {
-                e.down.store(true, Ordering::Relaxed);
+                e.set_down(true);
                 *e.server.lock().unwrap() = None; // SIGKILL
                 e.start();
-                e.down.store(false, Ordering::Relaxed);
+                e.set_down(false);
                 format!("SIGKILL {} and restart", e.id)
             }
             1 => {
@@ -577,14 +588,14 @@ fn faults(
             }
             3 => {
                 let pid = e.pid().expect("running edge");
-                e.down.store(true, Ordering::Relaxed);
+                e.set_down(true);
                 signal(pid, libc::SIGSTOP);
                 std::thread::sleep(Duration::from_secs(4));
                 let rev = etcd.revision();
                 etcd.ctl(&["compact", &rev.to_string()]);
                 signal(pid, libc::SIGCONT);
                 let ok = caught_up(e, etcd, Duration::from_secs(10));
-                e.down.store(false, Ordering::Relaxed);
+                e.set_down(false);
                 format!(
                     "SIGSTOP {}, compact etcd at {rev} past it, SIGCONT: {}",
                     e.id,
