@@ -73,7 +73,9 @@ pub(crate) struct Shared {
     /// Environment health: this edge's observations and the verdicts.
     pub(crate) health: Mutex<HealthState>,
     /// Woken when this edge's observations change (the registry then
-    /// publishes them at once).
+    /// publishes them at once). Set by [`Shared::observe`] with a stored
+    /// permit, so a change made while the registry is busy writing is seen
+    /// by its next wait, not lost until its next periodic write.
     pub(crate) health_changed: tokio::sync::Notify,
     /// Signs documents (`--signing-key`); swapped whole on a key reload.
     pub(crate) signer: arc_swap::ArcSwapOption<crate::signing::Signer>,
@@ -221,5 +223,18 @@ impl Shared {
                 .set_environment(env, v.up, (v.up_votes, v.down_votes));
         }
         self.health.lock().expect("not poisoned").verdicts = verdicts;
+    }
+
+    /// Records this edge's own view of `env` and wakes the registry (now,
+    /// or at its next wait when it is busy).
+    pub(crate) fn observe(&self, env: &str, up: bool) {
+        self.health
+            .lock()
+            .expect("not poisoned")
+            .observed
+            .insert(env.to_string(), up);
+        // notify_one keeps a permit when no one waits: notify_waiters would
+        // drop a change made during the registry's put or lease renewal.
+        self.health_changed.notify_one();
     }
 }

@@ -121,13 +121,7 @@ async fn watch_env(
             } else {
                 warn!(environment = %env, url = %h.url, probes = bad, "health check: down");
             }
-            shared
-                .health
-                .lock()
-                .expect("not poisoned")
-                .observed
-                .insert(env.clone(), up);
-            shared.health_changed.notify_waiters();
+            shared.observe(&env, up);
         }
     }
 }
@@ -278,5 +272,20 @@ mod tests {
         // A tie keeps it up (fail open).
         let tie = [obs(&[("a", false)]), obs(&[("a", true)])];
         assert!(verdicts(tie.iter())["a"].up);
+    }
+
+    #[tokio::test]
+    async fn a_change_observed_while_no_one_waits_still_wakes_the_registry() {
+        let shared = Shared::new();
+        // The registry is busy (writing, renewing its lease): nobody waits.
+        shared.observe("prod-v1b", true);
+        // Its next wait returns at once, not at its next periodic write.
+        tokio::time::timeout(Duration::from_millis(100), shared.health_changed.notified())
+            .await
+            .expect("the change is not lost");
+        assert_eq!(
+            shared.health.lock().unwrap().observed.get("prod-v1b"),
+            Some(&true)
+        );
     }
 }
