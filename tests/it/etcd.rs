@@ -876,10 +876,7 @@ fn zones_in_etcd_override_files_and_serials_agree_across_edges() {
     for s in [&a, &b] {
         // The log is written by its own thread: the line may land just
         // after the answer changed.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !s.log().contains("zone file ignored") && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        s.wait_log_count("zone file ignored", 1, Duration::from_secs(5));
         let log = s.log();
         let line = log
             .lines()
